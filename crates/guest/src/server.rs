@@ -1,0 +1,215 @@
+//! One control connection: handshake, then a reader loop that dispatches
+//! each request to a task, and a writer task that batches replies.
+
+use std::sync::Arc;
+
+use husk_protocol::{
+    Envelope, ErrorKind, FrameReader, GuestMsg, Hello, HostMsg, PROTOCOL_VERSION_MAX,
+    PROTOCOL_VERSION_MIN, Secret, Welcome, encode_frame, negotiate_version,
+};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::exec::{self, ExecCtx};
+use crate::files::{Roots, reply};
+
+/// Replies bound for the host. Cloneable; ordered per sender.
+#[derive(Clone)]
+pub struct Outbox(mpsc::Sender<Envelope<GuestMsg>>);
+
+impl Outbox {
+    pub async fn send(&self, id: u64, msg: GuestMsg) {
+        // A closed outbox means the host is gone; the caller's work is moot.
+        let _ = self.0.send(Envelope { id, msg }).await;
+    }
+}
+
+/// Static facts about this guest, sent in the welcome.
+pub struct GuestConfig {
+    pub secret: Secret,
+    /// uid for processes when a request names none (`None`: the guest's own).
+    pub default_user: Option<u32>,
+    /// Owner for files the guest creates (micro-VM: the sandbox user).
+    pub file_owner: Option<(u32, u32)>,
+}
+
+/// Why a session ended.
+#[derive(Debug)]
+pub enum SessionEnd {
+    /// The host asked for shutdown.
+    Shutdown,
+    /// The stream closed or broke (host gone).
+    Disconnected,
+    /// The handshake failed.
+    Rejected(String),
+}
+
+/// Serves one connection until it ends.
+pub async fn serve<R, W>(reader: R, writer: W, cfg: &GuestConfig) -> SessionEnd
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let mut frames = FrameReader::new(reader);
+    let (tx, rx) = mpsc::channel(256);
+    let out = Outbox(tx);
+    let writer_task = tokio::spawn(write_loop(writer, rx));
+
+    let hello = match frames.read::<HostMsg>().await {
+        Ok(Some(Envelope { id, msg: HostMsg::Hello(h) })) => (id, h),
+        Ok(Some(env)) => return reject(out, writer_task, env.id, "expected Hello first".into()).await,
+        Ok(None) => return SessionEnd::Disconnected,
+        Err(e) => return reject(out, writer_task, 0, format!("bad first frame: {e}")).await,
+    };
+    let (hello_id, hello) = hello;
+    let ctx = match handshake(&hello, cfg) {
+        Ok((welcome, ctx)) => {
+            out.send(hello_id, GuestMsg::Welcome(welcome)).await;
+            Arc::new(ctx)
+        }
+        Err(reason) => return reject(out, writer_task, hello_id, reason).await,
+    };
+
+    let end = loop {
+        let env = match frames.read::<HostMsg>().await {
+            Ok(Some(env)) => env,
+            Ok(None) => break SessionEnd::Disconnected,
+            Err(e) => {
+                eprintln!("husk-guest: closing control channel: {e}");
+                break SessionEnd::Disconnected;
+            }
+        };
+        if let HostMsg::Shutdown = env.msg {
+            crate::kill_everything();
+            out.send(env.id, GuestMsg::Done).await;
+            break SessionEnd::Shutdown;
+        }
+        dispatch(&ctx, env.id, env.msg, &out).await;
+    };
+    ctx.procs.close_all();
+    drop(out);
+    let _ = writer_task.await;
+    end
+}
+
+fn handshake(hello: &Hello, cfg: &GuestConfig) -> Result<(Welcome, ExecCtx), String> {
+    if !cfg.secret.matches(&hello.secret) {
+        return Err("session secret does not match".into());
+    }
+    let ours = (PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MAX);
+    let Some(version) = negotiate_version(ours, (hello.min_version, hello.max_version)) else {
+        return Err(format!(
+            "no common protocol version: guest speaks {}..={}, host {}..={}",
+            ours.0, ours.1, hello.min_version, hello.max_version
+        ));
+    };
+    let welcome = Welcome {
+        version,
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+        kernel: rustix::system::uname().release().to_string_lossy().into_owned(),
+        uid: rustix::process::geteuid().as_raw(),
+    };
+    let ctx = ExecCtx {
+        procs: Default::default(),
+        reaper: crate::reaper(),
+        roots: Roots::new(&hello.extra_roots, cfg.file_owner),
+        default_user: cfg.default_user,
+    };
+    Ok((welcome, ctx))
+}
+
+async fn reject(
+    out: Outbox,
+    writer: tokio::task::JoinHandle<()>,
+    id: u64,
+    reason: String,
+) -> SessionEnd {
+    out.send(id, GuestMsg::Rejected { reason: reason.clone() }).await;
+    drop(out);
+    let _ = writer.await;
+    SessionEnd::Rejected(reason)
+}
+
+async fn dispatch(ctx: &Arc<ExecCtx>, id: u64, msg: HostMsg, out: &Outbox) {
+    let done = |r: Result<(), husk_protocol::ErrorReply>| match r {
+        Ok(()) => GuestMsg::Done,
+        Err(e) => GuestMsg::Error(e),
+    };
+    let reply_now = match msg {
+        HostMsg::Exec(req) => {
+            tokio::spawn(exec::run(ctx.clone(), id, req, out.clone()));
+            None
+        }
+        HostMsg::Stdin { process, data } => {
+            let (ctx, out) = (ctx.clone(), out.clone());
+            tokio::spawn(async move {
+                let r = exec::write_stdin(&ctx, process, &data).await;
+                out.send(id, done(r)).await;
+            });
+            None
+        }
+        HostMsg::CloseStdin { process } => Some(done(exec::close_stdin(ctx, process).await)),
+        HostMsg::OutputAck { process, bytes } => {
+            exec::ack(ctx, process, bytes);
+            None
+        }
+        HostMsg::Signal { process, signal } => Some(done(exec::signal(ctx, process, signal))),
+        HostMsg::Wait { process } => {
+            let (ctx, out) = (ctx.clone(), out.clone());
+            tokio::spawn(async move {
+                let msg = match exec::wait(&ctx, process).await {
+                    Ok(status) => GuestMsg::Exited(status),
+                    Err(e) => GuestMsg::Error(e),
+                };
+                out.send(id, msg).await;
+            });
+            None
+        }
+        HostMsg::ReadFile { path, offset, len } => Some(match ctx.roots.read(&path, offset, len) {
+            Ok((data, eof)) => GuestMsg::FileData { data, eof },
+            Err(e) => GuestMsg::Error(e),
+        }),
+        HostMsg::WriteFile(w) => Some(done(ctx.roots.write(&w))),
+        HostMsg::Stat { path, follow_symlinks } => {
+            Some(ctx.roots.stat(&path, follow_symlinks).map_or_else(GuestMsg::Error, GuestMsg::Stat))
+        }
+        HostMsg::MakeDir { path, mode } => Some(done(ctx.roots.make_dir(&path, mode))),
+        HostMsg::ListDir { path } => {
+            Some(ctx.roots.list_dir(&path).map_or_else(GuestMsg::Error, GuestMsg::Entries))
+        }
+        HostMsg::Ping => Some(GuestMsg::Pong),
+        HostMsg::Hello(_) => Some(GuestMsg::Error(reply(
+            ErrorKind::InvalidRequest,
+            "session already established".into(),
+        ))),
+        HostMsg::Shutdown => None, // handled by the caller
+    };
+    if let Some(msg) = reply_now {
+        out.send(id, msg).await;
+    }
+}
+
+/// Encodes replies, batching whatever is queued into one write.
+async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Envelope<GuestMsg>>) {
+    let mut buf = Vec::with_capacity(128 * 1024);
+    while let Some(env) = rx.recv().await {
+        encode(&env, &mut buf);
+        while buf.len() < 256 * 1024 {
+            match rx.try_recv() {
+                Ok(env) => encode(&env, &mut buf),
+                Err(_) => break,
+            }
+        }
+        if w.write_all(&buf).await.is_err() || w.flush().await.is_err() {
+            return;
+        }
+        buf.clear();
+    }
+}
+
+fn encode(env: &Envelope<GuestMsg>, buf: &mut Vec<u8>) {
+    if let Err(e) = encode_frame(env, buf) {
+        let msg = GuestMsg::Error(reply(ErrorKind::TooLarge, format!("reply not encodable: {e}")));
+        let _ = encode_frame(&Envelope { id: env.id, msg }, buf);
+    }
+}

@@ -1,0 +1,254 @@
+//! Message types. Host-to-guest messages are [`HostMsg`], guest-to-host
+//! messages are [`GuestMsg`]; both travel inside an [`Envelope`] that carries
+//! the request id.
+//!
+//! New variants are only ever appended (postcard encodes the variant index),
+//! and a peer only sends what the agreed protocol version allows.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Secret;
+
+/// A frame's content: the request id and one message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope<M> {
+    /// Chosen by the host per call; the guest echoes it in every reply.
+    pub id: u64,
+    pub msg: M,
+}
+
+/// Host to guest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum HostMsg {
+    /// First message on a connection.
+    Hello(Hello),
+    /// Start a process. Replies: `Started`, then (streamed mode) `Output`*,
+    /// then `Exited`; or a single `Error`.
+    Exec(ExecRequest),
+    /// Write bytes to a running process's stdin. Reply: `Done`.
+    Stdin { process: u64, data: Vec<u8> },
+    /// Close a running process's stdin. Reply: `Done`.
+    CloseStdin { process: u64 },
+    /// Return output credit for a streamed process. No reply.
+    OutputAck { process: u64, bytes: u32 },
+    /// Send a signal to a running process's process group. Reply: `Done`.
+    Signal { process: u64, signal: i32 },
+    /// Wait for a process (typically a detached one) to end. Reply: `Exited`.
+    Wait { process: u64 },
+    /// Read up to `len` bytes at `offset`. Reply: `FileData`.
+    ReadFile { path: String, offset: u64, len: u32 },
+    /// Write a chunk. Reply: `Done`.
+    WriteFile(WriteFile),
+    /// Reply: `Stat`.
+    Stat { path: String, follow_symlinks: bool },
+    /// Create a directory and its parents (`mkdir -p`). Reply: `Done`.
+    MakeDir { path: String, mode: u32 },
+    /// Reply: `Entries`.
+    ListDir { path: String },
+    /// Reply: `Pong`. Used for liveness and round-trip measurement.
+    Ping,
+    /// Kill every process in the sandbox and end the guest. Reply: `Done`.
+    Shutdown,
+}
+
+/// Opens a session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub min_version: u16,
+    pub max_version: u16,
+    pub secret: Secret,
+    /// Directories, beyond the built-in roots, that file RPCs may touch
+    /// (for example the guest side of a configured mount).
+    pub extra_roots: Vec<String>,
+}
+
+/// Everything needed to start one process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecRequest {
+    /// Program and arguments; the program is looked up in `PATH`.
+    pub argv: Vec<String>,
+    /// Added to (and overriding) the guest's base environment.
+    pub env: Vec<(String, String)>,
+    /// Working directory; `/workspace` when `None`.
+    pub cwd: Option<String>,
+    /// Run as this uid (and the same gid); the sandbox user when `None`.
+    pub user: Option<u32>,
+    /// Pipe stdin (written with `Stdin`); `/dev/null` otherwise.
+    pub stdin: bool,
+    /// Kill the whole process group after this many milliseconds.
+    pub timeout_ms: Option<u64>,
+    pub output: OutputMode,
+}
+
+impl ExecRequest {
+    /// A streamed exec of `argv` with defaults everywhere else.
+    pub fn new<I, S>(argv: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        ExecRequest {
+            argv: argv.into_iter().map(Into::into).collect(),
+            env: Vec::new(),
+            cwd: None,
+            user: None,
+            stdin: false,
+            timeout_ms: None,
+            output: OutputMode::Stream,
+        }
+    }
+}
+
+/// Where a process's output goes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum OutputMode {
+    /// Streamed back as `Output` messages under the exec's id.
+    Stream,
+    /// Detached: the exec replies `Started` only; output goes to these files
+    /// inside the sandbox (`None` discards it); `Wait` collects the status.
+    Detached {
+        stdout: Option<String>,
+        stderr: Option<String>,
+    },
+}
+
+/// One chunk of a file write.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WriteFile {
+    pub path: String,
+    pub offset: u64,
+    pub data: Vec<u8>,
+    /// Permission bits when the file is created.
+    pub mode: u32,
+    /// Truncate the file to `offset + data.len()` after writing (set on the
+    /// last chunk of a whole-file write).
+    pub truncate: bool,
+}
+
+/// Guest to host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum GuestMsg {
+    Welcome(Welcome),
+    Rejected { reason: String },
+    /// The process runs with this pid (guest pid namespace).
+    Started { pid: u32 },
+    Output { stream: Stream, data: Vec<u8> },
+    Exited(ExitStatus),
+    FileData { data: Vec<u8>, eof: bool },
+    Stat(FileStat),
+    Entries(Vec<DirEntry>),
+    Done,
+    Pong,
+    Error(ErrorReply),
+}
+
+/// Accepted session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Welcome {
+    pub version: u16,
+    /// The guest agent's crate version.
+    pub agent_version: String,
+    /// `uname -r` of the kernel the guest runs on.
+    pub kernel: String,
+    /// The uid the guest agent itself runs as.
+    pub uid: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    /// Exit code when the process exited normally.
+    pub code: Option<i32>,
+    /// Signal number when it was killed by a signal.
+    pub signal: Option<i32>,
+    /// The guest killed it because its timeout passed.
+    pub timed_out: bool,
+    pub duration_ms: u64,
+}
+
+impl ExitStatus {
+    /// The conventional shell exit code: the code, or 128 + signal.
+    pub fn shell_code(&self) -> i32 {
+        match (self.code, self.signal) {
+            (Some(c), _) => c,
+            (None, Some(s)) => 128 + s,
+            (None, None) => 255,
+        }
+    }
+
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStat {
+    pub kind: FileKind,
+    pub size: u64,
+    /// Permission bits.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i128,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    pub name: String,
+    pub kind: FileKind,
+    pub size: u64,
+}
+
+/// A failed request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// The request itself is malformed (empty argv, bad field).
+    InvalidRequest,
+    /// A path is not absolute, contains `..`, or is too long.
+    InvalidPath,
+    /// A path (or a symlink in it) leads outside the allowed roots.
+    OutsideRoots,
+    NotFound,
+    PermissionDenied,
+    AlreadyExists,
+    NotADirectory,
+    IsADirectory,
+    /// A size or count limit was hit.
+    TooLarge,
+    /// The named process does not exist (or has been collected).
+    NoSuchProcess,
+    /// The program could not be started.
+    SpawnFailed,
+    /// Sent before a successful handshake, or not allowed by the agreed
+    /// protocol version.
+    Unsupported,
+    /// Any other I/O error.
+    Io,
+}
+
+impl std::fmt::Display for ErrorReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}

@@ -1,0 +1,197 @@
+//! The `Backend` trait and what every backend shares: the sandbox
+//! configuration and the running-sandbox handle.
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use husk_protocol::Secret;
+use serde::{Deserialize, Serialize};
+
+use crate::client::Client;
+use crate::error::Result;
+
+/// Which isolation a sandbox uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// Linux namespaces through bubblewrap: shared kernel, weaker isolation.
+    Namespace,
+    /// A QEMU micro-VM with its own kernel.
+    Microvm,
+}
+
+impl BackendKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Namespace => "namespace",
+            BackendKind::Microvm => "microvm",
+        }
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A host directory made visible in the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    pub host: PathBuf,
+    pub guest: String,
+    pub writable: bool,
+}
+
+/// What a sandbox should look like. Backends honour every field or refuse
+/// the configuration with a clear error.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Memory limit (namespace: per-process data limit unless cgroups are
+    /// delegated; micro-VM: guest RAM).
+    pub memory_mb: u32,
+    /// CPUs (namespace: CPU affinity; micro-VM: vCPUs).
+    pub vcpus: u32,
+    /// Most processes the sandbox user may have at once.
+    pub max_processes: u32,
+    /// Network access; off by default.
+    pub network: bool,
+    /// Environment every exec starts with (requests may override it).
+    pub env: Vec<(String, String)>,
+    pub mounts: Vec<Mount>,
+    /// Root filesystem directory (namespace) instead of the host's.
+    pub rootfs: Option<PathBuf>,
+    /// The guest agent binary to run; found automatically when `None`.
+    pub guest_binary: Option<PathBuf>,
+    /// Testing hook: present this secret in the handshake instead of the
+    /// sandbox's own (the guest must refuse it).
+    pub present_secret: Option<Secret>,
+    /// Seconds to wait for the guest's handshake.
+    pub start_timeout_secs: u64,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            memory_mb: 1024,
+            vcpus: 1,
+            max_processes: 1024,
+            network: false,
+            env: Vec::new(),
+            mounts: Vec::new(),
+            rootfs: None,
+            guest_binary: None,
+            present_secret: None,
+            start_timeout_secs: 10,
+        }
+    }
+}
+
+impl SandboxConfig {
+    /// Checks limits every backend shares.
+    pub fn validate(&self) -> Result<()> {
+        use crate::error::SandboxError::Config;
+        if self.memory_mb < 64 {
+            return Err(Config(format!("memory_mb must be at least 64, got {}", self.memory_mb)));
+        }
+        if self.vcpus == 0 || self.vcpus > 64 {
+            return Err(Config(format!("vcpus must be between 1 and 64, got {}", self.vcpus)));
+        }
+        if self.max_processes < 8 {
+            return Err(Config(format!("max_processes must be at least 8, got {}", self.max_processes)));
+        }
+        for m in &self.mounts {
+            if !m.guest.starts_with('/') || m.guest.split('/').any(|c| c == "..") {
+                return Err(Config(format!("mount target {:?} must be an absolute path without '..'", m.guest)));
+            }
+            if !m.host.exists() {
+                return Err(Config(format!("mount source {} does not exist", m.host.display())));
+            }
+        }
+        for (k, _) in &self.env {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                return Err(Config(format!("invalid environment variable name {k:?}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Facts about a running sandbox, for run metadata and `husk doctor`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SandboxInfo {
+    pub backend: BackendKind,
+    /// How strongly the sandbox is isolated, in words.
+    pub isolation: String,
+    /// How resource limits are enforced, in words.
+    pub limits: String,
+    pub guest_kernel: String,
+    pub guest_agent_version: String,
+}
+
+/// Backend-specific teardown.
+#[async_trait]
+pub trait SandboxControl: Send + Sync {
+    /// Stops the sandbox; nothing it ran is left behind.
+    async fn stop(&mut self, client: &Client) -> Result<()>;
+}
+
+/// A way to create sandboxes.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    fn kind(&self) -> BackendKind;
+    /// Starts a sandbox and returns it once its guest has answered.
+    async fn start(&self, config: &SandboxConfig) -> Result<Sandbox>;
+}
+
+/// A running sandbox: a control client plus the means to stop it. Dropping
+/// it without [`Sandbox::stop`] still kills it (backends kill on drop).
+pub struct Sandbox {
+    client: Client,
+    control: Box<dyn SandboxControl>,
+    info: SandboxInfo,
+    default_env: Vec<(String, String)>,
+    stopped: bool,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox").field("info", &self.info).finish()
+    }
+}
+
+impl Sandbox {
+    pub fn new(client: Client, control: Box<dyn SandboxControl>, info: SandboxInfo, config: &SandboxConfig) -> Self {
+        Sandbox { client, control, info, default_env: config.env.clone(), stopped: false }
+    }
+
+    /// The control channel (exec, files, …).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn info(&self) -> &SandboxInfo {
+        &self.info
+    }
+
+    /// `req` with the sandbox's default environment merged under its own.
+    pub fn with_default_env(&self, req: &husk_protocol::ExecRequest) -> husk_protocol::ExecRequest {
+        let mut out = req.clone();
+        let mut env = self.default_env.clone();
+        env.retain(|(k, _)| !req.env.iter().any(|(rk, _)| rk == k));
+        env.extend(req.env.iter().cloned());
+        out.env = env;
+        out
+    }
+
+    /// Starts a process with the sandbox's default environment.
+    pub async fn exec(&self, req: &husk_protocol::ExecRequest) -> Result<crate::client::Process> {
+        self.client.exec(&self.with_default_env(req)).await
+    }
+
+    /// Stops the sandbox and waits until nothing of it is left.
+    pub async fn stop(mut self) -> Result<()> {
+        self.stopped = true;
+        self.control.stop(&self.client).await
+    }
+}

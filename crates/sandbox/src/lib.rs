@@ -1,0 +1,23 @@
+//! husk sandboxes.
+//!
+//! A [`Backend`] starts a [`Sandbox`]: an isolated environment whose PID 1
+//! is the husk guest agent. The host talks to the guest through a
+//! [`Client`] over the husk protocol; everything a sandbox can do (exec,
+//! files, detached processes) goes through it, so backends differ only in
+//! how they create the isolation and the control channel.
+//!
+//! Backends: [`namespace::NamespaceBackend`] (bubblewrap). The micro-VM
+//! backend plugs into the same trait.
+
+pub mod backend;
+pub mod client;
+pub mod error;
+pub mod guest_bin;
+pub mod host;
+pub mod namespace;
+mod spawner;
+
+pub use backend::{Backend, BackendKind, Mount, Sandbox, SandboxConfig, SandboxControl, SandboxInfo};
+pub use client::{Client, Output, Process, ProcessEvent};
+pub use error::{Result, SandboxError};
+pub use husk_protocol as protocol;

@@ -1,0 +1,353 @@
+//! The namespace backend: bubblewrap puts the guest agent in fresh user,
+//! pid, ipc, uts, mount, cgroup and (unless networking is asked for) network
+//! namespaces, as PID 1, with a read-only view of the host's system
+//! directories and private writable `/workspace`, `/tmp`, `/home/sandbox`.
+//!
+//! The control channel is one end of a socketpair handed to the guest as
+//! file descriptor 3, and the session secret arrives on descriptor 4; so
+//! there is no socket file inside the sandbox for an agent to find or
+//! replace. If the host process dies, `--die-with-parent` kills bwrap and the
+//! guest sees its channel close; as PID 1 of the pid namespace, its exit
+//! takes every remaining process in the sandbox with it.
+//!
+//! Resource limits: this host kind has no delegated cgroup v2 subtree, so
+//! limits are rlimits set on bubblewrap and inherited by everything inside
+//! (`RLIMIT_DATA` per process for memory, `RLIMIT_NPROC` for processes) and
+//! CPU affinity for CPUs. `SandboxInfo::limits` says which applied.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use husk_protocol::Secret;
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, Command};
+
+use crate::backend::{Backend, BackendKind, Sandbox, SandboxConfig, SandboxControl, SandboxInfo};
+use crate::client::Client;
+use crate::error::{Result, SandboxError};
+use crate::host;
+
+/// System directories of the host root bound read-only into the sandbox.
+/// Home directories, `/root`, `/run`, `/mnt` and anything unusual (project
+/// checkouts) are deliberately absent.
+const SYSTEM_DIRS: [&str; 10] = ["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "opt", "var"];
+/// Where the guest binary appears inside the sandbox.
+const GUEST_PATH: &str = "/run/husk/husk-guest";
+/// The uid and gid everything in the sandbox runs as.
+pub const SANDBOX_UID: u32 = 1000;
+/// When husk runs as root, bubblewrap runs as this host uid, so that
+/// root-owned host files do not look like the sandbox user's own.
+const DEFAULT_UNPRIVILEGED_UID: u32 = 65534;
+/// Bytes of bubblewrap/guest stderr kept for error messages.
+const STDERR_KEEP: usize = 16 * 1024;
+
+static NEXT_CPU: AtomicUsize = AtomicUsize::new(0);
+
+/// Creates namespace sandboxes with bubblewrap.
+#[derive(Debug, Clone)]
+pub struct NamespaceBackend {
+    bwrap: PathBuf,
+}
+
+impl NamespaceBackend {
+    /// Finds bubblewrap; fails with install instructions when it is absent.
+    pub fn new() -> Result<Self> {
+        let bwrap = host::which("bwrap").ok_or_else(|| SandboxError::MissingTool {
+            tool: "bubblewrap (bwrap)",
+            hint: "install it with `apt-get install bubblewrap`".into(),
+        })?;
+        Ok(NamespaceBackend { bwrap })
+    }
+
+    /// The host uid bubblewrap runs as when husk is root.
+    fn unprivileged_uid() -> u32 {
+        std::env::var("HUSK_SANDBOX_HOST_UID").ok().and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_UNPRIVILEGED_UID)
+    }
+}
+
+/// The descriptors a sandbox starts with, before they are handed over.
+struct Handover {
+    control: OwnedFd,
+    secret: OwnedFd,
+    passwd: OwnedFd,
+    group: OwnedFd,
+}
+
+#[async_trait]
+impl Backend for NamespaceBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Namespace
+    }
+
+    async fn start(&self, config: &SandboxConfig) -> Result<Sandbox> {
+        config.validate()?;
+        let guest = match &config.guest_binary {
+            Some(p) => p.clone(),
+            None => crate::guest_bin::locate_guest()?,
+        };
+        let secret = Secret(random_bytes()?);
+        let (host_end, guest_end) = std::os::unix::net::UnixStream::pair()
+            .map_err(|e| SandboxError::io("creating the control socketpair", e))?;
+        let handover = Handover {
+            control: guest_end.into(),
+            secret: pipe_with(secret.to_hex().as_bytes())?,
+            passwd: pipe_with(PASSWD.as_bytes())?,
+            group: pipe_with(GROUP.as_bytes())?,
+        };
+        let args = bwrap_args(config, &guest);
+        let mut cmd = Command::new(&self.bwrap);
+        // HUSK_GUEST_STDERR=inherit shows the guest's own diagnostics live.
+        let inherit = std::env::var("HUSK_GUEST_STDERR").is_ok_and(|v| v == "inherit");
+        let stderr = if inherit { Stdio::inherit() } else { Stdio::piped() };
+        cmd.args(&args).env_clear().stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
+        cmd.kill_on_drop(true);
+        if rustix::process::geteuid().is_root() {
+            let uid = Self::unprivileged_uid();
+            cmd.uid(uid).gid(uid);
+        }
+        let limits = Limits::from_config(config);
+        prepare_child(&mut cmd, handover, limits.clone())?;
+        let mut child = crate::spawner::spawn(cmd).await.map_err(|e| SandboxError::io(format!("starting {}", self.bwrap.display()), e))?;
+        let stderr = collect_stderr(&mut child);
+
+        let present = config.present_secret.clone().unwrap_or(secret);
+        let stream = tokio::net::UnixStream::from_std({
+            host_end.set_nonblocking(true).map_err(|e| SandboxError::io("control socket", e))?;
+            host_end
+        })
+        .map_err(|e| SandboxError::io("control socket", e))?;
+        let roots = config.mounts.iter().map(|m| m.guest.clone()).collect();
+        let timeout = Duration::from_secs(config.start_timeout_secs.max(1));
+        let connected = tokio::time::timeout(timeout, Client::connect(stream, &present, roots)).await;
+        let client = match connected {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(start_failure(child, stderr, e).await),
+            Err(_) => {
+                let e = SandboxError::StartFailed {
+                    reason: format!("the guest agent did not answer within {}s", timeout.as_secs()),
+                    detail: String::new(),
+                };
+                return Err(start_failure(child, stderr, e).await);
+            }
+        };
+        let info = SandboxInfo {
+            backend: BackendKind::Namespace,
+            isolation: "namespaces (bubblewrap): shared host kernel, weaker than a micro-VM".into(),
+            limits: limits.describe(),
+            guest_kernel: client.welcome().kernel.clone(),
+            guest_agent_version: client.welcome().agent_version.clone(),
+        };
+        let control = NamespaceControl { child: Some(child) };
+        Ok(Sandbox::new(client, Box::new(control), info, config))
+    }
+}
+
+const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nsandbox:x:1000:1000:husk sandbox:/home/sandbox:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
+const GROUP: &str = "root:x:0:\nsandbox:x:1000:\nnogroup:x:65534:\n";
+
+fn bwrap_args(config: &SandboxConfig, guest: &Path) -> Vec<String> {
+    let mut a: Vec<String> = Vec::with_capacity(64);
+    let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+    let uid = SANDBOX_UID.to_string();
+    push(&["--unshare-user", "--uid", &uid, "--gid", &uid]);
+    push(&["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]);
+    if !config.network {
+        push(&["--unshare-net"]);
+    }
+    push(&["--hostname", "husk", "--die-with-parent", "--new-session", "--as-pid-1"]);
+    let root = config.rootfs.clone().unwrap_or_else(|| PathBuf::from("/"));
+    for entry in root_entries(&root) {
+        match entry {
+            RootEntry::Dir(name) => {
+                let src = root.join(&name);
+                push(&["--ro-bind", &src.to_string_lossy(), &format!("/{name}")]);
+            }
+            RootEntry::Link(name, target) => push(&["--symlink", &target, &format!("/{name}")]),
+        }
+    }
+    push(&["--dev", "/dev", "--proc", "/proc"]);
+    push(&["--tmpfs", "/tmp", "--tmpfs", "/run", "--tmpfs", "/workspace"]);
+    push(&["--dir", "/home", "--tmpfs", "/home/sandbox"]);
+    if root.join("etc").is_dir() {
+        push(&["--ro-bind-data", "5", "/etc/passwd", "--ro-bind-data", "6", "/etc/group"]);
+    }
+    for m in &config.mounts {
+        let how = if m.writable { "--bind" } else { "--ro-bind" };
+        push(&[how, &m.host.to_string_lossy(), &m.guest]);
+    }
+    push(&["--ro-bind", &guest.to_string_lossy(), GUEST_PATH]);
+    push(&["--", GUEST_PATH, "--control-fd", "3", "--secret-fd", "4"]);
+    a
+}
+
+enum RootEntry {
+    Dir(String),
+    Link(String, String),
+}
+
+/// The system directories present in `root` (symlinks such as merged-/usr
+/// `/bin -> usr/bin` are recreated as symlinks).
+fn root_entries(root: &Path) -> Vec<RootEntry> {
+    let mut out = Vec::new();
+    for name in SYSTEM_DIRS {
+        let p = root.join(name);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                if let Ok(t) = std::fs::read_link(&p) {
+                    out.push(RootEntry::Link(name.into(), t.to_string_lossy().into_owned()));
+                }
+            }
+            Ok(m) if m.is_dir() => out.push(RootEntry::Dir(name.into())),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// rlimits and CPU affinity applied to bubblewrap (and so to everything in
+/// the sandbox).
+#[derive(Debug, Clone)]
+struct Limits {
+    data_bytes: u64,
+    nproc: u64,
+    cpus: Vec<usize>,
+}
+
+impl Limits {
+    fn from_config(config: &SandboxConfig) -> Limits {
+        let usable = host::usable_cpus();
+        let n = (config.vcpus as usize).min(usable.len()).max(1);
+        let start = NEXT_CPU.fetch_add(n, Ordering::Relaxed);
+        let cpus = (0..n).map(|i| usable[(start + i) % usable.len()]).collect();
+        Limits { data_bytes: config.memory_mb as u64 * 1024 * 1024, nproc: config.max_processes as u64, cpus }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "rlimits: data {} MiB per process, {} processes; CPU affinity {:?} (no cgroup v2 delegation: {})",
+            self.data_bytes / (1024 * 1024),
+            self.nproc,
+            self.cpus,
+            host::cgroup_support().reason
+        )
+    }
+}
+
+/// Installs the descriptor handover and limits in the child before exec.
+fn prepare_child(cmd: &mut Command, h: Handover, limits: Limits) -> Result<()> {
+    // Move every descriptor above the target numbers first, so dup2 in the
+    // child can never overwrite one source with another.
+    let high = |fd: OwnedFd| -> Result<OwnedFd> {
+        rustix::io::fcntl_dupfd_cloexec(&fd, 10).map_err(|e| SandboxError::io("dup", e.into()))
+    };
+    let fds = [high(h.control)?, high(h.secret)?, high(h.passwd)?, high(h.group)?];
+    let mut cpuset = rustix::thread::CpuSet::new();
+    for c in &limits.cpus {
+        cpuset.set(*c);
+    }
+    let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    // The closure owns the descriptors so they stay open until spawn.
+    let keep = Arc::new(fds);
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe system calls (dup2, setrlimit, sched_setaffinity);
+    // it allocates nothing and takes no locks.
+    unsafe {
+        cmd.pre_exec(move || {
+            let _ = &keep;
+            for (i, fd) in raw.iter().enumerate() {
+                if libc::dup2(*fd, 3 + i as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            set_limit(libc::RLIMIT_DATA, limits.data_bytes)?;
+            set_limit(libc::RLIMIT_NPROC, limits.nproc)?;
+            let _ = rustix::thread::sched_setaffinity(None, &cpuset);
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
+fn set_limit(resource: libc::__rlimit_resource_t, value: u64) -> std::io::Result<()> {
+    let lim = libc::rlimit { rlim_cur: value, rlim_max: value };
+    // SAFETY: setrlimit reads the struct we pass by reference and nothing else.
+    if unsafe { libc::setrlimit(resource, &lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn pipe_with(data: &[u8]) -> Result<OwnedFd> {
+    let (rd, wr) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| SandboxError::io("creating a pipe", e.into()))?;
+    // Pipe buffers hold 64 KiB; everything we pass is far smaller.
+    rustix::io::write(&wr, data).map_err(|e| SandboxError::io("filling a pipe", e.into()))?;
+    Ok(rd)
+}
+
+pub(crate) fn random_bytes() -> Result<[u8; 32]> {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).map_err(|e| SandboxError::io("reading random bytes", std::io::Error::other(e.to_string())))?;
+    Ok(b)
+}
+
+type StderrBuf = Arc<Mutex<Vec<u8>>>;
+
+/// Keeps the last bytes bubblewrap and the guest write to stderr.
+fn collect_stderr(child: &mut Child) -> StderrBuf {
+    let buf: StderrBuf = Arc::default();
+    if let Some(mut err) = child.stderr.take() {
+        let buf = buf.clone();
+        tokio::spawn(async move {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = err.read(&mut chunk).await {
+                if n == 0 {
+                    break;
+                }
+                let mut b = buf.lock().expect("stderr lock");
+                b.extend_from_slice(&chunk[..n]);
+                let excess = b.len().saturating_sub(STDERR_KEEP);
+                b.drain(..excess);
+            }
+        });
+    }
+    buf
+}
+
+async fn start_failure(mut child: Child, stderr: StderrBuf, e: SandboxError) -> SandboxError {
+    let _ = child.start_kill();
+    let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let detail = String::from_utf8_lossy(&stderr.lock().expect("stderr lock")).into_owned();
+    match e {
+        SandboxError::Rejected(_) => e,
+        SandboxError::StartFailed { reason, .. } => SandboxError::StartFailed { reason, detail },
+        other => SandboxError::StartFailed { reason: other.to_string(), detail },
+    }
+}
+
+/// Stops a namespace sandbox.
+struct NamespaceControl {
+    child: Option<Child>,
+}
+
+#[async_trait]
+impl SandboxControl for NamespaceControl {
+    async fn stop(&mut self, client: &Client) -> Result<()> {
+        let Some(mut child) = self.child.take() else { return Ok(()) };
+        // The guest kills everything and exits; if it cannot answer, kill it.
+        let _ = tokio::time::timeout(Duration::from_secs(2), client.shutdown()).await;
+        match tokio::time::timeout(Duration::from_secs(3), child.wait()).await {
+            Ok(_) => Ok(()),
+            Err(_) => {
+                let _ = child.start_kill();
+                child.wait().await.map(|_| ()).map_err(|e| SandboxError::io("waiting for bubblewrap", e))
+            }
+        }
+    }
+}
