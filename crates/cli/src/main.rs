@@ -1,1 +1,81 @@
-fn main() {}
+//! `husk`: run AI coding agents and commands in isolated sandboxes.
+//!
+//! Exit codes: a command's own exit code passes through `husk exec`
+//! (128 + N when it died of signal N, 124 when husk killed it for its
+//! timeout); 125 means husk itself failed; 2 is a usage error.
+
+mod doctor;
+mod exec;
+
+use clap::{Parser, Subcommand};
+
+/// husk runs AI coding agents and commands in isolated sandboxes.
+#[derive(Debug, Parser)]
+#[command(name = "husk", version, about, propagate_version = true)]
+struct Cli {
+    /// Log husk's own diagnostics to stderr (repeat for more).
+    #[arg(short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a command in a fresh sandbox, streaming its output.
+    Exec(exec::ExecArgs),
+    /// Show what this host can do (backends, KVM, limits) and why not.
+    Doctor(doctor::DoctorArgs),
+}
+
+/// Exit code when husk itself fails (as opposed to the command it ran).
+pub const EXIT_HUSK_FAILED: i32 = 125;
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => fail(&format!("cannot start the async runtime: {e}")),
+    };
+    let code = rt.block_on(async {
+        match cli.command {
+            Command::Exec(args) => exec::run(args).await,
+            Command::Doctor(args) => doctor::run(args).await,
+        }
+    });
+    let code = code.unwrap_or_else(|e| {
+        eprintln!("husk: error: {e}");
+        EXIT_HUSK_FAILED
+    });
+    // Sandboxes are stopped by now; do not wait for idle runtime threads.
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    std::process::exit(code);
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("husk: error: {msg}");
+    std::process::exit(EXIT_HUSK_FAILED);
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HUSK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Errors `husk` reports as one line.
+pub type CliResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;

@@ -34,7 +34,10 @@ const MAX_FINISHED: usize = 4096;
 
 /// Base environment of every process; the request's `env` overrides it.
 const BASE_ENV: [(&str, &str); 7] = [
-    ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/opt/husk/bin"),
+    (
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/opt/husk/bin",
+    ),
     ("HOME", "/home/sandbox"),
     ("USER", "sandbox"),
     ("LOGNAME", "sandbox"),
@@ -70,9 +73,17 @@ pub struct ExecCtx {
 
 impl Procs {
     fn get(&self, id: u64) -> Result<Arc<Proc>, ErrorReply> {
-        self.table.lock().expect("procs lock").get(&id).cloned().ok_or_else(|| {
-            reply(ErrorKind::NoSuchProcess, format!("no process started by request {id}"))
-        })
+        self.table
+            .lock()
+            .expect("procs lock")
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| {
+                reply(
+                    ErrorKind::NoSuchProcess,
+                    format!("no process started by request {id}"),
+                )
+            })
     }
 
     fn remove(&self, id: u64) {
@@ -84,10 +95,10 @@ impl Procs {
     fn retire(&self, id: u64) {
         let mut fin = self.finished.lock().expect("procs lock");
         fin.push_back(id);
-        if fin.len() > MAX_FINISHED {
-            if let Some(old) = fin.pop_front() {
-                self.remove(old);
-            }
+        if fin.len() > MAX_FINISHED
+            && let Some(old) = fin.pop_front()
+        {
+            self.remove(old);
         }
     }
 
@@ -107,16 +118,33 @@ pub async fn run(ctx: Arc<ExecCtx>, id: u64, req: ExecRequest, out: Outbox) {
     }
 }
 
-async fn run_inner(ctx: &ExecCtx, id: u64, req: ExecRequest, out: &Outbox) -> Result<(), ErrorReply> {
-    if ctx.procs.table.lock().expect("procs lock").contains_key(&id) {
-        return Err(reply(ErrorKind::InvalidRequest, format!("request id {id} already names a process")));
+async fn run_inner(
+    ctx: &ExecCtx,
+    id: u64,
+    req: ExecRequest,
+    out: &Outbox,
+) -> Result<(), ErrorReply> {
+    if ctx
+        .procs
+        .table
+        .lock()
+        .expect("procs lock")
+        .contains_key(&id)
+    {
+        return Err(reply(
+            ErrorKind::InvalidRequest,
+            format!("request id {id} already names a process"),
+        ));
     }
     let detached = matches!(req.output, OutputMode::Detached { .. });
     let (mut child, stdout, stderr) = spawn(ctx, &req)?;
     // No await between spawn and register: the reaper cannot miss the child.
     let pid = child.id();
     let exit_rx = ctx.reaper.register(pid);
-    let stdin = child.stdin.take().map(|s| pipe::Sender::from_owned_fd(OwnedFd::from(s)));
+    let stdin = child
+        .stdin
+        .take()
+        .map(|s| pipe::Sender::from_owned_fd(OwnedFd::from(s)));
     let stdin = stdin.transpose().map_err(|e| spawn_err(&req, e))?;
     let (exit_tx, exit_watch) = watch::channel(None);
     let credit = Arc::new(Semaphore::new(OUTPUT_WINDOW as usize));
@@ -134,7 +162,13 @@ async fn run_inner(ctx: &ExecCtx, id: u64, req: ExecRequest, out: &Outbox) -> Re
         .into_iter()
         .filter_map(|(fd, stream)| fd.map(|fd| (fd, stream)))
         .map(|(fd, stream)| {
-            let pump = Pump { id, stream, credit: credit.clone(), out: out.clone(), done: done_rx.clone() };
+            let pump = Pump {
+                id,
+                stream,
+                credit: credit.clone(),
+                out: out.clone(),
+                done: done_rx.clone(),
+            };
             tokio::spawn(pump.run(fd))
         })
         .collect();
@@ -146,8 +180,14 @@ async fn run_inner(ctx: &ExecCtx, id: u64, req: ExecRequest, out: &Outbox) -> Re
         let _ = p.await;
     }
     let status = ExitStatus {
-        code: match exit { ChildExit::Code(c) => Some(c), ChildExit::Signal(_) => None },
-        signal: match exit { ChildExit::Signal(s) => Some(s), ChildExit::Code(_) => None },
+        code: match exit {
+            ChildExit::Code(c) => Some(c),
+            ChildExit::Signal(_) => None,
+        },
+        signal: match exit {
+            ChildExit::Signal(s) => Some(s),
+            ChildExit::Code(_) => None,
+        },
         timed_out,
         duration_ms: started.elapsed().as_millis() as u64,
     };
@@ -174,30 +214,51 @@ async fn wait_exit(
                 kill_group(pid, libc::SIGKILL);
             }
         }
-        return (exit_rx.await.unwrap_or(ChildExit::Signal(libc::SIGKILL)), true);
+        return (
+            exit_rx.await.unwrap_or(ChildExit::Signal(libc::SIGKILL)),
+            true,
+        );
     }
-    (exit_rx.await.unwrap_or(ChildExit::Signal(libc::SIGKILL)), false)
+    (
+        exit_rx.await.unwrap_or(ChildExit::Signal(libc::SIGKILL)),
+        false,
+    )
 }
 
 type Spawned = (std::process::Child, Option<OwnedFd>, Option<OwnedFd>);
 
 fn spawn(ctx: &ExecCtx, req: &ExecRequest) -> Result<Spawned, ErrorReply> {
     let Some(program) = req.argv.first() else {
-        return Err(reply(ErrorKind::InvalidRequest, "exec: empty command".into()));
+        return Err(reply(
+            ErrorKind::InvalidRequest,
+            "exec: empty command".into(),
+        ));
     };
     if program.is_empty() {
-        return Err(reply(ErrorKind::InvalidRequest, "exec: empty program name".into()));
+        return Err(reply(
+            ErrorKind::InvalidRequest,
+            "exec: empty program name".into(),
+        ));
     }
     let cwd = req.cwd.as_deref().unwrap_or("/workspace");
     if !std::path::Path::new(cwd).is_dir() {
-        return Err(reply(ErrorKind::NotFound, format!("working directory {cwd}: not a directory")));
+        return Err(reply(
+            ErrorKind::NotFound,
+            format!("working directory {cwd}: not a directory"),
+        ));
     }
     let mut cmd = Command::new(program);
-    cmd.args(&req.argv[1..]).env_clear().current_dir(cwd).process_group(0);
+    cmd.args(&req.argv[1..])
+        .env_clear()
+        .current_dir(cwd)
+        .process_group(0);
     cmd.envs(BASE_ENV.iter().copied());
     for (k, v) in &req.env {
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-            return Err(reply(ErrorKind::InvalidRequest, format!("exec: invalid environment variable name {k:?}")));
+            return Err(reply(
+                ErrorKind::InvalidRequest,
+                format!("exec: invalid environment variable name {k:?}"),
+            ));
         }
         cmd.env(k, v);
     }
@@ -205,16 +266,23 @@ fn spawn(ctx: &ExecCtx, req: &ExecRequest) -> Result<Spawned, ErrorReply> {
     if let Some(uid) = user.filter(|u| *u != rustix::process::geteuid().as_raw()) {
         cmd.uid(uid).gid(uid);
         if uid == 0 {
-            cmd.env("HOME", "/root").env("USER", "root").env("LOGNAME", "root");
+            cmd.env("HOME", "/root")
+                .env("USER", "root")
+                .env("LOGNAME", "root");
         }
     }
-    cmd.stdin(if req.stdin { Stdio::piped() } else { Stdio::null() });
+    cmd.stdin(if req.stdin {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
     match &req.output {
         OutputMode::Stream => {
             cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         }
         OutputMode::Detached { stdout, stderr } => {
-            cmd.stdout(sink(ctx, stdout.as_deref())?).stderr(sink(ctx, stderr.as_deref())?);
+            cmd.stdout(sink(ctx, stdout.as_deref())?)
+                .stderr(sink(ctx, stderr.as_deref())?);
         }
     }
     let mut child = cmd.spawn().map_err(|e| spawn_err(req, e))?;
@@ -224,23 +292,38 @@ fn spawn(ctx: &ExecCtx, req: &ExecRequest) -> Result<Spawned, ErrorReply> {
 }
 
 fn sink(ctx: &ExecCtx, path: Option<&str>) -> Result<Stdio, ErrorReply> {
-    let Some(path) = path else { return Ok(Stdio::null()) };
-    let req = husk_protocol::WriteFile { path: path.into(), offset: 0, data: Vec::new(), mode: 0o644, truncate: true };
+    let Some(path) = path else {
+        return Ok(Stdio::null());
+    };
+    let req = husk_protocol::WriteFile {
+        path: path.into(),
+        offset: 0,
+        data: Vec::new(),
+        mode: 0o644,
+        truncate: true,
+    };
     ctx.roots.write(&req)?;
-    let file = std::fs::OpenOptions::new().append(true).open(path).map_err(|e| {
-        reply(ErrorKind::Io, format!("{path}: {e}"))
-    })?;
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(|e| reply(ErrorKind::Io, format!("{path}: {e}")))?;
     Ok(Stdio::from(file))
 }
 
 fn spawn_err(req: &ExecRequest, e: std::io::Error) -> ErrorReply {
     let program = req.argv.first().map(String::as_str).unwrap_or("");
     match e.kind() {
-        std::io::ErrorKind::NotFound => reply(ErrorKind::NotFound, format!("{program}: command not found")),
-        std::io::ErrorKind::PermissionDenied => {
-            reply(ErrorKind::PermissionDenied, format!("{program}: permission denied"))
+        std::io::ErrorKind::NotFound => {
+            reply(ErrorKind::NotFound, format!("{program}: command not found"))
         }
-        _ => reply(ErrorKind::SpawnFailed, format!("{program}: cannot start: {e}")),
+        std::io::ErrorKind::PermissionDenied => reply(
+            ErrorKind::PermissionDenied,
+            format!("{program}: permission denied"),
+        ),
+        _ => reply(
+            ErrorKind::SpawnFailed,
+            format!("{program}: cannot start: {e}"),
+        ),
     }
 }
 
@@ -262,7 +345,9 @@ struct Pump {
 
 impl Pump {
     async fn run(mut self, fd: OwnedFd) {
-        let Ok(mut rx) = pipe::Receiver::from_owned_fd(fd) else { return };
+        let Ok(mut rx) = pipe::Receiver::from_owned_fd(fd) else {
+            return;
+        };
         let mut buf = vec![0u8; MAX_OUTPUT_CHUNK];
         loop {
             let n = match self.read(&mut rx, &mut buf).await {
@@ -274,7 +359,15 @@ impl Pump {
                 Err(_) => return,
             }
             let data = buf[..n].to_vec();
-            self.out.send(self.id, GuestMsg::Output { stream: self.stream, data }).await;
+            self.out
+                .send(
+                    self.id,
+                    GuestMsg::Output {
+                        stream: self.stream,
+                        data,
+                    },
+                )
+                .await;
         }
     }
 
@@ -301,9 +394,14 @@ pub async fn write_stdin(ctx: &ExecCtx, process: u64, data: &[u8]) -> Result<(),
     let proc = ctx.procs.get(process)?;
     let mut guard = proc.stdin.lock().await;
     let Some(tx) = guard.as_mut() else {
-        return Err(reply(ErrorKind::InvalidRequest, format!("process {process} has no open stdin")));
+        return Err(reply(
+            ErrorKind::InvalidRequest,
+            format!("process {process} has no open stdin"),
+        ));
     };
-    tx.write_all(data).await.map_err(|e| reply(ErrorKind::Io, format!("stdin of process {process}: {e}")))
+    tx.write_all(data)
+        .await
+        .map_err(|e| reply(ErrorKind::Io, format!("stdin of process {process}: {e}")))
 }
 
 /// `CloseStdin`.
@@ -326,10 +424,16 @@ pub fn ack(ctx: &ExecCtx, process: u64, bytes: u32) {
 pub fn signal(ctx: &ExecCtx, process: u64, sig: i32) -> Result<(), ErrorReply> {
     let proc = ctx.procs.get(process)?;
     if proc.exit.borrow().is_some() {
-        return Err(reply(ErrorKind::NoSuchProcess, format!("process {process} has already exited")));
+        return Err(reply(
+            ErrorKind::NoSuchProcess,
+            format!("process {process} has already exited"),
+        ));
     }
     if !(1..=64).contains(&sig) {
-        return Err(reply(ErrorKind::InvalidRequest, format!("invalid signal number {sig}")));
+        return Err(reply(
+            ErrorKind::InvalidRequest,
+            format!("invalid signal number {sig}"),
+        ));
     }
     kill_group(proc.pid, sig);
     Ok(())
@@ -344,7 +448,10 @@ pub async fn wait(ctx: &ExecCtx, process: u64) -> Result<ExitStatus, ErrorReply>
             return Ok(status);
         }
         if rx.changed().await.is_err() {
-            return Err(reply(ErrorKind::NoSuchProcess, format!("process {process} vanished")));
+            return Err(reply(
+                ErrorKind::NoSuchProcess,
+                format!("process {process} vanished"),
+            ));
         }
     }
 }

@@ -54,7 +54,11 @@ impl Roots {
                     Mode::empty(),
                 )
                 .map_err(|e| errno_reply(e, root.to_string_lossy().as_ref()))?;
-                let rest = if rest.as_os_str().is_empty() { PathBuf::from(".") } else { rest.into() };
+                let rest = if rest.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    rest.into()
+                };
                 return Ok((fd, rest));
             }
         }
@@ -81,7 +85,10 @@ impl Roots {
         let file = File::from(fd);
         let size = file.metadata().map_err(|e| io_reply(e, path))?.len();
         if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
-            return Err(reply(ErrorKind::IsADirectory, format!("{path}: is a directory")));
+            return Err(reply(
+                ErrorKind::IsADirectory,
+                format!("{path}: is a directory"),
+            ));
         }
         let want = (len as usize).min(MAX_DATA_CHUNK);
         let avail = size.saturating_sub(offset).min(want as u64) as usize;
@@ -102,14 +109,19 @@ impl Roots {
     /// Writes one chunk, creating the file (not its parents) if needed.
     pub fn write(&self, req: &husk_protocol::WriteFile) -> FileResult<()> {
         if req.data.len() > MAX_DATA_CHUNK {
-            return Err(reply(ErrorKind::TooLarge, format!("write chunk over {MAX_DATA_CHUNK} bytes")));
+            return Err(reply(
+                ErrorKind::TooLarge,
+                format!("write chunk over {MAX_DATA_CHUNK} bytes"),
+            ));
         }
         let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::CLOEXEC;
         let fd = self.open(&req.path, flags, req.mode & 0o7777)?;
         let file = File::from(fd);
-        file.write_all_at(&req.data, req.offset).map_err(|e| io_reply(e, &req.path))?;
+        file.write_all_at(&req.data, req.offset)
+            .map_err(|e| io_reply(e, &req.path))?;
         if req.truncate {
-            file.set_len(req.offset + req.data.len() as u64).map_err(|e| io_reply(e, &req.path))?;
+            file.set_len(req.offset + req.data.len() as u64)
+                .map_err(|e| io_reply(e, &req.path))?;
         }
         if req.offset == 0 {
             self.chown_new(&file);
@@ -139,7 +151,9 @@ impl Roots {
         let (root, rest) = self.locate(path)?;
         let mut dir = root;
         for comp in rest.components() {
-            let Component::Normal(name) = comp else { continue };
+            let Component::Normal(name) = comp else {
+                continue;
+            };
             match rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(mode & 0o7777)) {
                 Ok(()) => {
                     if let Ok(fd) = open_beneath(&dir, Path::new(name), OFlags::RDONLY, 0) {
@@ -150,7 +164,8 @@ impl Roots {
                 Err(e) => return Err(errno_reply(e, path)),
             }
             let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-            dir = open_beneath(&dir, Path::new(name), flags, 0).map_err(|e| errno_reply(e, path))?;
+            dir =
+                open_beneath(&dir, Path::new(name), flags, 0).map_err(|e| errno_reply(e, path))?;
         }
         Ok(())
     }
@@ -166,14 +181,21 @@ impl Roots {
             if name == "." || name == ".." {
                 continue;
             }
-            let st = rustix::fs::statat(&fd, entry.file_name(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW);
+            let st = rustix::fs::statat(
+                &fd,
+                entry.file_name(),
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            );
             let (kind, size) = match st {
                 Ok(st) => (kind_of(st.st_mode), st.st_size as u64),
                 Err(_) => (FileKind::Other, 0),
             };
             out.push(DirEntry { name, kind, size });
             if out.len() > 100_000 {
-                return Err(reply(ErrorKind::TooLarge, format!("{path}: more than 100000 entries")));
+                return Err(reply(
+                    ErrorKind::TooLarge,
+                    format!("{path}: more than 100000 entries"),
+                ));
             }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -191,7 +213,12 @@ impl Roots {
     }
 }
 
-fn open_beneath(dir: &OwnedFd, rest: &Path, flags: OFlags, mode: u32) -> rustix::io::Result<OwnedFd> {
+fn open_beneath(
+    dir: &OwnedFd,
+    rest: &Path,
+    flags: OFlags,
+    mode: u32,
+) -> rustix::io::Result<OwnedFd> {
     rustix::fs::openat2(
         dir,
         rest,
@@ -204,20 +231,32 @@ fn open_beneath(dir: &OwnedFd, rest: &Path, flags: OFlags, mode: u32) -> rustix:
 /// Lexical checks: absolute, bounded, no NUL, no `..`; `.` and `//` folded.
 pub fn normalize(path: &str) -> FileResult<PathBuf> {
     if path.len() > MAX_PATH_LEN {
-        return Err(reply(ErrorKind::InvalidPath, format!("path longer than {MAX_PATH_LEN} bytes")));
+        return Err(reply(
+            ErrorKind::InvalidPath,
+            format!("path longer than {MAX_PATH_LEN} bytes"),
+        ));
     }
     if path.contains('\0') {
-        return Err(reply(ErrorKind::InvalidPath, "path contains a NUL byte".into()));
+        return Err(reply(
+            ErrorKind::InvalidPath,
+            "path contains a NUL byte".into(),
+        ));
     }
     if !path.starts_with('/') {
-        return Err(reply(ErrorKind::InvalidPath, format!("{path}: path must be absolute")));
+        return Err(reply(
+            ErrorKind::InvalidPath,
+            format!("{path}: path must be absolute"),
+        ));
     }
     let mut out = PathBuf::from("/");
     for comp in Path::new(path).components() {
         match comp {
             Component::RootDir | Component::CurDir => {}
             Component::ParentDir => {
-                return Err(reply(ErrorKind::InvalidPath, format!("{path}: path contains '..'")));
+                return Err(reply(
+                    ErrorKind::InvalidPath,
+                    format!("{path}: path contains '..'"),
+                ));
             }
             Component::Normal(c) => out.push(c),
             Component::Prefix(_) => {}
@@ -272,15 +311,27 @@ mod tests {
 
     #[test]
     fn normalize_rules() {
-        assert_eq!(normalize("/workspace//a/./b").unwrap(), PathBuf::from("/workspace/a/b"));
+        assert_eq!(
+            normalize("/workspace//a/./b").unwrap(),
+            PathBuf::from("/workspace/a/b")
+        );
         assert_eq!(normalize("rel").unwrap_err().kind, ErrorKind::InvalidPath);
-        assert_eq!(normalize("/workspace/../etc").unwrap_err().kind, ErrorKind::InvalidPath);
+        assert_eq!(
+            normalize("/workspace/../etc").unwrap_err().kind,
+            ErrorKind::InvalidPath
+        );
         assert_eq!(normalize("/a\0b").unwrap_err().kind, ErrorKind::InvalidPath);
-        assert_eq!(normalize(&"/a".repeat(3000)).unwrap_err().kind, ErrorKind::InvalidPath);
+        assert_eq!(
+            normalize(&"/a".repeat(3000)).unwrap_err().kind,
+            ErrorKind::InvalidPath
+        );
     }
 
     fn roots_in(dir: &Path) -> Roots {
-        Roots { roots: vec![dir.to_path_buf()], owner: None }
+        Roots {
+            roots: vec![dir.to_path_buf()],
+            owner: None,
+        }
     }
 
     #[test]
@@ -302,8 +353,14 @@ mod tests {
             truncate: true,
         };
         roots.write(&req).unwrap();
-        assert_eq!(roots.read(&p("a/b/c/f.bin"), 0, 1 << 20).unwrap(), (data.clone(), true));
-        assert_eq!(roots.read(&p("a/b/c/f.bin"), 250, 3).unwrap(), (data[250..253].to_vec(), false));
+        assert_eq!(
+            roots.read(&p("a/b/c/f.bin"), 0, 1 << 20).unwrap(),
+            (data.clone(), true)
+        );
+        assert_eq!(
+            roots.read(&p("a/b/c/f.bin"), 250, 3).unwrap(),
+            (data[250..253].to_vec(), false)
+        );
         let st = roots.stat(&p("a/b/c/f.bin"), true).unwrap();
         assert_eq!((st.kind, st.size, st.mode), (FileKind::File, 256, 0o600));
         assert_eq!(roots.list_dir(&p("a/b/c")).unwrap()[0].name, "f.bin");
@@ -311,12 +368,27 @@ mod tests {
         std::os::unix::fs::symlink("../secret", base.join("up")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", base.join("abs")).unwrap();
         std::os::unix::fs::symlink("a/b/c/f.bin", base.join("inside")).unwrap();
-        assert_eq!(roots.read(&p("up"), 0, 10).unwrap_err().kind, ErrorKind::OutsideRoots);
-        assert_eq!(roots.read(&p("abs"), 0, 10).unwrap_err().kind, ErrorKind::OutsideRoots);
+        assert_eq!(
+            roots.read(&p("up"), 0, 10).unwrap_err().kind,
+            ErrorKind::OutsideRoots
+        );
+        assert_eq!(
+            roots.read(&p("abs"), 0, 10).unwrap_err().kind,
+            ErrorKind::OutsideRoots
+        );
         assert_eq!(roots.read(&p("inside"), 0, 3).unwrap().0, vec![0, 1, 2]);
         assert_eq!(roots.stat(&p("up"), false).unwrap().kind, FileKind::Symlink);
-        assert_eq!(roots.read("/etc/passwd", 0, 10).unwrap_err().kind, ErrorKind::OutsideRoots);
-        assert_eq!(roots.read(&p("nope"), 0, 10).unwrap_err().kind, ErrorKind::NotFound);
-        assert_eq!(roots.read(&p("a"), 0, 10).unwrap_err().kind, ErrorKind::IsADirectory);
+        assert_eq!(
+            roots.read("/etc/passwd", 0, 10).unwrap_err().kind,
+            ErrorKind::OutsideRoots
+        );
+        assert_eq!(
+            roots.read(&p("nope"), 0, 10).unwrap_err().kind,
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            roots.read(&p("a"), 0, 10).unwrap_err().kind,
+            ErrorKind::IsADirectory
+        );
     }
 }

@@ -39,7 +39,8 @@ fn parse_args() -> Result<Args, String> {
     while let Some(arg) = it.next() {
         let mut value = |name: &str| -> Result<i32, String> {
             let v = it.next().ok_or(format!("{name} needs a value"))?;
-            v.parse().map_err(|_| format!("{name}: not a file descriptor number: {v}"))
+            v.parse()
+                .map_err(|_| format!("{name}: not a file descriptor number: {v}"))
         };
         match arg.as_str() {
             "--control-fd" => control_fd = Some(value("--control-fd")?),
@@ -122,7 +123,11 @@ fn real_main() -> Result<(), String> {
         stream.set_nonblocking(true).map_err(|e| e.to_string())?;
         let stream = tokio::net::UnixStream::from_std(stream).map_err(|e| e.to_string())?;
         let (rd, wr) = stream.into_split();
-        let cfg = GuestConfig { secret, default_user: None, file_owner: None };
+        let cfg = GuestConfig {
+            secret,
+            default_user: None,
+            file_owner: None,
+        };
         match server::serve(rd, wr, &cfg).await {
             SessionEnd::Shutdown | SessionEnd::Disconnected => Ok(()),
             SessionEnd::Rejected(reason) => Err(format!("handshake refused: {reason}")),
@@ -134,7 +139,11 @@ fn real_main() -> Result<(), String> {
 /// moment, then end (which kills what is left).
 fn forward_termination() {
     use tokio::signal::unix::{SignalKind, signal};
-    for kind in [SignalKind::terminate(), SignalKind::interrupt(), SignalKind::hangup()] {
+    for kind in [
+        SignalKind::terminate(),
+        SignalKind::interrupt(),
+        SignalKind::hangup(),
+    ] {
         let Ok(mut s) = signal(kind) else { continue };
         tokio::spawn(async move {
             if s.recv().await.is_some() {

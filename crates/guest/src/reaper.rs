@@ -52,7 +52,10 @@ impl Reaper {
     /// Asks to be told when `pid` ends. Call right after spawning it.
     pub fn register(&self, pid: u32) -> oneshot::Receiver<ChildExit> {
         let (tx, rx) = oneshot::channel();
-        self.waiters.lock().expect("reaper lock").insert(pid as i32, tx);
+        self.waiters
+            .lock()
+            .expect("reaper lock")
+            .insert(pid as i32, tx);
         rx
     }
 }
@@ -74,7 +77,10 @@ fn deliver(waiters: &Waiters, pid: Pid, status: WaitStatus) {
     } else {
         return; // stopped/continued: not an exit
     };
-    let tx = waiters.lock().expect("reaper lock").remove(&pid.as_raw_nonzero().get());
+    let tx = waiters
+        .lock()
+        .expect("reaper lock")
+        .remove(&pid.as_raw_nonzero().get());
     if let Some(tx) = tx {
         let _ = tx.send(exit);
     }

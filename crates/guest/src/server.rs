@@ -56,8 +56,13 @@ where
     let writer_task = tokio::spawn(write_loop(writer, rx));
 
     let hello = match frames.read::<HostMsg>().await {
-        Ok(Some(Envelope { id, msg: HostMsg::Hello(h) })) => (id, h),
-        Ok(Some(env)) => return reject(out, writer_task, env.id, "expected Hello first".into()).await,
+        Ok(Some(Envelope {
+            id,
+            msg: HostMsg::Hello(h),
+        })) => (id, h),
+        Ok(Some(env)) => {
+            return reject(out, writer_task, env.id, "expected Hello first".into()).await;
+        }
         Ok(None) => return SessionEnd::Disconnected,
         Err(e) => return reject(out, writer_task, 0, format!("bad first frame: {e}")).await,
     };
@@ -106,7 +111,10 @@ fn handshake(hello: &Hello, cfg: &GuestConfig) -> Result<(Welcome, ExecCtx), Str
     let welcome = Welcome {
         version,
         agent_version: env!("CARGO_PKG_VERSION").into(),
-        kernel: rustix::system::uname().release().to_string_lossy().into_owned(),
+        kernel: rustix::system::uname()
+            .release()
+            .to_string_lossy()
+            .into_owned(),
         uid: rustix::process::geteuid().as_raw(),
     };
     let ctx = ExecCtx {
@@ -124,7 +132,13 @@ async fn reject(
     id: u64,
     reason: String,
 ) -> SessionEnd {
-    out.send(id, GuestMsg::Rejected { reason: reason.clone() }).await;
+    out.send(
+        id,
+        GuestMsg::Rejected {
+            reason: reason.clone(),
+        },
+    )
+    .await;
     drop(out);
     let _ = writer.await;
     SessionEnd::Rejected(reason)
@@ -170,13 +184,20 @@ async fn dispatch(ctx: &Arc<ExecCtx>, id: u64, msg: HostMsg, out: &Outbox) {
             Err(e) => GuestMsg::Error(e),
         }),
         HostMsg::WriteFile(w) => Some(done(ctx.roots.write(&w))),
-        HostMsg::Stat { path, follow_symlinks } => {
-            Some(ctx.roots.stat(&path, follow_symlinks).map_or_else(GuestMsg::Error, GuestMsg::Stat))
-        }
+        HostMsg::Stat {
+            path,
+            follow_symlinks,
+        } => Some(
+            ctx.roots
+                .stat(&path, follow_symlinks)
+                .map_or_else(GuestMsg::Error, GuestMsg::Stat),
+        ),
         HostMsg::MakeDir { path, mode } => Some(done(ctx.roots.make_dir(&path, mode))),
-        HostMsg::ListDir { path } => {
-            Some(ctx.roots.list_dir(&path).map_or_else(GuestMsg::Error, GuestMsg::Entries))
-        }
+        HostMsg::ListDir { path } => Some(
+            ctx.roots
+                .list_dir(&path)
+                .map_or_else(GuestMsg::Error, GuestMsg::Entries),
+        ),
         HostMsg::Ping => Some(GuestMsg::Pong),
         HostMsg::Hello(_) => Some(GuestMsg::Error(reply(
             ErrorKind::InvalidRequest,
@@ -209,7 +230,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Enve
 
 fn encode(env: &Envelope<GuestMsg>, buf: &mut Vec<u8>) {
     if let Err(e) = encode_frame(env, buf) {
-        let msg = GuestMsg::Error(reply(ErrorKind::TooLarge, format!("reply not encodable: {e}")));
+        let msg = GuestMsg::Error(reply(
+            ErrorKind::TooLarge,
+            format!("reply not encodable: {e}"),
+        ));
         let _ = encode_frame(&Envelope { id: env.id, msg }, buf);
     }
 }

@@ -32,7 +32,10 @@ pub fn encode_frame<M: Serialize>(env: &Envelope<M>, out: &mut Vec<u8>) -> Resul
     let len = out.len() - start - 4;
     if len > MAX_FRAME_LEN {
         out.truncate(start);
-        return Err(FrameError::TooLarge { len, max: MAX_FRAME_LEN });
+        return Err(FrameError::TooLarge {
+            len,
+            max: MAX_FRAME_LEN,
+        });
     }
     out[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
     Ok(())
@@ -60,7 +63,10 @@ pub fn decode_frame<M: DeserializeOwned>(
     };
     let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
     if len > MAX_FRAME_LEN {
-        return Err(FrameError::TooLarge { len, max: MAX_FRAME_LEN });
+        return Err(FrameError::TooLarge {
+            len,
+            max: MAX_FRAME_LEN,
+        });
     }
     if len == 0 {
         return Err(FrameError::Empty);
@@ -103,7 +109,10 @@ mod tests {
         assert_eq!(back, env);
         // Every strict prefix is "need more bytes", never an error.
         for cut in 0..buf.len() {
-            assert!(decode_frame::<M>(&buf[..cut]).unwrap().is_none(), "prefix {cut}");
+            assert!(
+                decode_frame::<M>(&buf[..cut]).unwrap().is_none(),
+                "prefix {cut}"
+            );
         }
     }
 
@@ -117,7 +126,10 @@ mod tests {
             mode: 0o644,
             truncate: true,
         }));
-        round_trip(GuestMsg::Output { stream: Stream::Stderr, data: b"oops\n".to_vec() });
+        round_trip(GuestMsg::Output {
+            stream: Stream::Stderr,
+            data: b"oops\n".to_vec(),
+        });
     }
 
     #[test]
@@ -137,9 +149,18 @@ mod tests {
     fn oversized_frames_are_rejected_before_reading_them() {
         let mut buf = ((MAX_FRAME_LEN + 1) as u32).to_be_bytes().to_vec();
         buf.push(WIRE_VERSION);
-        assert!(matches!(decode_frame::<HostMsg>(&buf), Err(FrameError::TooLarge { .. })));
-        let env = Envelope { id: 1, msg: HostMsg::Ping };
-        let huge = HostMsg::Stdin { process: 1, data: vec![0; MAX_FRAME_LEN] };
+        assert!(matches!(
+            decode_frame::<HostMsg>(&buf),
+            Err(FrameError::TooLarge { .. })
+        ));
+        let env = Envelope {
+            id: 1,
+            msg: HostMsg::Ping,
+        };
+        let huge = HostMsg::Stdin {
+            process: 1,
+            data: vec![0; MAX_FRAME_LEN],
+        };
         let mut out = Vec::new();
         encode_frame(&env, &mut out).unwrap();
         let before = out.clone();
@@ -152,16 +173,32 @@ mod tests {
 
     #[test]
     fn bad_version_empty_trailing_and_garbage() {
-        assert_eq!(decode_frame::<HostMsg>(&[0, 0, 0, 0]), Err(FrameError::Empty));
-        assert_eq!(decode_frame::<HostMsg>(&[0, 0, 0, 1, 9]), Err(FrameError::Version(9)));
+        assert_eq!(
+            decode_frame::<HostMsg>(&[0, 0, 0, 0]),
+            Err(FrameError::Empty)
+        );
+        assert_eq!(
+            decode_frame::<HostMsg>(&[0, 0, 0, 1, 9]),
+            Err(FrameError::Version(9))
+        );
         let mut buf = Vec::new();
-        encode_frame(&Envelope { id: 3, msg: HostMsg::Ping }, &mut buf).unwrap();
+        encode_frame(
+            &Envelope {
+                id: 3,
+                msg: HostMsg::Ping,
+            },
+            &mut buf,
+        )
+        .unwrap();
         buf.push(0);
         let len = (buf.len() - 4) as u32;
         buf[..4].copy_from_slice(&len.to_be_bytes());
         assert_eq!(decode_frame::<HostMsg>(&buf), Err(FrameError::Trailing(1)));
         let garbage = [0, 0, 0, 3, WIRE_VERSION, 0xff, 0xff];
-        assert!(matches!(decode_frame::<HostMsg>(&garbage), Err(FrameError::Malformed(_))));
+        assert!(matches!(
+            decode_frame::<HostMsg>(&garbage),
+            Err(FrameError::Malformed(_))
+        ));
     }
 
     /// A cheap, deterministic stand-in for the fuzzer that runs on every
@@ -177,7 +214,10 @@ mod tests {
         };
         let mut valid = Vec::new();
         encode_frame(
-            &Envelope { id: 9, msg: HostMsg::Exec(ExecRequest::new(["a", "b"])) },
+            &Envelope {
+                id: 9,
+                msg: HostMsg::Exec(ExecRequest::new(["a", "b"])),
+            },
             &mut valid,
         )
         .unwrap();

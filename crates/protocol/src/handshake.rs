@@ -82,7 +82,10 @@ mod tests {
         let s = Secret([0xab; 32]);
         assert_eq!(Secret::from_hex(&s.to_hex()).unwrap(), s);
         assert_eq!(Secret::from_hex("ab"), Err(SecretParseError::Length(2)));
-        assert_eq!(Secret::from_hex(&"zz".repeat(32)), Err(SecretParseError::NotHex));
+        assert_eq!(
+            Secret::from_hex(&"zz".repeat(32)),
+            Err(SecretParseError::NotHex)
+        );
     }
 
     #[test]

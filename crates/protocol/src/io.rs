@@ -26,7 +26,11 @@ pub struct FrameReader<R> {
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(inner: R) -> Self {
-        FrameReader { inner, buf: Vec::with_capacity(64 * 1024), start: 0 }
+        FrameReader {
+            inner,
+            buf: Vec::with_capacity(64 * 1024),
+            start: 0,
+        }
     }
 
     /// The next frame, or `None` on a clean end of stream between frames.
@@ -60,7 +64,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             };
             self.buf.truncate(old + n);
             if n == 0 {
-                return if self.buf.is_empty() { Ok(None) } else { Err(ReadError::Truncated) };
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(ReadError::Truncated)
+                };
             }
         }
     }
@@ -87,7 +95,10 @@ mod tests {
         let (mut a, b) = tokio::io::duplex(7);
         let writer = tokio::spawn(async move {
             for id in 0..50u64 {
-                let msg = HostMsg::Stdin { process: id, data: vec![id as u8; id as usize * 31] };
+                let msg = HostMsg::Stdin {
+                    process: id,
+                    data: vec![id as u8; id as usize * 31],
+                };
                 write_frame(&mut a, &Envelope { id, msg }).await.unwrap();
             }
         });
@@ -106,6 +117,9 @@ mod tests {
         a.write_all(&[0, 0, 0, 10, 1, 2]).await.unwrap();
         drop(a);
         let mut r = FrameReader::new(b);
-        assert!(matches!(r.read::<HostMsg>().await, Err(ReadError::Truncated)));
+        assert!(matches!(
+            r.read::<HostMsg>().await,
+            Err(ReadError::Truncated)
+        ));
     }
 }

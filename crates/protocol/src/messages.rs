@@ -129,12 +129,22 @@ pub struct WriteFile {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum GuestMsg {
     Welcome(Welcome),
-    Rejected { reason: String },
+    Rejected {
+        reason: String,
+    },
     /// The process runs with this pid (guest pid namespace).
-    Started { pid: u32 },
-    Output { stream: Stream, data: Vec<u8> },
+    Started {
+        pid: u32,
+    },
+    Output {
+        stream: Stream,
+        data: Vec<u8>,
+    },
     Exited(ExitStatus),
-    FileData { data: Vec<u8>, eof: bool },
+    FileData {
+        data: Vec<u8>,
+        eof: bool,
+    },
     Stat(FileStat),
     Entries(Vec<DirEntry>),
     Done,

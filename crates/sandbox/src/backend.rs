@@ -92,20 +92,35 @@ impl SandboxConfig {
     pub fn validate(&self) -> Result<()> {
         use crate::error::SandboxError::Config;
         if self.memory_mb < 64 {
-            return Err(Config(format!("memory_mb must be at least 64, got {}", self.memory_mb)));
+            return Err(Config(format!(
+                "memory_mb must be at least 64, got {}",
+                self.memory_mb
+            )));
         }
         if self.vcpus == 0 || self.vcpus > 64 {
-            return Err(Config(format!("vcpus must be between 1 and 64, got {}", self.vcpus)));
+            return Err(Config(format!(
+                "vcpus must be between 1 and 64, got {}",
+                self.vcpus
+            )));
         }
         if self.max_processes < 8 {
-            return Err(Config(format!("max_processes must be at least 8, got {}", self.max_processes)));
+            return Err(Config(format!(
+                "max_processes must be at least 8, got {}",
+                self.max_processes
+            )));
         }
         for m in &self.mounts {
             if !m.guest.starts_with('/') || m.guest.split('/').any(|c| c == "..") {
-                return Err(Config(format!("mount target {:?} must be an absolute path without '..'", m.guest)));
+                return Err(Config(format!(
+                    "mount target {:?} must be an absolute path without '..'",
+                    m.guest
+                )));
             }
             if !m.host.exists() {
-                return Err(Config(format!("mount source {} does not exist", m.host.display())));
+                return Err(Config(format!(
+                    "mount source {} does not exist",
+                    m.host.display()
+                )));
             }
         }
         for (k, _) in &self.env {
@@ -161,8 +176,19 @@ impl std::fmt::Debug for Sandbox {
 }
 
 impl Sandbox {
-    pub fn new(client: Client, control: Box<dyn SandboxControl>, info: SandboxInfo, config: &SandboxConfig) -> Self {
-        Sandbox { client, control, info, default_env: config.env.clone(), stopped: false }
+    pub fn new(
+        client: Client,
+        control: Box<dyn SandboxControl>,
+        info: SandboxInfo,
+        config: &SandboxConfig,
+    ) -> Self {
+        Sandbox {
+            client,
+            control,
+            info,
+            default_env: config.env.clone(),
+            stopped: false,
+        }
     }
 
     /// The control channel (exec, files, …).

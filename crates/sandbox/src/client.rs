@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use husk_protocol::{
     DirEntry, Envelope, ExecRequest, ExitStatus, FileStat, FrameReader, GuestMsg, Hello, HostMsg,
-    MAX_DATA_CHUNK, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, Secret, Stream, Welcome,
-    WriteFile, encode_frame,
+    MAX_DATA_CHUNK, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, Secret, Stream, Welcome, WriteFile,
+    encode_frame,
 };
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -43,7 +43,9 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("welcome", &self.inner.welcome).finish()
+        f.debug_struct("Client")
+            .field("welcome", &self.inner.welcome)
+            .finish()
     }
 }
 
@@ -76,19 +78,40 @@ impl Client {
             extra_roots,
         };
         let mut buf = Vec::new();
-        encode_frame(&Envelope { id: 0, msg: HostMsg::Hello(hello) }, &mut buf)
-            .map_err(|e| SandboxError::Protocol(e.to_string()))?;
-        wr.write_all(&buf).await.map_err(|e| SandboxError::Closed(format!("sending hello: {e}")))?;
+        encode_frame(
+            &Envelope {
+                id: 0,
+                msg: HostMsg::Hello(hello),
+            },
+            &mut buf,
+        )
+        .map_err(|e| SandboxError::Protocol(e.to_string()))?;
+        wr.write_all(&buf)
+            .await
+            .map_err(|e| SandboxError::Closed(format!("sending hello: {e}")))?;
         let mut frames = FrameReader::new(rd);
         let welcome = match frames.read::<GuestMsg>().await {
-            Ok(Some(Envelope { msg: GuestMsg::Welcome(w), .. })) => w,
-            Ok(Some(Envelope { msg: GuestMsg::Rejected { reason }, .. })) => {
+            Ok(Some(Envelope {
+                msg: GuestMsg::Welcome(w),
+                ..
+            })) => w,
+            Ok(Some(Envelope {
+                msg: GuestMsg::Rejected { reason },
+                ..
+            })) => {
                 return Err(SandboxError::Rejected(reason));
             }
             Ok(Some(other)) => {
-                return Err(SandboxError::Protocol(format!("expected Welcome, got {:?}", other.msg)));
+                return Err(SandboxError::Protocol(format!(
+                    "expected Welcome, got {:?}",
+                    other.msg
+                )));
             }
-            Ok(None) => return Err(SandboxError::Closed("guest closed the channel during the handshake".into())),
+            Ok(None) => {
+                return Err(SandboxError::Closed(
+                    "guest closed the channel during the handshake".into(),
+                ));
+            }
             Err(e) => return Err(SandboxError::Closed(format!("handshake: {e}"))),
         };
         let (tx, rx) = mpsc::channel(256);
@@ -110,7 +133,11 @@ impl Client {
 
     /// Whether the control channel has ended.
     pub fn is_closed(&self) -> bool {
-        self.inner.calls.lock().map(|c| c.closed.is_some()).unwrap_or(true)
+        self.inner
+            .calls
+            .lock()
+            .map(|c| c.closed.is_some())
+            .unwrap_or(true)
     }
 
     fn open_call(&self) -> Result<(u64, Replies, CallGuard)> {
@@ -121,16 +148,32 @@ impl Client {
             return Err(SandboxError::Closed(reason.clone()));
         }
         calls.open.insert(id, tx);
-        Ok((id, rx, CallGuard { inner: self.inner.clone(), id }))
+        Ok((
+            id,
+            rx,
+            CallGuard {
+                inner: self.inner.clone(),
+                id,
+            },
+        ))
     }
 
     async fn send(&self, id: u64, msg: HostMsg) -> Result<()> {
-        self.inner.tx.send(Envelope { id, msg }).await.map_err(|_| self.closed_error())
+        self.inner
+            .tx
+            .send(Envelope { id, msg })
+            .await
+            .map_err(|_| self.closed_error())
     }
 
     fn closed_error(&self) -> SandboxError {
         let calls = self.inner.calls.lock().expect("calls lock");
-        SandboxError::Closed(calls.closed.clone().unwrap_or_else(|| "control channel closed".into()))
+        SandboxError::Closed(
+            calls
+                .closed
+                .clone()
+                .unwrap_or_else(|| "control channel closed".into()),
+        )
     }
 
     async fn recv(&self, rx: &mut Replies) -> Result<GuestMsg> {
@@ -161,7 +204,13 @@ impl Client {
         let (id, mut rx, guard) = self.open_call()?;
         self.send(id, HostMsg::Exec(req.clone())).await?;
         match self.recv(&mut rx).await? {
-            GuestMsg::Started { pid } => Ok(Process { client: self.clone(), id, pid, rx, _guard: guard }),
+            GuestMsg::Started { pid } => Ok(Process {
+                client: self.clone(),
+                id,
+                pid,
+                rx,
+                _guard: guard,
+            }),
             other => Err(unexpected("Started", &other)),
         }
     }
@@ -195,7 +244,11 @@ impl Client {
     /// `stdin: true`).
     pub async fn write_stdin(&self, process: u64, data: &[u8]) -> Result<()> {
         for chunk in data.chunks(MAX_DATA_CHUNK) {
-            self.call_done(HostMsg::Stdin { process, data: chunk.to_vec() }).await?;
+            self.call_done(HostMsg::Stdin {
+                process,
+                data: chunk.to_vec(),
+            })
+            .await?;
         }
         Ok(())
     }
@@ -214,12 +267,18 @@ impl Client {
     pub async fn read_file(&self, path: &str, limit: u64) -> Result<Vec<u8>> {
         let mut data = Vec::new();
         loop {
-            let msg = HostMsg::ReadFile { path: path.into(), offset: data.len() as u64, len: MAX_DATA_CHUNK as u32 };
+            let msg = HostMsg::ReadFile {
+                path: path.into(),
+                offset: data.len() as u64,
+                len: MAX_DATA_CHUNK as u32,
+            };
             match self.call(msg).await? {
                 GuestMsg::FileData { data: chunk, eof } => {
                     data.extend_from_slice(&chunk);
                     if data.len() as u64 > limit {
-                        return Err(SandboxError::TooLarge(format!("{path}: larger than {limit} bytes")));
+                        return Err(SandboxError::TooLarge(format!(
+                            "{path}: larger than {limit} bytes"
+                        )));
                     }
                     if eof || chunk.is_empty() {
                         return Ok(data);
@@ -252,7 +311,13 @@ impl Client {
     }
 
     pub async fn stat(&self, path: &str, follow_symlinks: bool) -> Result<FileStat> {
-        match self.call(HostMsg::Stat { path: path.into(), follow_symlinks }).await? {
+        match self
+            .call(HostMsg::Stat {
+                path: path.into(),
+                follow_symlinks,
+            })
+            .await?
+        {
             GuestMsg::Stat(s) => Ok(s),
             other => Err(unexpected("Stat", &other)),
         }
@@ -260,7 +325,11 @@ impl Client {
 
     /// `mkdir -p` with mode 0755.
     pub async fn mkdir_p(&self, path: &str) -> Result<()> {
-        self.call_done(HostMsg::MakeDir { path: path.into(), mode: 0o755 }).await
+        self.call_done(HostMsg::MakeDir {
+            path: path.into(),
+            mode: 0o755,
+        })
+        .await
     }
 
     pub async fn list_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
@@ -327,7 +396,10 @@ pub struct Process {
 
 impl std::fmt::Debug for Process {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Process").field("id", &self.id).field("pid", &self.pid).finish()
+        f.debug_struct("Process")
+            .field("id", &self.id)
+            .field("pid", &self.pid)
+            .finish()
     }
 }
 
@@ -346,9 +418,17 @@ impl Process {
     pub async fn next(&mut self) -> Result<ProcessEvent> {
         match self.client.recv(&mut self.rx).await? {
             GuestMsg::Output { stream, data } => {
-                let ack = HostMsg::OutputAck { process: self.id, bytes: data.len() as u32 };
+                let ack = HostMsg::OutputAck {
+                    process: self.id,
+                    bytes: data.len() as u32,
+                };
                 // Credit goes back as soon as the consumer has the bytes.
-                let _ = self.client.inner.tx.send(Envelope { id: 0, msg: ack }).await;
+                let _ = self
+                    .client
+                    .inner
+                    .tx
+                    .send(Envelope { id: 0, msg: ack })
+                    .await;
                 Ok(match stream {
                     Stream::Stdout => ProcessEvent::Stdout(data),
                     Stream::Stderr => ProcessEvent::Stderr(data),

@@ -33,7 +33,10 @@ pub enum SandboxError {
     Config(String),
     /// This backend cannot run on this host (and why).
     #[error("{backend} backend unavailable: {reason}")]
-    Unavailable { backend: &'static str, reason: String },
+    Unavailable {
+        backend: &'static str,
+        reason: String,
+    },
     /// A host-side I/O operation failed.
     #[error("{context}: {source}")]
     Io {
@@ -56,7 +59,10 @@ fn detail_suffix(detail: &str) -> String {
 
 impl SandboxError {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        SandboxError::Io { context: context.into(), source }
+        SandboxError::Io {
+            context: context.into(),
+            source,
+        }
     }
 
     /// The guest's error kind, when the guest refused the request.

@@ -33,5 +33,6 @@ pub fn locate_helper(name: &str, env_var: &str) -> std::result::Result<PathBuf, 
 
 /// The guest agent binary: `$HUSK_GUEST_BIN` or next to the executable.
 pub fn locate_guest() -> Result<PathBuf> {
-    locate_helper(GUEST_BIN, "HUSK_GUEST_BIN").map_err(|looked| SandboxError::GuestBinaryMissing { looked })
+    locate_helper(GUEST_BIN, "HUSK_GUEST_BIN")
+        .map_err(|looked| SandboxError::GuestBinaryMissing { looked })
 }

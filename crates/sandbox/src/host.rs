@@ -8,12 +8,16 @@ use serde::Serialize;
 /// Finds an executable in `PATH`.
 pub fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| is_executable(p))
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| is_executable(p))
 }
 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    p.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 /// How the namespace backend can limit resources here.
@@ -27,7 +31,10 @@ pub struct CgroupSupport {
 
 /// Looks for a writable cgroup v2 subtree with the controllers we need.
 pub fn cgroup_support() -> CgroupSupport {
-    let no = |reason: String| CgroupSupport { delegated_v2: false, reason };
+    let no = |reason: String| CgroupSupport {
+        delegated_v2: false,
+        reason,
+    };
     let text = match std::fs::read_to_string("/proc/self/cgroup") {
         Ok(t) => t,
         Err(e) => return no(format!("cannot read /proc/self/cgroup: {e}")),
@@ -42,16 +49,28 @@ pub fn cgroup_support() -> CgroupSupport {
     }
     let dir = mount.join(own.trim_start_matches('/'));
     let controllers = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
-    let missing: Vec<_> =
-        ["memory", "pids", "cpu"].into_iter().filter(|c| !controllers.split_whitespace().any(|x| x == *c)).collect();
+    let missing: Vec<_> = ["memory", "pids", "cpu"]
+        .into_iter()
+        .filter(|c| !controllers.split_whitespace().any(|x| x == *c))
+        .collect();
     if !missing.is_empty() {
-        return no(format!("cgroup {} lacks controllers: {}", dir.display(), missing.join(", ")));
+        return no(format!(
+            "cgroup {} lacks controllers: {}",
+            dir.display(),
+            missing.join(", ")
+        ));
     }
     if rustix::fs::access(&dir, rustix::fs::Access::WRITE_OK).is_err() {
-        return no(format!("cgroup {} is not writable (not delegated to this user)", dir.display()));
+        return no(format!(
+            "cgroup {} is not writable (not delegated to this user)",
+            dir.display()
+        ));
     }
     // Delegated and writable; husk does not yet create sub-cgroups itself.
-    no(format!("cgroup {} is delegated, but husk does not manage cgroups yet", dir.display()))
+    no(format!(
+        "cgroup {} is delegated, but husk does not manage cgroups yet",
+        dir.display()
+    ))
 }
 
 /// `/dev/kvm` presence and access (not whether a guest actually boots: that
@@ -66,14 +85,23 @@ pub fn kvm_device() -> KvmDevice {
     let p = Path::new("/dev/kvm");
     KvmDevice {
         present: p.exists(),
-        accessible: rustix::fs::access(p, rustix::fs::Access::READ_OK | rustix::fs::Access::WRITE_OK).is_ok(),
+        accessible: rustix::fs::access(
+            p,
+            rustix::fs::Access::READ_OK | rustix::fs::Access::WRITE_OK,
+        )
+        .is_ok(),
     }
 }
 
 /// Number of CPUs this process may run on.
 pub fn usable_cpus() -> Vec<usize> {
     match rustix::thread::sched_getaffinity(None) {
-        Ok(set) => (0..rustix::thread::CpuSet::MAX_CPU).filter(|&i| set.is_set(i)).collect(),
-        Err(_) => (0..std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).collect(),
+        Ok(set) => (0..rustix::thread::CpuSet::MAX_CPU)
+            .filter(|&i| set.is_set(i))
+            .collect(),
+        Err(_) => (0..std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1))
+            .collect(),
     }
 }

@@ -15,9 +15,13 @@ pub mod error;
 pub mod guest_bin;
 pub mod host;
 pub mod namespace;
+pub mod select;
 mod spawner;
 
-pub use backend::{Backend, BackendKind, Mount, Sandbox, SandboxConfig, SandboxControl, SandboxInfo};
+pub use backend::{
+    Backend, BackendKind, Mount, Sandbox, SandboxConfig, SandboxControl, SandboxInfo,
+};
 pub use client::{Client, Output, Process, ProcessEvent};
 pub use error::{Result, SandboxError};
 pub use husk_protocol as protocol;
+pub use select::{BackendChoice, Selected, select};

@@ -35,7 +35,9 @@ use crate::host;
 /// System directories of the host root bound read-only into the sandbox.
 /// Home directories, `/root`, `/run`, `/mnt` and anything unusual (project
 /// checkouts) are deliberately absent.
-const SYSTEM_DIRS: [&str; 10] = ["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "opt", "var"];
+const SYSTEM_DIRS: [&str; 10] = [
+    "usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "opt", "var",
+];
 /// Where the guest binary appears inside the sandbox.
 const GUEST_PATH: &str = "/run/husk/husk-guest";
 /// The uid and gid everything in the sandbox runs as.
@@ -64,9 +66,40 @@ impl NamespaceBackend {
         Ok(NamespaceBackend { bwrap })
     }
 
+    /// bubblewrap with exactly the sandbox's arguments, running `true`
+    /// instead of the guest: the floor the benchmarks compare against.
+    pub fn floor_command(&self, config: &SandboxConfig) -> std::process::Command {
+        let mut args = bwrap_args(config, Path::new("/bin/true"));
+        let sep = args.iter().position(|a| a == "--").unwrap_or(args.len());
+        args.truncate(sep);
+        args.retain(|a| a != "--ro-bind-data");
+        let mut cleaned = Vec::new();
+        let mut it = args.into_iter().peekable();
+        while let Some(a) = it.next() {
+            // Drop the passwd/group data binds (they need the fd handover).
+            if a == "5" || a == "6" {
+                it.next();
+                continue;
+            }
+            cleaned.push(a);
+        }
+        cleaned.extend(["--".into(), "/bin/true".into()]);
+        let mut cmd = std::process::Command::new(&self.bwrap);
+        cmd.args(cleaned).env_clear().stdin(Stdio::null()).stdout(Stdio::null());
+        if rustix::process::geteuid().is_root() {
+            use std::os::unix::process::CommandExt;
+            let uid = Self::unprivileged_uid();
+            cmd.uid(uid).gid(uid);
+        }
+        cmd
+    }
+
     /// The host uid bubblewrap runs as when husk is root.
     fn unprivileged_uid() -> u32 {
-        std::env::var("HUSK_SANDBOX_HOST_UID").ok().and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_UNPRIVILEGED_UID)
+        std::env::var("HUSK_SANDBOX_HOST_UID")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_UNPRIVILEGED_UID)
     }
 }
 
@@ -103,8 +136,16 @@ impl Backend for NamespaceBackend {
         let mut cmd = Command::new(&self.bwrap);
         // HUSK_GUEST_STDERR=inherit shows the guest's own diagnostics live.
         let inherit = std::env::var("HUSK_GUEST_STDERR").is_ok_and(|v| v == "inherit");
-        let stderr = if inherit { Stdio::inherit() } else { Stdio::piped() };
-        cmd.args(&args).env_clear().stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
+        let stderr = if inherit {
+            Stdio::inherit()
+        } else {
+            Stdio::piped()
+        };
+        cmd.args(&args)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
         cmd.kill_on_drop(true);
         if rustix::process::geteuid().is_root() {
             let uid = Self::unprivileged_uid();
@@ -112,24 +153,32 @@ impl Backend for NamespaceBackend {
         }
         let limits = Limits::from_config(config);
         prepare_child(&mut cmd, handover, limits.clone())?;
-        let mut child = crate::spawner::spawn(cmd).await.map_err(|e| SandboxError::io(format!("starting {}", self.bwrap.display()), e))?;
+        let mut child = crate::spawner::spawn(cmd)
+            .await
+            .map_err(|e| SandboxError::io(format!("starting {}", self.bwrap.display()), e))?;
         let stderr = collect_stderr(&mut child);
 
         let present = config.present_secret.clone().unwrap_or(secret);
         let stream = tokio::net::UnixStream::from_std({
-            host_end.set_nonblocking(true).map_err(|e| SandboxError::io("control socket", e))?;
+            host_end
+                .set_nonblocking(true)
+                .map_err(|e| SandboxError::io("control socket", e))?;
             host_end
         })
         .map_err(|e| SandboxError::io("control socket", e))?;
         let roots = config.mounts.iter().map(|m| m.guest.clone()).collect();
         let timeout = Duration::from_secs(config.start_timeout_secs.max(1));
-        let connected = tokio::time::timeout(timeout, Client::connect(stream, &present, roots)).await;
+        let connected =
+            tokio::time::timeout(timeout, Client::connect(stream, &present, roots)).await;
         let client = match connected {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => return Err(start_failure(child, stderr, e).await),
             Err(_) => {
                 let e = SandboxError::StartFailed {
-                    reason: format!("the guest agent did not answer within {}s", timeout.as_secs()),
+                    reason: format!(
+                        "the guest agent did not answer within {}s",
+                        timeout.as_secs()
+                    ),
                     detail: String::new(),
                 };
                 return Err(start_failure(child, stderr, e).await);
@@ -155,11 +204,22 @@ fn bwrap_args(config: &SandboxConfig, guest: &Path) -> Vec<String> {
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
     let uid = SANDBOX_UID.to_string();
     push(&["--unshare-user", "--uid", &uid, "--gid", &uid]);
-    push(&["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]);
+    push(&[
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+    ]);
     if !config.network {
         push(&["--unshare-net"]);
     }
-    push(&["--hostname", "husk", "--die-with-parent", "--new-session", "--as-pid-1"]);
+    push(&[
+        "--hostname",
+        "husk",
+        "--die-with-parent",
+        "--new-session",
+        "--as-pid-1",
+    ]);
     let root = config.rootfs.clone().unwrap_or_else(|| PathBuf::from("/"));
     for entry in root_entries(&root) {
         match entry {
@@ -171,10 +231,24 @@ fn bwrap_args(config: &SandboxConfig, guest: &Path) -> Vec<String> {
         }
     }
     push(&["--dev", "/dev", "--proc", "/proc"]);
-    push(&["--tmpfs", "/tmp", "--tmpfs", "/run", "--tmpfs", "/workspace"]);
+    push(&[
+        "--tmpfs",
+        "/tmp",
+        "--tmpfs",
+        "/run",
+        "--tmpfs",
+        "/workspace",
+    ]);
     push(&["--dir", "/home", "--tmpfs", "/home/sandbox"]);
     if root.join("etc").is_dir() {
-        push(&["--ro-bind-data", "5", "/etc/passwd", "--ro-bind-data", "6", "/etc/group"]);
+        push(&[
+            "--ro-bind-data",
+            "5",
+            "/etc/passwd",
+            "--ro-bind-data",
+            "6",
+            "/etc/group",
+        ]);
     }
     for m in &config.mounts {
         let how = if m.writable { "--bind" } else { "--ro-bind" };
@@ -199,7 +273,10 @@ fn root_entries(root: &Path) -> Vec<RootEntry> {
         match std::fs::symlink_metadata(&p) {
             Ok(m) if m.file_type().is_symlink() => {
                 if let Ok(t) = std::fs::read_link(&p) {
-                    out.push(RootEntry::Link(name.into(), t.to_string_lossy().into_owned()));
+                    out.push(RootEntry::Link(
+                        name.into(),
+                        t.to_string_lossy().into_owned(),
+                    ));
                 }
             }
             Ok(m) if m.is_dir() => out.push(RootEntry::Dir(name.into())),
@@ -224,7 +301,11 @@ impl Limits {
         let n = (config.vcpus as usize).min(usable.len()).max(1);
         let start = NEXT_CPU.fetch_add(n, Ordering::Relaxed);
         let cpus = (0..n).map(|i| usable[(start + i) % usable.len()]).collect();
-        Limits { data_bytes: config.memory_mb as u64 * 1024 * 1024, nproc: config.max_processes as u64, cpus }
+        Limits {
+            data_bytes: config.memory_mb as u64 * 1024 * 1024,
+            nproc: config.max_processes as u64,
+            cpus,
+        }
     }
 
     fn describe(&self) -> String {
@@ -245,7 +326,12 @@ fn prepare_child(cmd: &mut Command, h: Handover, limits: Limits) -> Result<()> {
     let high = |fd: OwnedFd| -> Result<OwnedFd> {
         rustix::io::fcntl_dupfd_cloexec(&fd, 10).map_err(|e| SandboxError::io("dup", e.into()))
     };
-    let fds = [high(h.control)?, high(h.secret)?, high(h.passwd)?, high(h.group)?];
+    let fds = [
+        high(h.control)?,
+        high(h.secret)?,
+        high(h.passwd)?,
+        high(h.group)?,
+    ];
     let mut cpuset = rustix::thread::CpuSet::new();
     for c in &limits.cpus {
         cpuset.set(*c);
@@ -274,7 +360,10 @@ fn prepare_child(cmd: &mut Command, h: Handover, limits: Limits) -> Result<()> {
 }
 
 fn set_limit(resource: libc::__rlimit_resource_t, value: u64) -> std::io::Result<()> {
-    let lim = libc::rlimit { rlim_cur: value, rlim_max: value };
+    let lim = libc::rlimit {
+        rlim_cur: value,
+        rlim_max: value,
+    };
     // SAFETY: setrlimit reads the struct we pass by reference and nothing else.
     if unsafe { libc::setrlimit(resource, &lim) } != 0 {
         return Err(std::io::Error::last_os_error());
@@ -292,7 +381,9 @@ fn pipe_with(data: &[u8]) -> Result<OwnedFd> {
 
 pub(crate) fn random_bytes() -> Result<[u8; 32]> {
     let mut b = [0u8; 32];
-    getrandom::fill(&mut b).map_err(|e| SandboxError::io("reading random bytes", std::io::Error::other(e.to_string())))?;
+    getrandom::fill(&mut b).map_err(|e| {
+        SandboxError::io("reading random bytes", std::io::Error::other(e.to_string()))
+    })?;
     Ok(b)
 }
 
@@ -327,7 +418,10 @@ async fn start_failure(mut child: Child, stderr: StderrBuf, e: SandboxError) -> 
     match e {
         SandboxError::Rejected(_) => e,
         SandboxError::StartFailed { reason, .. } => SandboxError::StartFailed { reason, detail },
-        other => SandboxError::StartFailed { reason: other.to_string(), detail },
+        other => SandboxError::StartFailed {
+            reason: other.to_string(),
+            detail,
+        },
     }
 }
 
@@ -339,14 +433,20 @@ struct NamespaceControl {
 #[async_trait]
 impl SandboxControl for NamespaceControl {
     async fn stop(&mut self, client: &Client) -> Result<()> {
-        let Some(mut child) = self.child.take() else { return Ok(()) };
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
         // The guest kills everything and exits; if it cannot answer, kill it.
         let _ = tokio::time::timeout(Duration::from_secs(2), client.shutdown()).await;
         match tokio::time::timeout(Duration::from_secs(3), child.wait()).await {
             Ok(_) => Ok(()),
             Err(_) => {
                 let _ = child.start_kill();
-                child.wait().await.map(|_| ()).map_err(|e| SandboxError::io("waiting for bubblewrap", e))
+                child
+                    .wait()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| SandboxError::io("waiting for bubblewrap", e))
             }
         }
     }

@@ -13,7 +13,11 @@ use std::sync::{LazyLock, Mutex, mpsc};
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 
-type Job = (Command, tokio::runtime::Handle, oneshot::Sender<std::io::Result<Child>>);
+type Job = (
+    Command,
+    tokio::runtime::Handle,
+    oneshot::Sender<std::io::Result<Child>>,
+);
 
 static SPAWNER: LazyLock<Mutex<mpsc::Sender<Job>>> = LazyLock::new(|| {
     let (tx, rx) = mpsc::channel::<Job>();
@@ -39,5 +43,6 @@ pub async fn spawn(cmd: Command) -> std::io::Result<Child> {
         .map_err(|_| std::io::Error::other("spawner lock poisoned"))?
         .send(job)
         .map_err(|_| std::io::Error::other("spawner thread is gone"))?;
-    rx.await.map_err(|_| std::io::Error::other("spawner thread dropped the request"))?
+    rx.await
+        .map_err(|_| std::io::Error::other("spawner thread dropped the request"))?
 }

@@ -16,7 +16,9 @@ impl conformance::Harness for Namespace {
         // bubblewrap missing is the only honest skip; anything else is a failure.
         match NamespaceBackend::new() {
             Ok(b) => Ok(Arc::new(b)),
-            Err(husk_sandbox::SandboxError::MissingTool { tool, hint }) => Err(format!("{tool}: {hint}")),
+            Err(husk_sandbox::SandboxError::MissingTool { tool, hint }) => {
+                Err(format!("{tool}: {hint}"))
+            }
             Err(e) => panic!("namespace backend: {e}"),
         }
     }
@@ -27,9 +29,16 @@ impl conformance::Harness for Namespace {
 
     /// Host processes living in the sandbox's pid namespace.
     fn leftovers(&self, identity: &str) -> usize {
-        let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return 0;
+        };
         dir.filter_map(Result::ok)
-            .filter(|e| e.file_name().to_string_lossy().bytes().all(|c| c.is_ascii_digit()))
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .bytes()
+                    .all(|c| c.is_ascii_digit())
+            })
             .filter(|e| {
                 std::fs::read_link(e.path().join("ns/pid"))
                     .map(|l| l.to_string_lossy() == identity)

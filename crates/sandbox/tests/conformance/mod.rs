@@ -30,7 +30,11 @@ pub trait Harness: Sync + Send + 'static {
 }
 
 pub static RT: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 });
 
 static SHARED: OnceCell<Sandbox> = OnceCell::const_new();
@@ -55,7 +59,12 @@ where
 
 pub async fn shared<H: Harness>(h: &H, backend: &Arc<dyn Backend>) -> &'static Sandbox {
     SHARED
-        .get_or_init(|| async { backend.start(&h.config()).await.expect("start shared sandbox") })
+        .get_or_init(|| async {
+            backend
+                .start(&h.config())
+                .await
+                .expect("start shared sandbox")
+        })
         .await
 }
 
@@ -140,13 +149,21 @@ pub async fn timeout_really_kills<H: Harness>(h: &H, b: Arc<dyn Backend>) {
     assert_eq!(out.status.signal, Some(9));
     assert!(out.stdout.is_empty());
     // Neither the shell nor its background child survives.
-    let left = sh(sb, "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' ' | grep -c '61[.]4321' || true").await;
+    let left = sh(
+        sb,
+        "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' ' | grep -c '61[.]4321' || true",
+    )
+    .await;
     assert_eq!(text(&left.stdout).trim(), "0");
 }
 
 pub async fn signal_a_running_exec<H: Harness>(h: &H, b: Arc<dyn Backend>) {
     let sb = shared(h, &b).await;
-    let mut p = sb.client().exec(&ExecRequest::new(["sleep", "30"])).await.unwrap();
+    let mut p = sb
+        .client()
+        .exec(&ExecRequest::new(["sleep", "30"]))
+        .await
+        .unwrap();
     p.signal(15).await.unwrap();
     loop {
         if let ProcessEvent::Exit(s) = p.next().await.unwrap() {
@@ -158,36 +175,84 @@ pub async fn signal_a_running_exec<H: Harness>(h: &H, b: Arc<dyn Backend>) {
 
 pub async fn missing_program<H: Harness>(h: &H, b: Arc<dyn Backend>) {
     let sb = shared(h, &b).await;
-    let err = sb.client().exec(&ExecRequest::new(["no-such-program-x"])).await.unwrap_err();
+    let err = sb
+        .client()
+        .exec(&ExecRequest::new(["no-such-program-x"]))
+        .await
+        .unwrap_err();
     assert_eq!(err.guest_kind(), Some(ErrorKind::NotFound));
     assert!(err.to_string().contains("no-such-program-x"), "{err}");
     let empty: Vec<String> = Vec::new();
-    let err = sb.client().exec(&ExecRequest::new(empty)).await.unwrap_err();
+    let err = sb
+        .client()
+        .exec(&ExecRequest::new(empty))
+        .await
+        .unwrap_err();
     assert_eq!(err.guest_kind(), Some(ErrorKind::InvalidRequest));
 }
 
 pub async fn binary_file_round_trip<H: Harness>(h: &H, b: Arc<dyn Backend>) {
     let sb = shared(h, &b).await;
     let c = sb.client();
-    let data: Vec<u8> = (0..(3 * 1024 * 1024 + 17)).map(|i| (i % 256) as u8).collect();
+    let data: Vec<u8> = (0..(3 * 1024 * 1024 + 17))
+        .map(|i| (i % 256) as u8)
+        .collect();
     c.mkdir_p("/workspace/bin-rt/deep/er").await.unwrap();
-    c.write_file("/workspace/bin-rt/deep/er/blob", &data, 0o640).await.unwrap();
-    let back = c.read_file("/workspace/bin-rt/deep/er/blob", 64 << 20).await.unwrap();
+    c.write_file("/workspace/bin-rt/deep/er/blob", &data, 0o640)
+        .await
+        .unwrap();
+    let back = c
+        .read_file("/workspace/bin-rt/deep/er/blob", 64 << 20)
+        .await
+        .unwrap();
     assert!(back == data, "binary round trip changed the bytes");
-    let st = c.stat("/workspace/bin-rt/deep/er/blob", true).await.unwrap();
-    assert_eq!((st.kind, st.size, st.mode), (FileKind::File, data.len() as u64, 0o640));
+    let st = c
+        .stat("/workspace/bin-rt/deep/er/blob", true)
+        .await
+        .unwrap();
+    assert_eq!(
+        (st.kind, st.size, st.mode),
+        (FileKind::File, data.len() as u64, 0o640)
+    );
     // The sandbox user sees and owns what the host wrote.
     let out = sh(sb, "stat -c '%u %s' /workspace/bin-rt/deep/er/blob; sha256sum < /workspace/bin-rt/deep/er/blob").await;
     let lines: Vec<_> = text(&out.stdout).lines().map(String::from).collect();
     assert_eq!(lines[0], format!("1000 {}", data.len()));
     // Overwrite with something shorter truncates; empty files work.
-    c.write_file("/workspace/bin-rt/deep/er/blob", b"xy", 0o640).await.unwrap();
-    assert_eq!(c.read_file("/workspace/bin-rt/deep/er/blob", 10).await.unwrap(), b"xy");
-    c.write_file("/workspace/bin-rt/empty", b"", 0o600).await.unwrap();
-    assert_eq!(c.read_file("/workspace/bin-rt/empty", 10).await.unwrap(), b"");
-    let names: Vec<_> = c.list_dir("/workspace/bin-rt").await.unwrap().into_iter().map(|e| (e.name, e.kind)).collect();
-    assert_eq!(names, vec![("deep".into(), FileKind::Dir), ("empty".into(), FileKind::File)]);
-    let err = c.read_file("/workspace/bin-rt/deep/er/blob", 1).await.unwrap_err();
+    c.write_file("/workspace/bin-rt/deep/er/blob", b"xy", 0o640)
+        .await
+        .unwrap();
+    assert_eq!(
+        c.read_file("/workspace/bin-rt/deep/er/blob", 10)
+            .await
+            .unwrap(),
+        b"xy"
+    );
+    c.write_file("/workspace/bin-rt/empty", b"", 0o600)
+        .await
+        .unwrap();
+    assert_eq!(
+        c.read_file("/workspace/bin-rt/empty", 10).await.unwrap(),
+        b""
+    );
+    let names: Vec<_> = c
+        .list_dir("/workspace/bin-rt")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.name, e.kind))
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            ("deep".into(), FileKind::Dir),
+            ("empty".into(), FileKind::File)
+        ]
+    );
+    let err = c
+        .read_file("/workspace/bin-rt/deep/er/blob", 1)
+        .await
+        .unwrap_err();
     assert!(matches!(err, SandboxError::TooLarge(_)), "{err}");
 }
 
@@ -196,19 +261,41 @@ pub async fn escapes_are_refused<H: Harness>(h: &H, b: Arc<dyn Backend>) {
     let c = sb.client();
     let out = sh(sb, "mkdir -p /workspace/esc && ln -sfn /etc /workspace/esc/abs && ln -sfn ../../etc /workspace/esc/rel && ln -sfn ../esc /workspace/esc/ok").await;
     assert_eq!(out.status.code, Some(0), "{}", text(&out.stderr));
-    for path in ["/workspace/esc/abs/passwd", "/workspace/esc/rel/passwd", "/etc/passwd", "/proc/1/environ"] {
+    for path in [
+        "/workspace/esc/abs/passwd",
+        "/workspace/esc/rel/passwd",
+        "/etc/passwd",
+        "/proc/1/environ",
+    ] {
         let err = c.read_file(path, 1 << 20).await.unwrap_err();
-        assert_eq!(err.guest_kind(), Some(ErrorKind::OutsideRoots), "{path}: {err}");
+        assert_eq!(
+            err.guest_kind(),
+            Some(ErrorKind::OutsideRoots),
+            "{path}: {err}"
+        );
     }
-    let err = c.write_file("/workspace/esc/abs/evil", b"x", 0o644).await.unwrap_err();
+    let err = c
+        .write_file("/workspace/esc/abs/evil", b"x", 0o644)
+        .await
+        .unwrap_err();
     assert_eq!(err.guest_kind(), Some(ErrorKind::OutsideRoots));
-    let err = c.read_file("/workspace/../etc/passwd", 1 << 20).await.unwrap_err();
+    let err = c
+        .read_file("/workspace/../etc/passwd", 1 << 20)
+        .await
+        .unwrap_err();
     assert_eq!(err.guest_kind(), Some(ErrorKind::InvalidPath));
     let err = c.read_file("workspace/x", 1 << 20).await.unwrap_err();
     assert_eq!(err.guest_kind(), Some(ErrorKind::InvalidPath));
     // A link that stays inside the root is followed.
-    c.write_file("/workspace/esc/inside.txt", b"fine", 0o644).await.unwrap();
-    assert_eq!(c.read_file("/workspace/esc/ok/inside.txt", 10).await.unwrap(), b"fine");
+    c.write_file("/workspace/esc/inside.txt", b"fine", 0o644)
+        .await
+        .unwrap();
+    assert_eq!(
+        c.read_file("/workspace/esc/ok/inside.txt", 10)
+            .await
+            .unwrap(),
+        b"fine"
+    );
 }
 
 pub async fn concurrent_execs_and_files<H: Harness>(h: &H, b: Arc<dyn Backend>) {
@@ -220,7 +307,10 @@ pub async fn concurrent_execs_and_files<H: Harness>(h: &H, b: Arc<dyn Backend>) 
         tasks.push(tokio::spawn(async move {
             let c = c1;
             let script = format!("sleep 0.2; seq 1 {}", 20_000 + i);
-            let out = c.run(&ExecRequest::new(["sh", "-c", &script]), 1 << 20).await.unwrap();
+            let out = c
+                .run(&ExecRequest::new(["sh", "-c", &script]), 1 << 20)
+                .await
+                .unwrap();
             let want: String = (1..=20_000 + i).map(|n| format!("{n}\n")).collect();
             assert!(out.stdout == want.as_bytes(), "exec {i} output mixed up");
         }));
@@ -228,9 +318,14 @@ pub async fn concurrent_execs_and_files<H: Harness>(h: &H, b: Arc<dyn Backend>) 
         tasks.push(tokio::spawn(async move {
             let c = c2;
             let path = format!("/tmp/conc-{i}");
-            let data: Vec<u8> = (0..(512 * 1024 + i as usize)).map(|k| (k as u32 ^ i) as u8).collect();
+            let data: Vec<u8> = (0..(512 * 1024 + i as usize))
+                .map(|k| (k as u32 ^ i) as u8)
+                .collect();
             c.write_file(&path, &data, 0o600).await.unwrap();
-            assert!(c.read_file(&path, 1 << 20).await.unwrap() == data, "file {i} mixed up");
+            assert!(
+                c.read_file(&path, 1 << 20).await.unwrap() == data,
+                "file {i} mixed up"
+            );
             c.ping().await.unwrap();
         }));
     }
@@ -253,10 +348,19 @@ pub async fn detached_and_wait<H: Harness>(h: &H, b: Arc<dyn Backend>) {
     assert_eq!(status.code, Some(7));
     // Waiting again returns the same status.
     assert_eq!(c.wait(p.id()).await.unwrap(), status);
-    assert_eq!(c.read_file("/workspace/det/out.log", 100).await.unwrap(), b"started\n");
-    assert_eq!(c.read_file("/workspace/det/err.log", 100).await.unwrap(), b"warn\n");
+    assert_eq!(
+        c.read_file("/workspace/det/out.log", 100).await.unwrap(),
+        b"started\n"
+    );
+    assert_eq!(
+        c.read_file("/workspace/det/err.log", 100).await.unwrap(),
+        b"warn\n"
+    );
     let mut req = ExecRequest::new(["sleep", "60"]);
-    req.output = OutputMode::Detached { stdout: None, stderr: None };
+    req.output = OutputMode::Detached {
+        stdout: None,
+        stderr: None,
+    };
     let p = c.exec(&req).await.unwrap();
     c.signal(p.id(), 15).await.unwrap();
     assert_eq!(c.wait(p.id()).await.unwrap().signal, Some(15));
@@ -275,15 +379,29 @@ pub async fn wrong_secret_is_refused<H: Harness>(h: &H, b: Arc<dyn Backend>) {
 pub async fn stop_leaves_nothing_behind<H: Harness>(h: &H, b: Arc<dyn Backend>) {
     let sb = b.start(&h.config()).await.unwrap();
     let argv = h.identity_command();
-    let id = sb.client().run(&ExecRequest::new(argv), 4096).await.unwrap();
+    let id = sb
+        .client()
+        .run(&ExecRequest::new(argv), 4096)
+        .await
+        .unwrap();
     let identity = text(&id.stdout).trim().to_string();
     assert!(!identity.is_empty());
     // Background processes, a new session, and a detached one.
-    sh(&sb, "sleep 1000 & setsid sleep 1000 & (sleep 1000 &) ; true").await;
+    sh(
+        &sb,
+        "sleep 1000 & setsid sleep 1000 & (sleep 1000 &) ; true",
+    )
+    .await;
     let mut req = ExecRequest::new(["sleep", "1000"]);
-    req.output = OutputMode::Detached { stdout: None, stderr: None };
+    req.output = OutputMode::Detached {
+        stdout: None,
+        stderr: None,
+    };
     sb.client().exec(&req).await.unwrap();
-    assert!(h.leftovers(&identity) >= 4, "the sandbox's processes should be visible before stop");
+    assert!(
+        h.leftovers(&identity) >= 4,
+        "the sandbox's processes should be visible before stop"
+    );
     let client = sb.client().clone();
     sb.stop().await.unwrap();
     assert_eq!(h.leftovers(&identity), 0, "processes left after stop");

@@ -1,0 +1,161 @@
+//! `husk doctor`: what this host can do, checked for real, and why not.
+
+use std::time::Instant;
+
+use clap::Args;
+use husk_sandbox::namespace::NamespaceBackend;
+use husk_sandbox::protocol::ExecRequest;
+use husk_sandbox::{Backend, BackendChoice, SandboxConfig, host};
+use serde::Serialize;
+
+use crate::CliResult;
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Check {
+    name: &'static str,
+    ok: bool,
+    detail: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    checks: Vec<Check>,
+    default_backend: Option<String>,
+    default_backend_reason: String,
+}
+
+pub async fn run(args: DoctorArgs) -> CliResult<i32> {
+    let mut checks = Vec::new();
+    checks.push(guest_check());
+    checks.push(namespace_check().await);
+    let kvm = host::kvm_device();
+    checks.push(Check {
+        name: "kvm device",
+        ok: kvm.present && kvm.accessible,
+        detail: match (kvm.present, kvm.accessible) {
+            (false, _) => "no /dev/kvm: micro-VMs would run under TCG software emulation".into(),
+            (true, false) => "/dev/kvm exists but is not accessible to this user".into(),
+            (true, true) => "/dev/kvm accessible (whether a guest boots under it is probed by the micro-VM backend)".into(),
+        },
+    });
+    checks.push(Check {
+        name: "microvm backend",
+        ok: false,
+        detail: "not in this build yet".into(),
+    });
+    let cg = host::cgroup_support();
+    checks.push(Check {
+        name: "resource limits",
+        ok: true,
+        detail: if cg.delegated_v2 {
+            "cgroup v2 (memory, pids, cpu)".into()
+        } else {
+            format!(
+                "rlimits + CPU affinity (weaker: per-process memory, no CPU share) because {}",
+                cg.reason
+            )
+        },
+    });
+    let (default_backend, reason) = match husk_sandbox::select(BackendChoice::Auto) {
+        Ok(s) => (Some(s.kind.to_string()), s.reason),
+        Err(e) => (None, e.to_string()),
+    };
+    let ok = checks.iter().any(|c| c.name == "namespace backend" && c.ok);
+    let report = Report {
+        checks,
+        default_backend,
+        default_backend_reason: reason,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_human(&report);
+    }
+    Ok(if ok { 0 } else { 1 })
+}
+
+fn print_human(r: &Report) {
+    println!("husk doctor");
+    for c in &r.checks {
+        let mark = if c.ok { "ok  " } else { "no  " };
+        println!("  {mark} {:<18} {}", c.name, c.detail);
+    }
+    match &r.default_backend {
+        Some(b) => println!("  default backend: {b} ({})", r.default_backend_reason),
+        None => println!("  default backend: none ({})", r.default_backend_reason),
+    }
+}
+
+fn guest_check() -> Check {
+    match husk_sandbox::guest_bin::locate_guest() {
+        Ok(p) => Check {
+            name: "guest agent",
+            ok: true,
+            detail: p.display().to_string(),
+        },
+        Err(e) => Check {
+            name: "guest agent",
+            ok: false,
+            detail: e.to_string(),
+        },
+    }
+}
+
+/// Starts a real namespace sandbox and runs a command in it.
+async fn namespace_check() -> Check {
+    let name = "namespace backend";
+    let backend = match NamespaceBackend::new() {
+        Ok(b) => b,
+        Err(e) => {
+            return Check {
+                name,
+                ok: false,
+                detail: e.to_string(),
+            };
+        }
+    };
+    let t = Instant::now();
+    let sandbox = match backend.start(&SandboxConfig::default()).await {
+        Ok(s) => s,
+        Err(e) => {
+            return Check {
+                name,
+                ok: false,
+                detail: format!("cannot start a sandbox: {e}"),
+            };
+        }
+    };
+    let out = sandbox
+        .client()
+        .run(&ExecRequest::new(["true"]), 1024)
+        .await;
+    let elapsed = t.elapsed();
+    let _ = sandbox.stop().await;
+    match out {
+        Ok(o) if o.status.success() => Check {
+            name,
+            ok: true,
+            detail: format!(
+                "works: sandbox started and ran a command in {:.1} ms (bubblewrap; shared kernel)",
+                elapsed.as_secs_f64() * 1000.0
+            ),
+        },
+        Ok(o) => Check {
+            name,
+            ok: false,
+            detail: format!("test command failed: {:?}", o.status),
+        },
+        Err(e) => Check {
+            name,
+            ok: false,
+            detail: format!("test command failed: {e}"),
+        },
+    }
+}

@@ -1,0 +1,229 @@
+//! `husk exec`: one command in a fresh sandbox, output streamed live.
+
+use std::time::Duration;
+
+use clap::Args;
+use husk_sandbox::protocol::{ExecRequest, ExitStatus};
+use husk_sandbox::{BackendChoice, ProcessEvent, Sandbox, SandboxConfig};
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::CliResult;
+
+/// Exit code for a command killed because its timeout passed (as timeout(1)).
+const EXIT_TIMED_OUT: i32 = 124;
+/// Output kept per stream for `--json`.
+const JSON_OUTPUT_LIMIT: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Isolation backend: auto, namespace or microvm.
+    #[arg(long, default_value = "auto", value_parser = parse_backend)]
+    backend: BackendChoice,
+    /// Set an environment variable (NAME=VALUE, or NAME to pass the host's value).
+    #[arg(short = 'e', long = "env", value_name = "NAME[=VALUE]", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// Working directory inside the sandbox (absolute).
+    #[arg(short = 'w', long, value_name = "DIR", default_value = "/workspace", value_parser = parse_workdir)]
+    workdir: String,
+    /// Kill the command (and everything it started) after this many seconds.
+    #[arg(short = 't', long, value_name = "SECS", value_parser = parse_timeout)]
+    timeout: Option<Duration>,
+    /// Forward husk's stdin to the command.
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Give the sandbox network access (off by default).
+    #[arg(long)]
+    network: bool,
+    /// Memory limit in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    memory: u32,
+    /// CPUs available to the sandbox.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    cpus: u32,
+    /// Print one JSON object with the result instead of streaming output.
+    #[arg(long)]
+    json: bool,
+    /// The command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+fn parse_backend(s: &str) -> Result<BackendChoice, String> {
+    s.parse()
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    let (name, value) = match s.split_once('=') {
+        Some((n, v)) => (n, Some(v)),
+        None => (s, None),
+    };
+    let valid = !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!(
+            "{s:?} is not NAME=VALUE (names are letters, digits and _)"
+        ));
+    }
+    match value {
+        Some(v) => Ok((name.into(), v.into())),
+        None => std::env::var(name)
+            .map(|v| (name.to_string(), v))
+            .map_err(|_| format!("{name} is not set on the host (use {name}=VALUE)")),
+    }
+}
+
+fn parse_workdir(s: &str) -> Result<String, String> {
+    if s.starts_with('/') {
+        Ok(s.into())
+    } else {
+        Err(format!("{s:?} must be an absolute path"))
+    }
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(secs > 0.0 && secs <= 7.0 * 86400.0) {
+        return Err(format!(
+            "{s} must be more than 0 and at most 604800 seconds"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[derive(Serialize)]
+struct JsonResult<'a> {
+    backend: &'a str,
+    exit_code: i32,
+    signal: Option<i32>,
+    timed_out: bool,
+    duration_ms: u64,
+    stdout: String,
+    stderr: String,
+    output_truncated: bool,
+}
+
+pub async fn run(args: ExecArgs) -> CliResult<i32> {
+    let selected = husk_sandbox::select(args.backend)?;
+    tracing::info!(backend = %selected.kind, reason = %selected.reason, "backend selected");
+    let config = SandboxConfig {
+        memory_mb: args.memory,
+        vcpus: args.cpus,
+        network: args.network,
+        ..SandboxConfig::default()
+    };
+    let sandbox = selected.backend.start(&config).await?;
+    let req = ExecRequest {
+        argv: args.command.clone(),
+        env: args.env.clone(),
+        cwd: Some(args.workdir.clone()),
+        user: None,
+        stdin: args.interactive,
+        timeout_ms: args.timeout.map(|d| d.as_millis() as u64),
+        output: husk_sandbox::protocol::OutputMode::Stream,
+    };
+    let result = if args.json {
+        run_json(&sandbox, &req, selected.kind.as_str()).await
+    } else {
+        run_streaming(&sandbox, &req).await
+    };
+    let stopped = sandbox.stop().await;
+    let status = result?;
+    stopped?;
+    if status.timed_out && !args.json {
+        let secs = args.timeout.map(|d| d.as_secs_f64()).unwrap_or_default();
+        eprintln!("husk: command timed out after {secs}s and was killed");
+    }
+    Ok(exit_code(&status))
+}
+
+fn exit_code(status: &ExitStatus) -> i32 {
+    if status.timed_out {
+        EXIT_TIMED_OUT
+    } else {
+        status.shell_code()
+    }
+}
+
+async fn run_streaming(sandbox: &Sandbox, req: &ExecRequest) -> CliResult<ExitStatus> {
+    let mut process = sandbox.exec(req).await?;
+    if req.stdin {
+        tokio::spawn(forward_stdin(sandbox.client().clone(), process.id()));
+    }
+    let signals = tokio::spawn(forward_signals(sandbox.client().clone(), process.id()));
+    let mut stdout = tokio::io::stdout();
+    let mut stderr = tokio::io::stderr();
+    let status = loop {
+        match process.next().await? {
+            ProcessEvent::Stdout(d) => {
+                // A closed stdout (husk exec … | head) just stops the copy.
+                let _ = stdout.write_all(&d).await;
+                let _ = stdout.flush().await;
+            }
+            ProcessEvent::Stderr(d) => {
+                let _ = stderr.write_all(&d).await;
+                let _ = stderr.flush().await;
+            }
+            ProcessEvent::Exit(s) => break s,
+        }
+    };
+    signals.abort();
+    Ok(status)
+}
+
+async fn run_json(sandbox: &Sandbox, req: &ExecRequest, backend: &str) -> CliResult<ExitStatus> {
+    let out = sandbox
+        .client()
+        .run(&sandbox.with_default_env(req), JSON_OUTPUT_LIMIT)
+        .await?;
+    let result = JsonResult {
+        backend,
+        exit_code: exit_code(&out.status),
+        signal: out.status.signal,
+        timed_out: out.status.timed_out,
+        duration_ms: out.status.duration_ms,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        output_truncated: out.truncated,
+    };
+    println!("{}", serde_json::to_string_pretty(&result)?);
+    Ok(out.status)
+}
+
+async fn forward_stdin(client: husk_sandbox::Client, process: u64) {
+    let mut stdin = tokio::io::stdin();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match stdin.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if client.write_stdin(process, &buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = client.close_stdin(process).await;
+}
+
+/// Ctrl-C and SIGTERM reach the command instead of killing husk (which would
+/// tear the sandbox down without letting the command clean up).
+async fn forward_signals(client: husk_sandbox::Client, process: u64) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    loop {
+        let sig = tokio::select! {
+            _ = int.recv() => libc::SIGINT,
+            _ = term.recv() => libc::SIGTERM,
+        };
+        let _ = client.signal(process, sig).await;
+    }
+}

@@ -1,0 +1,236 @@
+//! End-to-end tests of the `husk` binary on the namespace backend: the
+//! commands from the README and the issue, as a user types them.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn husk() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_husk"))
+}
+
+fn have_bwrap() -> bool {
+    let found = husk_sandbox::host::which("bwrap").is_some();
+    if !found {
+        eprintln!("SKIP: bubblewrap is not installed on this host");
+    }
+    found
+}
+
+fn out(cmd: &mut Command) -> (i32, String, String) {
+    let o = cmd.output().expect("run husk");
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into(),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
+}
+
+#[test]
+fn exec_streams_both_and_passes_the_exit_code() {
+    if !have_bwrap() {
+        return;
+    }
+    let (code, stdout, stderr) = out(husk().args([
+        "exec",
+        "--",
+        "sh",
+        "-c",
+        "echo hello; echo oops >&2; exit 3",
+    ]));
+    assert_eq!(
+        (code, stdout.as_str(), stderr.as_str()),
+        (3, "hello\n", "oops\n")
+    );
+}
+
+#[test]
+fn exec_env_and_workdir() {
+    if !have_bwrap() {
+        return;
+    }
+    let (code, stdout, _) = out(husk().env("HUSK_TEST_HOST_VAR", "from-host").args([
+        "exec",
+        "--env",
+        "FOO=bar",
+        "--env",
+        "HUSK_TEST_HOST_VAR",
+        "--workdir",
+        "/tmp",
+        "--",
+        "sh",
+        "-c",
+        "echo $FOO $HUSK_TEST_HOST_VAR; pwd",
+    ]));
+    assert_eq!((code, stdout.as_str()), (0, "bar from-host\n/tmp\n"));
+}
+
+#[test]
+fn exec_timeout_kills_with_a_clear_message() {
+    if !have_bwrap() {
+        return;
+    }
+    let (code, stdout, stderr) = out(husk().args([
+        "exec",
+        "--timeout",
+        "1",
+        "--",
+        "sh",
+        "-c",
+        "sleep 60; echo late",
+    ]));
+    assert_eq!(code, 124);
+    assert_eq!(stdout, "");
+    assert!(stderr.contains("timed out after 1s"), "{stderr}");
+}
+
+#[test]
+fn exec_json_is_machine_readable() {
+    if !have_bwrap() {
+        return;
+    }
+    let (code, stdout, _) =
+        out(husk().args(["exec", "--json", "--", "sh", "-c", "printf 'a\\nb'; exit 4"]));
+    assert_eq!(code, 4);
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("valid JSON");
+    assert_eq!(v["exit_code"], 4);
+    assert_eq!(v["stdout"], "a\nb");
+    assert_eq!(v["backend"], "namespace");
+}
+
+#[test]
+fn exec_interactive_forwards_stdin() {
+    if !have_bwrap() {
+        return;
+    }
+    let mut child = husk()
+        .args(["exec", "-i", "--", "tr", "a-z", "A-Z"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"shout\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "SHOUT\n");
+}
+
+#[test]
+fn bad_input_gets_one_clear_line_and_a_nonzero_exit() {
+    let cases: &[(&[&str], i32, &str)] = &[
+        (&["exec", "--bogus", "--", "true"], 2, "--bogus"),
+        (&["exec"], 2, "COMMAND"),
+        (&["exec", "--env", "=bar", "--", "true"], 2, "NAME=VALUE"),
+        (
+            &["exec", "--env", "HUSK_SURELY_UNSET_VAR", "--", "true"],
+            2,
+            "not set on the host",
+        ),
+        (&["exec", "--timeout", "0", "--", "true"], 2, "more than 0"),
+        (&["exec", "--timeout", "soon", "--", "true"], 2, "seconds"),
+        (
+            &["exec", "--workdir", "relative", "--", "true"],
+            2,
+            "absolute",
+        ),
+        (
+            &["exec", "--backend", "xen", "--", "true"],
+            2,
+            "unknown backend",
+        ),
+    ];
+    for (args, want_code, needle) in cases {
+        let (code, _, stderr) = out(husk().args(*args));
+        assert_eq!(code, *want_code, "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+    if !have_bwrap() {
+        return;
+    }
+    let guest_cases: &[(&[&str], &str)] = &[
+        (
+            &["exec", "--", "no-such-command-zz"],
+            "no-such-command-zz: command not found",
+        ),
+        (
+            &["exec", "--workdir", "/nowhere", "--", "true"],
+            "working directory /nowhere",
+        ),
+    ];
+    for (args, needle) in guest_cases {
+        let (code, _, stderr) = out(husk().args(*args));
+        assert_eq!(code, 125, "{args:?}: {stderr}");
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "{args:?}: one line, got {stderr}"
+        );
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn doctor_reports_and_emits_json() {
+    let (code, stdout, stderr) = out(husk().args(["doctor", "--json"]));
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout} {stderr}"));
+    let checks = v["checks"].as_array().expect("checks");
+    let ns = checks
+        .iter()
+        .find(|c| c["name"] == "namespace backend")
+        .expect("namespace check");
+    assert_eq!(ns["ok"].as_bool(), Some(have_bwrap()), "{ns}");
+    assert_eq!(code, if have_bwrap() { 0 } else { 1 });
+    assert!(checks.iter().any(|c| c["name"] == "resource limits"));
+}
+
+/// Processes on the host that live in pid namespace `ns`.
+fn in_namespace(ns: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            std::fs::read_link(e.path().join("ns/pid")).is_ok_and(|l| l.to_string_lossy() == ns)
+        })
+        .count()
+}
+
+#[test]
+fn killing_husk_leaves_no_sandbox_process_behind() {
+    if !have_bwrap() {
+        return;
+    }
+    let mut child = husk()
+        .args([
+            "exec",
+            "--",
+            "sh",
+            "-c",
+            "sleep 1000 & setsid sleep 1000 & readlink /proc/self/ns/pid; exec sleep 1000",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    use std::io::BufRead;
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let ns = line.trim().to_string();
+    assert!(ns.starts_with("pid:["), "{ns}");
+    assert!(
+        in_namespace(&ns) >= 3,
+        "sandbox processes should be running"
+    );
+    child.kill().unwrap(); // SIGKILL: husk gets no chance to clean up
+    child.wait().unwrap();
+    // The kernel tears the sandbox down asynchronously; wait for it (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while in_namespace(&ns) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        in_namespace(&ns),
+        0,
+        "sandbox processes survived husk's death"
+    );
+}
