@@ -26,7 +26,10 @@ struct Stats {
 
 fn stats(mut v: Vec<Duration>) -> Stats {
     v.sort();
-    Stats { p50: percentile(&v, 0.5), p95: percentile(&v, 0.95) }
+    Stats {
+        p50: percentile(&v, 0.5),
+        p95: percentile(&v, 0.95),
+    }
 }
 
 fn ms(d: Duration) -> String {
@@ -35,13 +38,20 @@ fn ms(d: Duration) -> String {
 
 fn row(name: &str, s: &Stats, floor: Option<&Stats>) {
     let ratio = floor.map_or("—".to_string(), |f| {
-        format!("{:.2}× (p95 {:.2}×)", s.p50.as_secs_f64() / f.p50.as_secs_f64(), s.p95.as_secs_f64() / f.p95.as_secs_f64())
+        format!(
+            "{:.2}× (p95 {:.2}×)",
+            s.p50.as_secs_f64() / f.p50.as_secs_f64(),
+            s.p95.as_secs_f64() / f.p95.as_secs_f64()
+        )
     });
     println!("| {name} | {} | {} | {ratio} |", ms(s.p50), ms(s.p95));
 }
 
 fn main() {
-    let n: usize = std::env::var("HUSK_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let n: usize = std::env::var("HUSK_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
     let backend = match NamespaceBackend::new() {
         Ok(b) => b,
         Err(e) => {
@@ -49,7 +59,11 @@ fn main() {
             return;
         }
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let config = SandboxConfig::default();
 
     // Interleave floor and measured runs so drift hits both alike.
@@ -63,7 +77,11 @@ fn main() {
         rt.block_on(async {
             let t = Instant::now();
             let sb = backend.start(&config).await.expect("start");
-            let out = sb.client().run(&ExecRequest::new(["true"]), 1024).await.expect("exec");
+            let out = sb
+                .client()
+                .run(&ExecRequest::new(["true"]), 1024)
+                .await
+                .expect("exec");
             create.push(t.elapsed());
             assert!(out.status.success());
             sb.stop().await.expect("stop");
@@ -75,7 +93,10 @@ fn main() {
         let (mut e, mut p) = (Vec::new(), Vec::new());
         for _ in 0..n {
             let t = Instant::now();
-            sb.client().run(&ExecRequest::new(["true"]), 1024).await.expect("exec");
+            sb.client()
+                .run(&ExecRequest::new(["true"]), 1024)
+                .await
+                .expect("exec");
             e.push(t.elapsed());
             let t = Instant::now();
             sb.client().ping().await.expect("ping");
@@ -86,12 +107,21 @@ fn main() {
     });
 
     let floor = stats(floor);
-    println!("namespace backend, {n} iterations, {} CPUs", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!(
+        "namespace backend, {n} iterations, {} CPUs",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
     println!();
     println!("| measurement | p50 | p95 | vs floor (p50) |");
     println!("|---|---|---|---|");
     row("floor: bare `bwrap … true`", &floor, None);
     row("create → first exec (`true`)", &stats(create), Some(&floor));
-    row("exec round trip, live sandbox (`true`)", &stats(exec_rt), Some(&floor));
+    row(
+        "exec round trip, live sandbox (`true`)",
+        &stats(exec_rt),
+        Some(&floor),
+    );
     row("protocol ping round trip", &stats(ping_rt), None);
 }

@@ -85,7 +85,10 @@ impl NamespaceBackend {
         }
         cleaned.extend(["--".into(), "/bin/true".into()]);
         let mut cmd = std::process::Command::new(&self.bwrap);
-        cmd.args(cleaned).env_clear().stdin(Stdio::null()).stdout(Stdio::null());
+        cmd.args(cleaned)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
         if rustix::process::geteuid().is_root() {
             use std::os::unix::process::CommandExt;
             let uid = Self::unprivileged_uid();
