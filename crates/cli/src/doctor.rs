@@ -3,6 +3,7 @@
 use std::time::Instant;
 
 use clap::Args;
+use husk_sandbox::microvm::{AccelChoice, MicrovmBackend};
 use husk_sandbox::namespace::NamespaceBackend;
 use husk_sandbox::protocol::ExecRequest;
 use husk_sandbox::{Backend, BackendChoice, SandboxConfig, host};
@@ -45,11 +46,7 @@ pub async fn run(args: DoctorArgs) -> CliResult<i32> {
             (true, true) => "/dev/kvm accessible (whether a guest boots under it is probed by the micro-VM backend)".into(),
         },
     });
-    checks.push(Check {
-        name: "microvm backend",
-        ok: false,
-        detail: "not in this build yet".into(),
-    });
+    checks.push(microvm_check().await);
     let cg = host::cgroup_support();
     checks.push(Check {
         name: "resource limits",
@@ -63,10 +60,12 @@ pub async fn run(args: DoctorArgs) -> CliResult<i32> {
             )
         },
     });
-    let (default_backend, reason) = match husk_sandbox::select(BackendChoice::Auto) {
-        Ok(s) => (Some(s.kind.to_string()), s.reason),
-        Err(e) => (None, e.to_string()),
-    };
+    let quiet = |_: &str| {};
+    let (default_backend, reason) =
+        match husk_sandbox::select(BackendChoice::Auto, AccelChoice::Auto, &quiet).await {
+            Ok(s) => (Some(s.kind.to_string()), s.reason),
+            Err(e) => (None, e.to_string()),
+        };
     let ok = checks.iter().any(|c| c.name == "namespace backend" && c.ok);
     let report = Report {
         checks,
@@ -156,6 +155,65 @@ async fn namespace_check() -> Check {
             name,
             ok: false,
             detail: format!("test command failed: {e}"),
+        },
+    }
+}
+
+/// Builds (or reuses) the guest image, settles the accelerator (probing
+/// KVM), boots a VM and runs a command in it.
+async fn microvm_check() -> Check {
+    let name = "microvm backend";
+    let backend = match MicrovmBackend::new(AccelChoice::Auto, &crate::exec::progress).await {
+        Ok(b) => b,
+        Err(e) => {
+            return Check {
+                name,
+                ok: false,
+                detail: e.to_string(),
+            };
+        }
+    };
+    let accel = format!(
+        "accelerator {} ({})",
+        backend.accel().as_str(),
+        backend.accel_reason()
+    );
+    let t = Instant::now();
+    let sandbox = match backend.start(&SandboxConfig::default()).await {
+        Ok(s) => s,
+        Err(e) => {
+            return Check {
+                name,
+                ok: false,
+                detail: format!("{accel}; cannot boot a VM: {e}"),
+            };
+        }
+    };
+    let out = sandbox
+        .client()
+        .run(&ExecRequest::new(["true"]), 1024)
+        .await;
+    let elapsed = t.elapsed();
+    let kernel = sandbox.info().guest_kernel.clone();
+    let _ = sandbox.stop().await;
+    match out {
+        Ok(o) if o.status.success() => Check {
+            name,
+            ok: true,
+            detail: format!(
+                "works: {accel}; booted kernel {kernel} and ran a command in {:.2} s",
+                elapsed.as_secs_f64()
+            ),
+        },
+        Ok(o) => Check {
+            name,
+            ok: false,
+            detail: format!("{accel}; test command failed: {:?}", o.status),
+        },
+        Err(e) => Check {
+            name,
+            ok: false,
+            detail: format!("{accel}; test command failed: {e}"),
         },
     }
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use clap::Args;
+use husk_sandbox::microvm::AccelChoice;
 use husk_sandbox::protocol::{ExecRequest, ExitStatus};
 use husk_sandbox::{BackendChoice, ProcessEvent, Sandbox, SandboxConfig};
 use serde::Serialize;
@@ -20,6 +21,9 @@ pub struct ExecArgs {
     /// Isolation backend: auto, namespace or microvm.
     #[arg(long, default_value = "auto", value_parser = parse_backend)]
     backend: BackendChoice,
+    /// Micro-VM accelerator: auto (KVM if a probe VM boots under it), kvm or tcg.
+    #[arg(long, default_value = "auto", value_parser = parse_accel)]
+    accel: AccelChoice,
     /// Set an environment variable (NAME=VALUE, or NAME to pass the host's value).
     #[arg(short = 'e', long = "env", value_name = "NAME[=VALUE]", value_parser = parse_env)]
     env: Vec<(String, String)>,
@@ -29,6 +33,11 @@ pub struct ExecArgs {
     /// Kill the command (and everything it started) after this many seconds.
     #[arg(short = 't', long, value_name = "SECS", value_parser = parse_timeout)]
     timeout: Option<Duration>,
+    /// Run as this uid (and gid) instead of the sandbox user (1000); `0` is
+    /// root inside the sandbox (in a namespace sandbox, still unprivileged
+    /// on the host).
+    #[arg(short = 'u', long, value_name = "UID")]
+    user: Option<u32>,
     /// Forward husk's stdin to the command.
     #[arg(short = 'i', long)]
     interactive: bool,
@@ -41,6 +50,10 @@ pub struct ExecArgs {
     /// CPUs available to the sandbox.
     #[arg(long, value_name = "N", default_value_t = 1)]
     cpus: u32,
+    /// Root filesystem: a directory (namespace: bound read-only; micro-VM:
+    /// turned into a cached ext4 image) or an ext4 image file (micro-VM).
+    #[arg(long, value_name = "DIR|IMAGE")]
+    rootfs: Option<std::path::PathBuf>,
     /// Print one JSON object with the result instead of streaming output.
     #[arg(long)]
     json: bool,
@@ -50,6 +63,15 @@ pub struct ExecArgs {
 }
 
 fn parse_backend(s: &str) -> Result<BackendChoice, String> {
+    s.parse()
+}
+
+/// Prints one progress line of a slow step (image build, KVM probe).
+pub fn progress(line: &str) {
+    eprintln!("husk: {line}");
+}
+
+fn parse_accel(s: &str) -> Result<AccelChoice, String> {
     s.parse()
 }
 
@@ -107,12 +129,13 @@ struct JsonResult<'a> {
 }
 
 pub async fn run(args: ExecArgs) -> CliResult<i32> {
-    let selected = husk_sandbox::select(args.backend)?;
+    let selected = husk_sandbox::select(args.backend, args.accel, &progress).await?;
     tracing::info!(backend = %selected.kind, reason = %selected.reason, "backend selected");
     let config = SandboxConfig {
         memory_mb: args.memory,
         vcpus: args.cpus,
         network: args.network,
+        rootfs: args.rootfs.clone(),
         ..SandboxConfig::default()
     };
     let sandbox = selected.backend.start(&config).await?;
@@ -120,7 +143,7 @@ pub async fn run(args: ExecArgs) -> CliResult<i32> {
         argv: args.command.clone(),
         env: args.env.clone(),
         cwd: Some(args.workdir.clone()),
-        user: None,
+        user: args.user,
         stdin: args.interactive,
         timeout_ms: args.timeout.map(|d| d.as_millis() as u64),
         output: husk_sandbox::protocol::OutputMode::Stream,

@@ -6,6 +6,7 @@
 
 mod doctor;
 mod exec;
+mod image;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +27,8 @@ enum Command {
     Exec(exec::ExecArgs),
     /// Show what this host can do (backends, KVM, limits) and why not.
     Doctor(doctor::DoctorArgs),
+    /// Build and inspect micro-VM guest images.
+    Image(image::ImageArgs),
 }
 
 /// Exit code when husk itself fails (as opposed to the command it ran).
@@ -46,6 +49,7 @@ fn main() {
         match cli.command {
             Command::Exec(args) => exec::run(args).await,
             Command::Doctor(args) => doctor::run(args).await,
+            Command::Image(args) => image::run(args).await,
         }
     });
     let code = code.unwrap_or_else(|e| {

@@ -32,6 +32,8 @@ fn exec_streams_both_and_passes_the_exit_code() {
     }
     let (code, stdout, stderr) = out(husk().args([
         "exec",
+        "--backend",
+        "namespace",
         "--",
         "sh",
         "-c",
@@ -50,6 +52,8 @@ fn exec_env_and_workdir() {
     }
     let (code, stdout, _) = out(husk().env("HUSK_TEST_HOST_VAR", "from-host").args([
         "exec",
+        "--backend",
+        "namespace",
         "--env",
         "FOO=bar",
         "--env",
@@ -71,6 +75,8 @@ fn exec_timeout_kills_with_a_clear_message() {
     }
     let (code, stdout, stderr) = out(husk().args([
         "exec",
+        "--backend",
+        "namespace",
         "--timeout",
         "1",
         "--",
@@ -88,8 +94,16 @@ fn exec_json_is_machine_readable() {
     if !have_bwrap() {
         return;
     }
-    let (code, stdout, _) =
-        out(husk().args(["exec", "--json", "--", "sh", "-c", "printf 'a\\nb'; exit 4"]));
+    let (code, stdout, _) = out(husk().args([
+        "exec",
+        "--backend",
+        "namespace",
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        "printf 'a\\nb'; exit 4",
+    ]));
     assert_eq!(code, 4);
     let v: serde_json::Value = serde_json::from_str(&stdout).expect("valid JSON");
     assert_eq!(v["exit_code"], 4);
@@ -103,7 +117,16 @@ fn exec_interactive_forwards_stdin() {
         return;
     }
     let mut child = husk()
-        .args(["exec", "-i", "--", "tr", "a-z", "A-Z"])
+        .args([
+            "exec",
+            "--backend",
+            "namespace",
+            "-i",
+            "--",
+            "tr",
+            "a-z",
+            "A-Z",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -148,11 +171,19 @@ fn bad_input_gets_one_clear_line_and_a_nonzero_exit() {
     }
     let guest_cases: &[(&[&str], &str)] = &[
         (
-            &["exec", "--", "no-such-command-zz"],
+            &["exec", "--backend", "namespace", "--", "no-such-command-zz"],
             "no-such-command-zz: command not found",
         ),
         (
-            &["exec", "--workdir", "/nowhere", "--", "true"],
+            &[
+                "exec",
+                "--backend",
+                "namespace",
+                "--workdir",
+                "/nowhere",
+                "--",
+                "true",
+            ],
             "working directory /nowhere",
         ),
     ];
@@ -202,6 +233,8 @@ fn killing_husk_leaves_no_sandbox_process_behind() {
     let mut child = husk()
         .args([
             "exec",
+            "--backend",
+            "namespace",
             "--",
             "sh",
             "-c",
@@ -232,5 +265,97 @@ fn killing_husk_leaves_no_sandbox_process_behind() {
         in_namespace(&ns),
         0,
         "sandbox processes survived husk's death"
+    );
+}
+
+/// Host processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        })
+        .count()
+}
+
+#[test]
+fn killing_husk_leaves_no_qemu_behind() {
+    if which("qemu-system-x86_64").is_none() {
+        eprintln!("skipped: qemu-system-x86_64 is not installed");
+        return;
+    }
+    let mut child = husk()
+        .args(["exec", "--backend", "microvm", "--accel", "tcg", "--"])
+        .args([
+            "sh",
+            "-c",
+            "tr ' ' '\\n' < /proc/cmdline | grep '^husk.id='; exec sleep 1000",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    use std::io::BufRead;
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let id = line.trim().to_string();
+    assert!(id.starts_with("husk.id="), "no VM identity: {line:?}");
+    assert_eq!(processes_with(&id), 1, "exactly one QEMU for the VM");
+    child.kill().unwrap(); // SIGKILL: husk gets no chance to clean up
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while processes_with(&id) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(processes_with(&id), 0, "QEMU survived husk's death");
+    let short = id.trim_start_matches("husk.id=");
+    let base = husk_sandbox::microvm::run_base_dir();
+    let left: Vec<_> = std::fs::read_dir(&base)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().contains(short))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "run files left behind: {left:?}");
+}
+
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+#[test]
+fn a_failed_boot_quotes_the_serial_console() {
+    if which("qemu-system-x86_64").is_none() {
+        eprintln!("skipped: qemu-system-x86_64 is not installed");
+        return;
+    }
+    // A guest without an init panics at boot; the error must show why.
+    let (code, _, err) = out(husk()
+        .env("HUSK_KERNEL_ARGS", "rdinit=/no-such-init")
+        .args([
+            "exec",
+            "--backend",
+            "microvm",
+            "--accel",
+            "tcg",
+            "--",
+            "true",
+        ]));
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("serial console"), "{err}");
+    assert!(
+        err.contains("stopped before its guest agent answered"),
+        "{err}"
+    );
+    assert!(
+        err.contains("Kernel panic"),
+        "the console tail should show the panic: {err}"
     );
 }

@@ -8,8 +8,10 @@
 
 mod exec;
 mod files;
+mod port;
 mod reaper;
 mod server;
+mod vm;
 
 use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -93,6 +95,9 @@ pub(crate) fn kill_everything() {
 }
 
 fn main() {
+    if std::process::id() == 1 && std::env::args().len() == 1 {
+        vm_main();
+    }
     let code = match real_main() {
         Ok(()) => 0,
         Err(e) => {
@@ -127,6 +132,46 @@ fn real_main() -> Result<(), String> {
             secret,
             default_user: None,
             file_owner: None,
+        };
+        match server::serve(rd, wr, &cfg).await {
+            SessionEnd::Shutdown | SessionEnd::Disconnected => Ok(()),
+            SessionEnd::Rejected(reason) => Err(format!("handshake refused: {reason}")),
+        }
+    })
+}
+
+/// Micro-VM mode: `/init` of the guest kernel. Never returns; the VM
+/// powers off when the session ends or setup fails (the reason goes to the
+/// serial console, which the host quotes).
+fn vm_main() -> ! {
+    if let Err(e) = vm_serve() {
+        eprintln!("husk-guest: {e}");
+    }
+    vm::power_off()
+}
+
+fn vm_serve() -> Result<(), String> {
+    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
+    vm::init_system()?;
+    let secret = vm::take_secret()?;
+    vm::boot_mark("secret read");
+    let dev = vm::find_port(std::time::Duration::from_secs(30))?;
+    vm::boot_mark("control port found");
+    let fd = vm::open_port(&dev, std::time::Duration::from_secs(60))?;
+    vm::boot_mark("control port open");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    rt.block_on(async move {
+        let r = reaper::Reaper::start().map_err(|e| format!("installing SIGCHLD handler: {e}"))?;
+        let _ = REAPER.set(r);
+        let stream = port::PortStream::new(fd).map_err(|e| format!("control port: {e}"))?;
+        let (rd, wr) = tokio::io::split(stream);
+        let cfg = GuestConfig {
+            secret,
+            default_user: Some(vm::SANDBOX_UID),
+            file_owner: Some((vm::SANDBOX_UID, vm::SANDBOX_UID)),
         };
         match server::serve(rd, wr, &cfg).await {
             SessionEnd::Shutdown | SessionEnd::Disconnected => Ok(()),

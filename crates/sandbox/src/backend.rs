@@ -59,7 +59,9 @@ pub struct SandboxConfig {
     /// Environment every exec starts with (requests may override it).
     pub env: Vec<(String, String)>,
     pub mounts: Vec<Mount>,
-    /// Root filesystem directory (namespace) instead of the host's.
+    /// Root filesystem instead of the default: a directory (namespace:
+    /// its system directories are bound read-only; micro-VM: turned into a
+    /// cached ext4 image) or an ext4 image file (micro-VM only).
     pub rootfs: Option<PathBuf>,
     /// The guest agent binary to run; found automatically when `None`.
     pub guest_binary: Option<PathBuf>,
@@ -149,6 +151,12 @@ pub struct SandboxInfo {
 pub trait SandboxControl: Send + Sync {
     /// Stops the sandbox; nothing it ran is left behind.
     async fn stop(&mut self, client: &Client) -> Result<()>;
+    /// The last lines of the sandbox's own console (a micro-VM's serial
+    /// log), for diagnosing a sandbox that misbehaves. `None` when the
+    /// backend has no console.
+    fn console_tail(&self, _lines: usize) -> Option<String> {
+        None
+    }
 }
 
 /// A way to create sandboxes.
@@ -213,6 +221,11 @@ impl Sandbox {
     /// Starts a process with the sandbox's default environment.
     pub async fn exec(&self, req: &husk_protocol::ExecRequest) -> Result<crate::client::Process> {
         self.client.exec(&self.with_default_env(req)).await
+    }
+
+    /// The last `lines` lines of the sandbox's console, if it has one.
+    pub fn console_tail(&self, lines: usize) -> Option<String> {
+        self.control.console_tail(lines)
     }
 
     /// Stops the sandbox and waits until nothing of it is left.

@@ -14,6 +14,7 @@ pub mod client;
 pub mod error;
 pub mod guest_bin;
 pub mod host;
+pub mod microvm;
 pub mod namespace;
 pub mod select;
 mod spawner;

@@ -122,6 +122,12 @@ impl Backend for NamespaceBackend {
 
     async fn start(&self, config: &SandboxConfig) -> Result<Sandbox> {
         config.validate()?;
+        if let Some(root) = config.rootfs.as_ref().filter(|r| !r.is_dir()) {
+            return Err(SandboxError::Config(format!(
+                "rootfs {}: the namespace backend needs a directory",
+                root.display()
+            )));
+        }
         let guest = match &config.guest_binary {
             Some(p) => p.clone(),
             None => crate::guest_bin::locate_guest()?,

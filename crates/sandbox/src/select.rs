@@ -1,13 +1,15 @@
-//! Choosing a backend: `auto` prefers a micro-VM when KVM really works and
-//! otherwise uses namespaces; the choice and its reason are reported so
-//! runs can record them.
+//! Choosing a backend: `auto` uses a micro-VM when KVM really works (a probe
+//! VM boots under it) and otherwise namespaces; the choice and its reason
+//! are reported so runs can record them. A micro-VM under TCG is only used
+//! when asked for explicitly: it is correct but slow.
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, BackendKind};
-use crate::error::{Result, SandboxError};
+use crate::error::Result;
+use crate::microvm::{Accel, AccelChoice, MicrovmBackend};
 use crate::namespace::NamespaceBackend;
 
 /// What the user asked for.
@@ -41,28 +43,67 @@ pub struct Selected {
     pub reason: String,
 }
 
-/// Resolves a choice to a backend that can run here.
-pub fn select(choice: BackendChoice) -> Result<Selected> {
+/// Resolves a choice to a backend that can run here. `progress` receives
+/// one line per slow step (image build, KVM probe).
+pub async fn select(
+    choice: BackendChoice,
+    accel: AccelChoice,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Selected> {
     match choice {
-        BackendChoice::Namespace => namespace("asked for"),
-        BackendChoice::Microvm => Err(microvm_unavailable()),
-        BackendChoice::Auto => {
-            namespace("auto: the micro-VM backend is not available in this build")
+        BackendChoice::Namespace => namespace("asked for".into()),
+        BackendChoice::Microvm => {
+            let vm = MicrovmBackend::new(accel, progress).await?;
+            if vm.accel() == Accel::Tcg && accel == AccelChoice::Auto {
+                progress(&format!(
+                    "warning: micro-VMs run under TCG software emulation ({}); expect ~2 s boots",
+                    vm.accel_reason()
+                ));
+            }
+            let reason = format!(
+                "asked for; accelerator {} ({})",
+                vm.accel().as_str(),
+                vm.accel_reason()
+            );
+            Ok(Selected {
+                backend: Arc::new(vm),
+                kind: BackendKind::Microvm,
+                reason,
+            })
+        }
+        BackendChoice::Auto => auto(progress).await,
+    }
+}
+
+async fn auto(progress: &(dyn Fn(&str) + Sync)) -> Result<Selected> {
+    let kvm = crate::host::kvm_device();
+    if !kvm.present || !kvm.accessible {
+        return namespace("auto: KVM is not available (no usable /dev/kvm)".into());
+    }
+    if let Some((Accel::Tcg, reason)) = crate::microvm::cached_kvm_verdict() {
+        return namespace(format!("auto: {reason}"));
+    }
+    match MicrovmBackend::new(AccelChoice::Auto, progress).await {
+        Ok(vm) if vm.accel() == Accel::Kvm => {
+            let reason = format!("auto: KVM works ({})", vm.accel_reason());
+            Ok(Selected {
+                backend: Arc::new(vm),
+                kind: BackendKind::Microvm,
+                reason,
+            })
+        }
+        Ok(vm) => namespace(format!("auto: {}", vm.accel_reason())),
+        Err(e) => {
+            progress(&format!("micro-VM backend unavailable: {e}"));
+            namespace(format!("auto: micro-VM backend unavailable: {e}"))
         }
     }
 }
 
-fn namespace(reason: &str) -> Result<Selected> {
+fn namespace(reason: String) -> Result<Selected> {
     Ok(Selected {
         backend: Arc::new(NamespaceBackend::new()?),
         kind: BackendKind::Namespace,
-        reason: reason.into(),
+        reason,
     })
-}
-
-fn microvm_unavailable() -> SandboxError {
-    SandboxError::Unavailable {
-        backend: "microvm",
-        reason: "this build of husk has no micro-VM backend yet; use --backend namespace".into(),
-    }
 }

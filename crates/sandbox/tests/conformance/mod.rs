@@ -398,9 +398,15 @@ pub async fn stop_leaves_nothing_behind<H: Harness>(h: &H, b: Arc<dyn Backend>) 
         stderr: None,
     };
     sb.client().exec(&req).await.unwrap();
+    let inside = sh(&sb, "ls -d /proc/[0-9]* | wc -l").await;
+    let inside: usize = text(&inside.stdout).trim().parse().unwrap();
     assert!(
-        h.leftovers(&identity) >= 4,
-        "the sandbox's processes should be visible before stop"
+        inside >= 5,
+        "guest, 4 sleeps (and ls) should be running, saw {inside}"
+    );
+    assert!(
+        h.leftovers(&identity) > 0,
+        "the sandbox should be visible on the host before stop"
     );
     let client = sb.client().clone();
     sb.stop().await.unwrap();

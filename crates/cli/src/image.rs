@@ -1,0 +1,112 @@
+//! `husk image build`: builds (or finds in the cache) the micro-VM guest
+//! image, and optionally an ext4 rootfs image from a directory, showing
+//! each step as it happens.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::{Args, Subcommand};
+use husk_sandbox::microvm::{MicrovmBackend, image};
+use serde::Serialize;
+
+use crate::CliResult;
+
+#[derive(Debug, Args)]
+pub struct ImageArgs {
+    #[command(subcommand)]
+    command: ImageCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ImageCommand {
+    /// Build the guest kernel + initramfs (cached; rebuilt only when an input changes).
+    Build(BuildArgs),
+}
+
+#[derive(Debug, Args)]
+struct BuildArgs {
+    /// Also build a read-only ext4 rootfs image from this directory.
+    #[arg(long, value_name = "DIR")]
+    rootfs: Option<PathBuf>,
+    /// Use the cached kernel without asking apt for a newer one.
+    #[arg(long)]
+    offline: bool,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Report {
+    image: image::GuestImage,
+    rootfs: Option<PathBuf>,
+    cache_dir: PathBuf,
+    seconds: f64,
+}
+
+pub async fn run(args: ImageArgs) -> CliResult<i32> {
+    match args.command {
+        ImageCommand::Build(b) => build(b).await,
+    }
+}
+
+async fn build(args: BuildArgs) -> CliResult<i32> {
+    if let Some(dir) = &args.rootfs
+        && !dir.is_dir()
+    {
+        return Err(format!("--rootfs {}: not a directory", dir.display()).into());
+    }
+    let t = Instant::now();
+    let report = tokio::task::spawn_blocking(move || -> CliResult<Report> {
+        let progress = &crate::exec::progress;
+        let guest = image::locate_static_guest()?;
+        let opts = image::ImageOptions {
+            guest_binary: guest,
+            extra_binaries: Vec::new(),
+            refresh_kernel: !args.offline,
+            progress,
+        };
+        let image = image::build_or_get(&opts)?;
+        let rootfs = match &args.rootfs {
+            Some(dir) => Some(MicrovmBackend::build_rootfs(dir, progress)?),
+            None => None,
+        };
+        Ok(Report {
+            image,
+            rootfs,
+            cache_dir: image::cache_dir(),
+            seconds: t.elapsed().as_secs_f64(),
+        })
+    })
+    .await??;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_human(&report);
+    }
+    Ok(0)
+}
+
+fn print_human(r: &Report) {
+    let img = &r.image;
+    let state = if img.built { "built" } else { "cached" };
+    println!(
+        "guest image {} ({state}, {:.1} s)",
+        &img.key[..16],
+        r.seconds
+    );
+    println!(
+        "  kernel     {} ({})",
+        img.kernel.display(),
+        img.kernel_package
+    );
+    println!(
+        "  initramfs  {} ({:.1} MiB)",
+        img.initramfs.display(),
+        img.initramfs_bytes as f64 / 1048576.0
+    );
+    println!("  modules    {}", img.modules.join(" "));
+    if let Some(rootfs) = &r.rootfs {
+        println!("  rootfs     {}", rootfs.display());
+    }
+}

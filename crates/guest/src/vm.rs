@@ -1,0 +1,284 @@
+//! Micro-VM mode: the guest agent is the kernel's `/init`. It mounts the
+//! basic filesystems, loads the kernel modules the image lists (in the
+//! dependency order computed when the image was built), finds its
+//! virtio-serial control port by name, and serves the host on it.
+//!
+//! The session secret comes through QEMU's fw_cfg (a root-only sysfs file),
+//! or, as a fallback, the kernel command line, which is then hidden by
+//! mounting an empty file over `/proc/cmdline` so sandboxed processes cannot
+//! read it.
+
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use husk_protocol::Secret;
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+use rustix::mount::{MountFlags, mount, mount_bind};
+
+/// Name of the control port (`virtserialport name=`).
+pub const PORT_NAME: &str = "husk.control";
+const FW_CFG_SECRET: &str = "/sys/firmware/qemu_fw_cfg/by_name/opt/husk/secret/raw";
+const MODULE_DIR: &str = "/lib/modules/husk";
+/// The sandbox user.
+pub const SANDBOX_UID: u32 = 1000;
+
+/// One-time system setup as PID 1.
+pub fn init_system() -> Result<(), String> {
+    let nosuid = MountFlags::NOSUID | MountFlags::NODEV;
+    mount_fs("proc", "/proc", "proc", nosuid | MountFlags::NOEXEC, "")?;
+    mount_fs("sysfs", "/sys", "sysfs", nosuid | MountFlags::NOEXEC, "")?;
+    mount_fs(
+        "devtmpfs",
+        "/dev",
+        "devtmpfs",
+        MountFlags::NOSUID,
+        "mode=0755",
+    )?;
+    for dir in ["/dev/pts", "/dev/shm"] {
+        let _ = rustix::fs::mkdir(dir, Mode::from_raw_mode(0o755));
+    }
+    mount_fs(
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        nosuid | MountFlags::NOEXEC,
+        "mode=0620,ptmxmode=0666",
+    )?;
+    mount_fs("tmpfs", "/dev/shm", "tmpfs", nosuid, "mode=1777")?;
+    mount_fs("tmpfs", "/tmp", "tmpfs", nosuid, "mode=1777")?;
+    mount_fs("tmpfs", "/run", "tmpfs", nosuid, "mode=0755")?;
+    let owner = format!("mode=0755,uid={SANDBOX_UID},gid={SANDBOX_UID}");
+    mount_fs("tmpfs", "/workspace", "tmpfs", nosuid, &owner)?;
+    mount_fs("tmpfs", "/home/sandbox", "tmpfs", nosuid, &owner)?;
+    let _ = rustix::system::sethostname(b"husk");
+    boot_mark("filesystems mounted");
+    load_modules("core")?;
+    boot_mark("core modules loaded");
+    // Bringing `lo` up costs ~60 ms under TCG (IPv6 address setup); it
+    // runs beside the handshake, and the first command waits for it.
+    *LOOPBACK.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::thread::spawn(|| {
+        loopback_up();
+        boot_mark("loopback up");
+    }));
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if let Some(dev) = cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("husk.root="))
+    {
+        load_modules("root")?;
+        switch_to_rootfs(&format!("/dev/{dev}"))?;
+    }
+    Ok(())
+}
+
+static LOOPBACK: std::sync::Mutex<Option<std::thread::JoinHandle<()>>> =
+    std::sync::Mutex::new(None);
+
+/// Waits until the loopback interface is up (at once after the first time,
+/// and outside micro-VMs).
+pub fn network_ready() {
+    let handle = LOOPBACK.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(h) = handle {
+        let _ = h.join();
+    }
+}
+
+/// Notes a boot phase in the kernel log (`dmesg` in the sandbox shows
+/// where boot time goes; the console stays quiet).
+pub fn boot_mark(phase: &str) {
+    use std::io::Write;
+    if let Ok(mut kmsg) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
+        // One write is one log record.
+        let _ = kmsg.write_all(format!("<6>husk-guest: {phase}\n").as_bytes());
+    }
+}
+
+/// Makes a read-only ext4 disk, under a tmpfs overlay, the root: the
+/// sandbox may write anywhere, the image stays untouched. The already
+/// mounted filesystems move along; the guest keeps running from memory.
+fn switch_to_rootfs(dev: &str) -> Result<(), String> {
+    let start = Instant::now();
+    while !Path::new(dev).exists() {
+        if start.elapsed() > Duration::from_secs(10) {
+            return Err(format!("root disk {dev} did not appear"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    mount_fs(dev, "/.lower", "ext4", MountFlags::RDONLY, "")?;
+    mount_fs("tmpfs", "/.rw", "tmpfs", MountFlags::empty(), "mode=0755")?;
+    for d in ["/.rw/upper", "/.rw/work"] {
+        rustix::fs::mkdir(d, Mode::from_raw_mode(0o755)).map_err(|e| format!("mkdir {d}: {e}"))?;
+    }
+    let opts = "lowerdir=/.lower,upperdir=/.rw/upper,workdir=/.rw/work";
+    mount_fs("overlay", "/.root", "overlay", MountFlags::empty(), opts)?;
+    for m in [
+        "/proc",
+        "/sys",
+        "/dev",
+        "/tmp",
+        "/run",
+        "/workspace",
+        "/home/sandbox",
+    ] {
+        let target = format!("/.root{m}");
+        std::fs::create_dir_all(&target).map_err(|e| format!("mkdir {target}: {e}"))?;
+        rustix::mount::mount_move(m, target.as_str()).map_err(|e| format!("moving {m}: {e}"))?;
+    }
+    if Path::new("/opt/husk/bin").is_dir() {
+        std::fs::create_dir_all("/.root/opt/husk/bin")
+            .map_err(|e| format!("mkdir /opt/husk/bin: {e}"))?;
+        mount_bind("/opt/husk/bin", "/.root/opt/husk/bin")
+            .map_err(|e| format!("binding /opt/husk/bin: {e}"))?;
+    }
+    std::env::set_current_dir("/.root").map_err(|e| format!("chdir /.root: {e}"))?;
+    rustix::mount::mount_move(".", "/").map_err(|e| format!("moving the new root: {e}"))?;
+    rustix::process::chroot(".").map_err(|e| format!("chroot: {e}"))?;
+    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
+    Ok(())
+}
+
+fn mount_fs(
+    src: &str,
+    target: &str,
+    fstype: &str,
+    flags: MountFlags,
+    data: &str,
+) -> Result<(), String> {
+    let _ = rustix::fs::mkdir(target, Mode::from_raw_mode(0o755));
+    let data = std::ffi::CString::new(data)
+        .map_err(|_| format!("mount options for {target} contain NUL"))?;
+    mount(src, target, fstype, flags, data.as_c_str())
+        .map_err(|e| format!("mounting {fstype} on {target}: {e}"))
+}
+
+/// Loads the modules of `group` from `/lib/modules/husk`, in the order of
+/// `load-order` (lines `group file`; a bare `file` belongs to `core`).
+pub fn load_modules(group: &str) -> Result<(), String> {
+    let list = match std::fs::read_to_string(format!("{MODULE_DIR}/load-order")) {
+        Ok(l) => l,
+        Err(_) => return Ok(()), // an image without modules (built-in drivers)
+    };
+    for line in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let (g, name) = line.split_once(' ').unwrap_or(("core", line));
+        if g != group {
+            continue;
+        }
+        let path = format!("{MODULE_DIR}/{name}");
+        let fd = rustix::fs::open(&path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| format!("opening module {path}: {e}"))?;
+        match finit_module(&fd) {
+            Ok(()) | Err(Errno::EXIST) => boot_mark(name),
+            Err(e) => return Err(format!("loading module {name}: {e}")),
+        }
+    }
+    Ok(())
+}
+
+fn finit_module(fd: &OwnedFd) -> Result<(), Errno> {
+    use std::os::fd::AsRawFd;
+    let params = c"";
+    // SAFETY: finit_module reads the module from an open descriptor we own
+    // and a NUL-terminated parameter string that outlives the call.
+    let rc = unsafe { libc::syscall(libc::SYS_finit_module, fd.as_raw_fd(), params.as_ptr(), 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(Errno::from_raw_os_error(
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+        ))
+    }
+}
+
+/// Brings `lo` up so sandbox processes (and later the port tunnel) can use
+/// 127.0.0.1.
+fn loopback_up() {
+    // SAFETY: a plain socket() call; the descriptor is closed below.
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if sock < 0 {
+        return;
+    }
+    // SAFETY: ifreq is plain data; zeroed is a valid value for it.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own;
+    // the union field we touch is the flags member these ioctls use.
+    unsafe {
+        if libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req) == 0 {
+            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            libc::ioctl(sock, libc::SIOCSIFFLAGS, &req);
+        }
+        libc::close(sock);
+    }
+}
+
+/// Reads the session secret and hides its sources from sandbox processes.
+pub fn take_secret() -> Result<Secret, String> {
+    if let Ok(text) = std::fs::read_to_string(FW_CFG_SECRET) {
+        return Secret::from_hex(&text).map_err(|e| format!("fw_cfg secret: {e}"));
+    }
+    let cmdline = std::fs::read_to_string("/proc/cmdline")
+        .map_err(|e| format!("reading /proc/cmdline: {e}"))?;
+    let hex = cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("husk.secret="))
+        .ok_or("no session secret (neither fw_cfg opt/husk/secret nor husk.secret= on the kernel command line)")?;
+    let secret = Secret::from_hex(hex).map_err(|e| format!("kernel command line secret: {e}"))?;
+    std::fs::write("/run/.husk-empty", b"").map_err(|e| format!("hiding /proc/cmdline: {e}"))?;
+    mount_bind("/run/.husk-empty", "/proc/cmdline")
+        .map_err(|e| format!("hiding /proc/cmdline: {e}"))?;
+    Ok(secret)
+}
+
+/// Finds the control port's device node, waiting for the driver to probe.
+pub fn find_port(deadline: Duration) -> Result<String, String> {
+    let start = Instant::now();
+    loop {
+        if let Ok(dir) = std::fs::read_dir("/sys/class/virtio-ports") {
+            for entry in dir.filter_map(Result::ok) {
+                let name = std::fs::read_to_string(entry.path().join("name")).unwrap_or_default();
+                if name.trim() == PORT_NAME {
+                    let dev = format!("/dev/{}", entry.file_name().to_string_lossy());
+                    if Path::new(&dev).exists() {
+                        return Ok(dev);
+                    }
+                }
+            }
+        }
+        if start.elapsed() > deadline {
+            return Err(format!(
+                "no virtio-serial port named {PORT_NAME} after {deadline:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Opens the port, retrying while the host side is not connected (ENXIO).
+pub fn open_port(dev: &str, deadline: Duration) -> Result<OwnedFd, String> {
+    let start = Instant::now();
+    loop {
+        match rustix::fs::open(
+            dev,
+            OFlags::RDWR | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => return Ok(fd),
+            Err(Errno::NXIO) | Err(Errno::BUSY) if start.elapsed() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(format!("opening {dev}: {e}")),
+        }
+    }
+}
+
+/// Ends the VM: kill everything, flush, power off (QEMU runs -no-reboot).
+pub fn power_off() -> ! {
+    crate::kill_everything();
+    rustix::fs::sync();
+    let _ = rustix::system::reboot(rustix::system::RebootCommand::PowerOff);
+    std::process::exit(0)
+}

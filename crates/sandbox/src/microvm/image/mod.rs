@@ -1,0 +1,280 @@
+//! Guest images for the micro-VM backend: a Debian cloud kernel and an
+//! initramfs that husk assembles itself, cached by content.
+//!
+//! The image key is a SHA-256 over every input (the kernel package's
+//! checksum, the guest agent, busybox, the module list, the extra tools and
+//! the layout version), so an image is rebuilt exactly when an input
+//! changes, and images built from the same inputs are byte-identical.
+
+mod cpio;
+mod initramfs;
+mod kernel;
+mod modules;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Result, SandboxError};
+pub use kernel::hex;
+
+/// Bump when the initramfs layout changes without any input changing.
+const LAYOUT_VERSION: &str = "husk-initramfs-2";
+
+/// Where a guest image's parts are.
+#[derive(Debug, Clone, Serialize)]
+pub struct GuestImage {
+    /// The kernel (bzImage).
+    pub kernel: PathBuf,
+    /// The initramfs (uncompressed newc cpio: TCG unpacks it faster than
+    /// it would decompress it).
+    pub initramfs: PathBuf,
+    /// `uname -r` of the kernel.
+    pub kernel_version: String,
+    /// Debian package and version the kernel came from.
+    pub kernel_package: String,
+    /// Content key of the image (hex SHA-256).
+    pub key: String,
+    /// Size of the initramfs in bytes.
+    pub initramfs_bytes: u64,
+    /// Modules in the image as `group:file`, in load order.
+    pub modules: Vec<String>,
+    /// Whether this call built the initramfs (false: it was cached).
+    pub built: bool,
+}
+
+/// What goes into an image.
+pub struct ImageOptions<'a> {
+    /// The static guest agent binary (becomes `/init`).
+    pub guest_binary: PathBuf,
+    /// Extra static binaries put in `/opt/husk/bin/<name>`.
+    pub extra_binaries: Vec<PathBuf>,
+    /// Ask apt for the newest kernel even when one is cached.
+    pub refresh_kernel: bool,
+    /// Called with one human-readable line per step.
+    pub progress: &'a (dyn Fn(&str) + Sync),
+}
+
+/// The cache root: `$HUSK_CACHE_DIR`, else `$XDG_CACHE_HOME/husk`, else
+/// `~/.cache/husk`.
+pub fn cache_dir() -> PathBuf {
+    super::probe_cache_dir()
+}
+
+/// Returns the cached image for these inputs, building what is missing.
+pub fn build_or_get(opts: &ImageOptions<'_>) -> Result<GuestImage> {
+    let progress = opts.progress;
+    let cache = cache_dir();
+    let kernel = kernel::get(&cache, opts.refresh_kernel, progress)?;
+    let busybox = find_busybox()?;
+    let tree = modules::ModuleTree::open(&kernel.moddir)?;
+    let modules = tree.plan(modules::GUEST_MODULES)?;
+    let key = image_key(
+        &kernel,
+        &opts.guest_binary,
+        &busybox,
+        &modules,
+        &opts.extra_binaries,
+    )?;
+    let dir = cache.join("images").join(&key[..32]);
+    let initramfs = dir.join("initramfs.cpio");
+    let module_names = modules
+        .iter()
+        .map(|(g, m)| {
+            format!(
+                "{g}:{}",
+                m.file_name().unwrap_or_default().to_string_lossy()
+            )
+        })
+        .collect();
+    let mut image = GuestImage {
+        kernel: kernel.vmlinuz.clone(),
+        initramfs: initramfs.clone(),
+        kernel_version: kernel.release.clone(),
+        kernel_package: format!("{} {}", kernel.package, kernel.package_version),
+        key,
+        initramfs_bytes: 0,
+        modules: module_names,
+        built: false,
+    };
+    if let Ok(meta) = std::fs::metadata(&initramfs) {
+        image.initramfs_bytes = meta.len();
+        return Ok(image);
+    }
+    progress(&format!(
+        "initramfs: assembling ({} modules, busybox, guest agent) …",
+        modules.len()
+    ));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| SandboxError::io(format!("creating {}", dir.display()), e))?;
+    let applets = busybox_applets(&busybox)?;
+    let parts = initramfs::Parts {
+        guest: &opts.guest_binary,
+        busybox: &busybox,
+        applets: &applets,
+        modules: &modules,
+        extra_binaries: &opts.extra_binaries,
+    };
+    let tmp = dir.join(format!(".initramfs.{}.tmp", std::process::id()));
+    let written = initramfs::write(&tmp, &parts);
+    let size = match written {
+        Ok(size) => size,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    std::fs::rename(&tmp, &initramfs)
+        .map_err(|e| SandboxError::io(format!("storing {}", initramfs.display()), e))?;
+    image.initramfs_bytes = size;
+    image.built = true;
+    progress(&format!(
+        "initramfs: {} MiB at {}",
+        size / (1024 * 1024),
+        initramfs.display()
+    ));
+    Ok(image)
+}
+
+fn image_key(
+    kernel: &kernel::Kernel,
+    guest: &Path,
+    busybox: &Path,
+    modules: &[(String, PathBuf)],
+    extra: &[PathBuf],
+) -> Result<String> {
+    let mut h = Sha256::new();
+    let mut field = |tag: &str, bytes: &[u8]| {
+        h.update(tag.as_bytes());
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    field("layout", LAYOUT_VERSION.as_bytes());
+    field("kernel", kernel.sha256.as_bytes());
+    field("guest", kernel::sha256_file(guest)?.as_bytes());
+    field("busybox", kernel::sha256_file(busybox)?.as_bytes());
+    for (group, m) in modules {
+        field("module-group", group.as_bytes());
+        field(
+            "module",
+            m.strip_prefix(&kernel.moddir)
+                .unwrap_or(m)
+                .to_string_lossy()
+                .as_bytes(),
+        );
+    }
+    for x in extra {
+        field(
+            "extra-name",
+            x.file_name().unwrap_or_default().as_encoded_bytes(),
+        );
+        field("extra", kernel::sha256_file(x)?.as_bytes());
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// The static busybox (Debian package `busybox-static`).
+fn find_busybox() -> Result<PathBuf> {
+    let candidates = [
+        std::env::var_os("HUSK_BUSYBOX").map(PathBuf::from),
+        Some(PathBuf::from("/bin/busybox")),
+    ];
+    for path in candidates.into_iter().flatten() {
+        if path.is_file() {
+            return match is_static(&path) {
+                Ok(true) => Ok(path),
+                Ok(false) => Err(SandboxError::MissingTool {
+                    tool: "static busybox",
+                    hint: format!(
+                        "{} is dynamically linked; install `busybox-static`",
+                        path.display()
+                    ),
+                }),
+                Err(e) => Err(e),
+            };
+        }
+    }
+    Err(SandboxError::MissingTool {
+        tool: "busybox",
+        hint: "install it with `apt-get install busybox-static`".into(),
+    })
+}
+
+fn busybox_applets(busybox: &Path) -> Result<Vec<String>> {
+    let out = Command::new(busybox)
+        .arg("--list-full")
+        .output()
+        .map_err(|e| SandboxError::io(format!("running {} --list-full", busybox.display()), e))?;
+    if !out.status.success() {
+        return Err(SandboxError::Config(format!(
+            "{} --list-full failed",
+            busybox.display()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect())
+}
+
+/// True when an ELF executable has no program interpreter (static or
+/// static-pie), i.e. it can run as `/init` with no libc in the image.
+pub fn is_static(path: &Path) -> Result<bool> {
+    use object::read::elf::{ElfFile64, ProgramHeader};
+    let bytes = std::fs::read(path)
+        .map_err(|e| SandboxError::io(format!("reading {}", path.display()), e))?;
+    let elf = ElfFile64::<object::Endianness>::parse(&*bytes).map_err(|e| {
+        SandboxError::Config(format!(
+            "{} is not a 64-bit ELF executable: {e}",
+            path.display()
+        ))
+    })?;
+    let endian = elf.endian();
+    Ok(!elf
+        .elf_program_headers()
+        .iter()
+        .any(|ph| ph.p_type(endian) == object::elf::PT_INTERP))
+}
+
+/// The guest agent, checked to be static (micro-VMs boot it as `/init`).
+/// When the usual lookup finds a dynamic build, the static build that
+/// `scripts/build-guest` leaves under `target/<triple>/` is used instead.
+pub fn locate_static_guest() -> Result<PathBuf> {
+    let guest = crate::guest_bin::locate_guest()?;
+    if is_static(&guest)? {
+        return Ok(guest);
+    }
+    if std::env::var_os("HUSK_GUEST_BIN").is_none()
+        && let Some(found) = static_build_nearby()
+    {
+        return Ok(found);
+    }
+    Err(SandboxError::Config(format!(
+        "guest agent {} is dynamically linked, but a micro-VM boots it as /init with no libc; \
+         build it with `scripts/build-guest` and point HUSK_GUEST_BIN at the result",
+        guest.display()
+    )))
+}
+
+/// `target/x86_64-unknown-linux-gnu/{debug,release}/husk-guest` next to
+/// the running executable's `target/` directory.
+fn static_build_nearby() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let profile = if cfg!(debug_assertions) {
+        ["debug", "release"]
+    } else {
+        ["release", "debug"]
+    };
+    exe.ancestors().skip(1).take(3).find_map(|dir| {
+        profile
+            .iter()
+            .map(|p| {
+                dir.join("x86_64-unknown-linux-gnu")
+                    .join(p)
+                    .join(crate::guest_bin::GUEST_BIN)
+            })
+            .find(|p| is_static(p).unwrap_or(false))
+    })
+}

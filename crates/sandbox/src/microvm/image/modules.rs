@@ -1,0 +1,217 @@
+//! Which kernel modules the guest loads, and in what order.
+//!
+//! Debian's cloud kernel ships virtio, virtio-mmio, the virtio console and
+//! friends as modules. The package carries no `modules.dep` (depmod runs at
+//! install time), so the order comes from the package's own module data:
+//! `modules.builtin` says what needs no loading, and each module's
+//! `.modinfo` section lists its `depends=` (and `softdep=pre:`). A module is
+//! loaded after everything it depends on.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use object::{Object, ObjectSection};
+
+use crate::error::{Result, SandboxError};
+
+/// What the guest loads, by group: `core` at every boot (the virtio-mmio
+/// transport — the `microvm` machine has no PCI —, the control port and
+/// fw_cfg for the session secret); `root` only when a rootfs disk is
+/// attached (block device, overlay, ext4); `vsock` on demand, for port
+/// tunnels. Fewer modules at boot is a faster boot: each one costs a
+/// signature check and relocation under emulation. ext4 is built into
+/// Debian's cloud kernel; a kernel that has it as a module gets it loaded.
+/// Entropy needs no module: the vCPU offers RDRAND, so the kernel's RNG is
+/// ready at once.
+pub const GUEST_MODULES: &[(&str, &[&str])] = &[
+    ("core", &["virtio_mmio", "virtio_console", "qemu_fw_cfg"]),
+    ("root", &["virtio_blk", "overlay", "ext4"]),
+    ("vsock", &["vmw_vsock_virtio_transport"]),
+];
+
+/// Module names treat `-` and `_` alike.
+pub fn normalize(name: &str) -> String {
+    name.replace('-', "_")
+}
+
+/// The modules of a kernel's module tree, indexed by name.
+pub struct ModuleTree {
+    files: BTreeMap<String, PathBuf>,
+    builtin: HashSet<String>,
+}
+
+impl ModuleTree {
+    /// Reads `lib/modules/<version>` of an unpacked kernel package.
+    pub fn open(moddir: &Path) -> Result<Self> {
+        let builtin_list = moddir.join("modules.builtin");
+        let builtin = std::fs::read_to_string(&builtin_list)
+            .map_err(|e| SandboxError::io(format!("reading {}", builtin_list.display()), e))?
+            .lines()
+            .filter_map(|l| module_name(Path::new(l.trim())))
+            .collect();
+        let mut files = BTreeMap::new();
+        let mut stack = vec![moddir.join("kernel")];
+        while let Some(dir) = stack.pop() {
+            let entries = std::fs::read_dir(&dir)
+                .map_err(|e| SandboxError::io(format!("reading {}", dir.display()), e))?;
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if let Some(name) = module_name(&path) {
+                    files.insert(name, path);
+                }
+            }
+        }
+        Ok(ModuleTree { files, builtin })
+    }
+
+    /// The module files to load, group by group, dependencies first. A
+    /// module that an earlier group already loads is not repeated; roots
+    /// built into the kernel need nothing.
+    pub fn plan(&self, groups: &[(&str, &[&str])]) -> Result<Vec<(String, PathBuf)>> {
+        let mut state = Walk::default();
+        let mut out = Vec::new();
+        for (group, roots) in groups {
+            for root in *roots {
+                self.visit(&normalize(root), &mut state, &mut Vec::new(), true)?;
+            }
+            out.extend(state.order.drain(..).map(|p| (group.to_string(), p)));
+        }
+        Ok(out)
+    }
+
+    fn visit(
+        &self,
+        name: &str,
+        st: &mut Walk,
+        chain: &mut Vec<String>,
+        required: bool,
+    ) -> Result<()> {
+        if st.done.contains(name) || self.builtin.contains(name) {
+            return Ok(());
+        }
+        if chain.iter().any(|c| c == name) {
+            chain.push(name.to_string());
+            return Err(SandboxError::Config(format!(
+                "kernel module dependency cycle: {}",
+                chain.join(" -> ")
+            )));
+        }
+        let Some(path) = self.files.get(name) else {
+            if !required {
+                return Ok(());
+            }
+            let via = if chain.is_empty() {
+                String::new()
+            } else {
+                format!(" (needed by {})", chain.join(" -> "))
+            };
+            return Err(SandboxError::Config(format!(
+                "kernel module {name}{via} is neither built in nor shipped as an uncompressed .ko in the kernel package"
+            )));
+        };
+        let info = modinfo(path)?;
+        chain.push(name.to_string());
+        for dep in &info.depends {
+            self.visit(dep, st, chain, true)?;
+        }
+        for dep in &info.soft_pre {
+            self.visit(dep, st, chain, false)?;
+        }
+        chain.pop();
+        st.done.insert(name.to_string());
+        st.order.push(path.clone());
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Walk {
+    done: HashSet<String>,
+    order: Vec<PathBuf>,
+}
+
+/// `foo-bar.ko` → `foo_bar`; `None` for anything else.
+fn module_name(path: &Path) -> Option<String> {
+    let file = path.file_name()?.to_str()?;
+    file.strip_suffix(".ko").map(normalize)
+}
+
+/// What a module's `.modinfo` says about its dependencies.
+#[derive(Debug, Default, PartialEq)]
+pub struct ModInfo {
+    pub depends: Vec<String>,
+    /// `softdep=pre: a b` — loaded first when present, skipped when not.
+    pub soft_pre: Vec<String>,
+}
+
+fn modinfo(path: &Path) -> Result<ModInfo> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| SandboxError::io(format!("reading {}", path.display()), e))?;
+    let bad =
+        |why: String| SandboxError::Config(format!("kernel module {}: {why}", path.display()));
+    let file = object::File::parse(&*bytes).map_err(|e| bad(format!("not an ELF object: {e}")))?;
+    let section = file
+        .section_by_name(".modinfo")
+        .ok_or_else(|| bad("no .modinfo section".into()))?;
+    let data = section
+        .data()
+        .map_err(|e| bad(format!("unreadable .modinfo: {e}")))?;
+    Ok(parse_modinfo(data))
+}
+
+/// `.modinfo` is a run of NUL-terminated `key=value` strings.
+pub fn parse_modinfo(data: &[u8]) -> ModInfo {
+    let mut info = ModInfo::default();
+    for entry in data.split(|b| *b == 0) {
+        let Ok(text) = std::str::from_utf8(entry) else {
+            continue;
+        };
+        if let Some(list) = text.strip_prefix("depends=") {
+            info.depends
+                .extend(list.split(',').filter(|s| !s.is_empty()).map(normalize));
+        } else if let Some(soft) = text.strip_prefix("softdep=") {
+            info.soft_pre.extend(softdep_pre(soft));
+        }
+    }
+    info
+}
+
+/// `pre: a b post: c` → `[a, b]`.
+fn softdep_pre(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut in_pre = false;
+    for word in text.split_whitespace() {
+        match word {
+            "pre:" => in_pre = true,
+            "post:" => in_pre = false,
+            w if in_pre => out.push(normalize(w)),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modinfo_fields() {
+        let data = b"license=GPL\0depends=virtio,virtio_ring\0softdep=pre: crc32c post: foo\0name=virtio_mmio\0";
+        let info = parse_modinfo(data);
+        assert_eq!(info.depends, ["virtio", "virtio_ring"]);
+        assert_eq!(info.soft_pre, ["crc32c"]);
+        assert_eq!(parse_modinfo(b"depends=\0").depends, Vec::<String>::new());
+    }
+
+    #[test]
+    fn names_normalize() {
+        assert_eq!(
+            module_name(Path::new("a/virtio-rng.ko")).as_deref(),
+            Some("virtio_rng")
+        );
+        assert_eq!(module_name(Path::new("a/x.ko.xz")), None);
+    }
+}

@@ -1,0 +1,477 @@
+//! The micro-VM backend: QEMU's `microvm` machine with the husk guest agent
+//! as `/init` of a Debian cloud kernel.
+//!
+//! - Accelerator: KVM only when a probe VM really boots under it within a
+//!   few seconds (some hosts expose `/dev/kvm` but hang guests); TCG software
+//!   emulation otherwise. The probe's verdict is cached per host boot.
+//! - Control channel: a virtio-serial port named `husk.control`, backed by
+//!   a unix socket that QEMU listens on; the session secret reaches the guest
+//!   through fw_cfg from a 0600 file (never on a command line).
+//! - Teardown: the guest powers off on `Shutdown` (QEMU runs `-no-reboot`);
+//!   failing that QMP `quit`, failing that SIGKILL. QEMU gets
+//!   `PR_SET_PDEATHSIG`, so it dies with husk even on SIGKILL.
+
+mod clock;
+pub mod image;
+mod qemu;
+mod qmp;
+mod rootfs;
+mod rundir;
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use husk_protocol::Secret;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{Backend, BackendKind, Sandbox, SandboxConfig, SandboxControl, SandboxInfo};
+use crate::client::Client;
+use crate::error::{Result, SandboxError};
+use crate::host;
+use image::GuestImage;
+
+pub use qemu::console_tail;
+
+/// Where per-VM run directories live while VMs boot.
+pub fn run_base_dir() -> PathBuf {
+    rundir::base_dir()
+}
+
+/// Which accelerator a VM runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// What the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccelChoice {
+    #[default]
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+impl std::str::FromStr for AccelChoice {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(AccelChoice::Auto),
+            "kvm" => Ok(AccelChoice::Kvm),
+            "tcg" => Ok(AccelChoice::Tcg),
+            other => Err(format!(
+                "unknown accelerator {other:?} (expected auto, kvm or tcg)"
+            )),
+        }
+    }
+}
+
+/// Seconds a probe VM gets to boot under KVM before KVM is declared unusable.
+const KVM_PROBE_SECS: u64 = 4;
+
+/// Creates micro-VM sandboxes.
+#[derive(Clone)]
+pub struct MicrovmBackend {
+    qemu: PathBuf,
+    image: GuestImage,
+    accel: Accel,
+    accel_reason: String,
+}
+
+impl std::fmt::Debug for MicrovmBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MicrovmBackend")
+            .field("accel", &self.accel)
+            .finish()
+    }
+}
+
+/// Finds QEMU or says how to install it.
+pub fn find_qemu() -> Result<PathBuf> {
+    host::which("qemu-system-x86_64").ok_or_else(|| SandboxError::MissingTool {
+        tool: "QEMU (qemu-system-x86_64)",
+        hint: "install it with `apt-get install qemu-system-x86`".into(),
+    })
+}
+
+impl MicrovmBackend {
+    /// Finds QEMU, builds (or reuses) the guest image and settles the
+    /// accelerator, probing KVM when `choice` is `Auto`.
+    pub async fn new(choice: AccelChoice, progress: &(dyn Fn(&str) + Sync)) -> Result<Self> {
+        let qemu = find_qemu()?;
+        let guest = image::locate_static_guest()?;
+        let opts = image::ImageOptions {
+            guest_binary: guest,
+            extra_binaries: Vec::new(),
+            refresh_kernel: false,
+            progress,
+        };
+        let image = blocking(|| image::build_or_get(&opts))?;
+        let (accel, accel_reason) = match choice {
+            AccelChoice::Tcg => (Accel::Tcg, "tcg asked for".to_string()),
+            AccelChoice::Kvm => (Accel::Kvm, "kvm asked for".to_string()),
+            AccelChoice::Auto => kvm_verdict(&qemu, &image, progress).await,
+        };
+        Ok(MicrovmBackend {
+            qemu,
+            image,
+            accel,
+            accel_reason,
+        })
+    }
+
+    pub fn accel(&self) -> Accel {
+        self.accel
+    }
+
+    /// Why this accelerator.
+    pub fn accel_reason(&self) -> &str {
+        &self.accel_reason
+    }
+
+    pub fn image(&self) -> &GuestImage {
+        &self.image
+    }
+
+    /// `config.rootfs`: an ext4 image file as is, a directory built into one.
+    fn resolve_rootfs(&self, config: &SandboxConfig) -> Result<Option<PathBuf>> {
+        let Some(path) = &config.rootfs else {
+            return Ok(None);
+        };
+        if path.is_file() {
+            return Ok(Some(path.clone()));
+        }
+        let quiet = |_: &str| {};
+        blocking(|| rootfs::build_ext4(path, &probe_cache_dir(), &quiet)).map(Some)
+    }
+
+    /// Builds (or reuses) the ext4 image of a rootfs directory.
+    pub fn build_rootfs(
+        dir: &std::path::Path,
+        progress: &(dyn Fn(&str) + Sync),
+    ) -> Result<PathBuf> {
+        rootfs::build_ext4(dir, &probe_cache_dir(), progress)
+    }
+
+    fn boot_timeout(&self) -> Duration {
+        match self.accel {
+            Accel::Kvm => Duration::from_secs(15),
+            Accel::Tcg => Duration::from_secs(60),
+        }
+    }
+
+    /// Boots the same kernel and initramfs with `/husk-floor` as init (it
+    /// powers off at once) and waits for QEMU to exit: the bare-boot floor.
+    pub async fn floor_boot(&self, config: &SandboxConfig) -> Result<Duration> {
+        let t = std::time::Instant::now();
+        let secret = Secret(crate::namespace::random_bytes()?);
+        let spec = self.spec(config, &secret, &secret, Some("/husk-floor"), None);
+        let id = new_id()?;
+        let dir = rundir::create(&id)?;
+        let mut cmd = tokio::process::Command::new(&self.qemu);
+        std::fs::write(dir.join("secret"), secret.to_hex())
+            .map_err(|e| SandboxError::io("secret", e))?;
+        cmd.args(qemu::qemu_args(&spec, &dir, &id))
+            .stdin(std::process::Stdio::null());
+        let status = cmd
+            .status()
+            .await
+            .map_err(|e| SandboxError::io("running QEMU", e));
+        let _ = std::fs::remove_dir_all(&dir);
+        status?;
+        Ok(t.elapsed())
+    }
+
+    fn spec<'a>(
+        &'a self,
+        config: &'a SandboxConfig,
+        secret: &'a Secret,
+        present: &'a Secret,
+        rdinit: Option<&'a str>,
+        rootfs: Option<&'a std::path::Path>,
+    ) -> qemu::VmSpec<'a> {
+        qemu::VmSpec {
+            qemu: &self.qemu,
+            image: &self.image,
+            accel: self.accel,
+            config,
+            secret,
+            present,
+            boot_timeout: self.boot_timeout(),
+            rdinit,
+            rootfs,
+        }
+    }
+}
+
+/// Runs blocking work (image builds) without stalling other tasks when the
+/// runtime allows it.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// Where the per-boot KVM verdict is cached (next to the image cache).
+fn probe_cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("HUSK_CACHE_DIR") {
+        return PathBuf::from(d);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    base.join("husk")
+}
+
+fn new_id() -> Result<String> {
+    let b = crate::namespace::random_bytes()?;
+    Ok(b[..8].iter().map(|x| format!("{x:02x}")).collect())
+}
+
+#[async_trait]
+impl Backend for MicrovmBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Microvm
+    }
+
+    async fn start(&self, config: &SandboxConfig) -> Result<Sandbox> {
+        config.validate()?;
+        preflight(config, &self.image)?;
+        let secret = Secret(crate::namespace::random_bytes()?);
+        let present = config
+            .present_secret
+            .clone()
+            .unwrap_or_else(|| secret.clone());
+        let rootfs = self.resolve_rootfs(config)?;
+        let spec = self.spec(config, &secret, &present, None, rootfs.as_deref());
+        let id = new_id()?;
+        let mut vm = qemu::boot(&spec, &id).await?;
+        let client = vm.client.take().expect("booted VM has a client");
+        let info = SandboxInfo {
+            backend: BackendKind::Microvm,
+            isolation: format!(
+                "micro-VM (QEMU microvm, {}), own kernel",
+                self.accel.as_str()
+            ),
+            limits: format!(
+                "{} MiB guest RAM, {} vCPU(s)",
+                config.memory_mb, config.vcpus
+            ),
+            guest_kernel: client.welcome().kernel.clone(),
+            guest_agent_version: client.welcome().agent_version.clone(),
+        };
+        Ok(Sandbox::new(
+            client,
+            Box::new(VmControl { vm: Some(vm) }),
+            info,
+            config,
+        ))
+    }
+}
+
+/// Checks that fail fast with a clear message instead of a confusing boot.
+fn preflight(config: &SandboxConfig, image: &GuestImage) -> Result<()> {
+    if config.network {
+        return Err(SandboxError::Config(
+            "network access is not supported by the micro-VM backend yet".into(),
+        ));
+    }
+    if !config.mounts.is_empty() {
+        return Err(SandboxError::Config(
+            "host mounts are not supported by the micro-VM backend yet".into(),
+        ));
+    }
+    let initrd = std::fs::metadata(&image.initramfs)
+        .map_err(|e| SandboxError::io(format!("guest initramfs {}", image.initramfs.display()), e))?
+        .len();
+    // The initramfs is unpacked into RAM next to the kernel and the agent's
+    // processes: ask for at least 3x its size plus 64 MiB.
+    let need_mb = (initrd * 3 / (1024 * 1024)) as u32 + 64;
+    if config.memory_mb < need_mb {
+        return Err(SandboxError::Config(format!(
+            "memory_mb {} is too small for the {} MiB initramfs; use at least {need_mb}",
+            config.memory_mb,
+            initrd / (1024 * 1024)
+        )));
+    }
+    if !image.kernel.is_file() {
+        return Err(SandboxError::Config(format!(
+            "guest kernel {} is missing",
+            image.kernel.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Stops a VM: guest power-off, then QMP quit, then SIGKILL.
+struct VmControl {
+    vm: Option<qemu::Vm>,
+}
+
+#[async_trait]
+impl SandboxControl for VmControl {
+    async fn stop(&mut self, client: &Client) -> Result<()> {
+        let Some(mut vm) = self.vm.take() else {
+            return Ok(());
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(3), client.shutdown()).await;
+        if tokio::time::timeout(Duration::from_secs(5), vm.child.wait())
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        if let Some(q) = vm.qmp.as_mut() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), q.execute("quit")).await;
+            if tokio::time::timeout(Duration::from_secs(3), vm.child.wait())
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+        }
+        let _ = vm.child.start_kill();
+        vm.child
+            .wait()
+            .await
+            .map(|_| ())
+            .map_err(|e| SandboxError::io("waiting for QEMU", e))
+    }
+
+    fn console_tail(&self, lines: usize) -> Option<String> {
+        let file = self.vm.as_ref()?.console.as_ref()?.try_clone().ok()?;
+        qemu::console_tail(file, lines)
+    }
+}
+
+static KVM_VERDICT: OnceLock<(Accel, String)> = OnceLock::new();
+
+/// KVM if a probe VM boots under it in time, else TCG (with the reason).
+/// Cached in memory and, per host boot, on disk.
+async fn kvm_verdict(
+    qemu: &std::path::Path,
+    image: &GuestImage,
+    progress: &(dyn Fn(&str) + Sync),
+) -> (Accel, String) {
+    if let Some(v) = KVM_VERDICT.get() {
+        return v.clone();
+    }
+    let verdict = probe_cached(qemu, image, progress).await;
+    let _ = KVM_VERDICT.set(verdict.clone());
+    verdict
+}
+
+async fn probe_cached(
+    qemu: &std::path::Path,
+    image: &GuestImage,
+    progress: &(dyn Fn(&str) + Sync),
+) -> (Accel, String) {
+    let dev = host::kvm_device();
+    if !dev.present {
+        return (Accel::Tcg, "no /dev/kvm".into());
+    }
+    if !dev.accessible {
+        return (Accel::Tcg, "/dev/kvm is not accessible to this user".into());
+    }
+    if let Some(v) = cached_kvm_verdict() {
+        return v;
+    }
+    progress(&format!(
+        "probing KVM (a guest must boot within {KVM_PROBE_SECS}s) …"
+    ));
+    let verdict = probe_kvm(qemu, image).await;
+    let _ = std::fs::create_dir_all(probe_cache_dir());
+    let text = format!("{}\n{}\n", verdict.0.as_str(), verdict.1);
+    let _ = std::fs::write(verdict_file(), text);
+    verdict
+}
+
+/// The KVM verdict of an earlier probe since this host booted, if any. Lets
+/// `--backend auto` settle without building a guest image.
+pub fn cached_kvm_verdict() -> Option<(Accel, String)> {
+    let text = std::fs::read_to_string(verdict_file()).ok()?;
+    let (accel, reason) = text.split_once('\n')?;
+    let accel = match accel {
+        "kvm" => Accel::Kvm,
+        "tcg" => Accel::Tcg,
+        _ => return None,
+    };
+    Some((accel, reason.trim().to_string()))
+}
+
+/// One verdict per host boot: KVM's usability does not change until then.
+fn verdict_file() -> PathBuf {
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    probe_cache_dir().join(format!("kvm-probe-{}", boot_id.trim()))
+}
+
+async fn probe_kvm(qemu: &std::path::Path, image: &GuestImage) -> (Accel, String) {
+    let Ok(bytes) = crate::namespace::random_bytes() else {
+        return (Accel::Tcg, "no randomness for the probe".into());
+    };
+    let secret = Secret(bytes);
+    let config = SandboxConfig {
+        memory_mb: 256,
+        ..SandboxConfig::default()
+    };
+    let spec = qemu::VmSpec {
+        qemu,
+        image,
+        accel: Accel::Kvm,
+        config: &config,
+        secret: &secret,
+        present: &secret,
+        boot_timeout: Duration::from_secs(KVM_PROBE_SECS),
+        rdinit: None,
+        rootfs: None,
+    };
+    let Ok(id) = new_id() else {
+        return (Accel::Tcg, "no randomness for the probe".into());
+    };
+    match qemu::boot(&spec, &id).await {
+        Ok(mut vm) => {
+            let t = vm.client.take();
+            if let Some(c) = &t {
+                let _ = c.shutdown().await;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(2), vm.child.wait()).await;
+            let _ = vm.child.start_kill();
+            (Accel::Kvm, "a probe VM booted under KVM".into())
+        }
+        Err(e) => {
+            // QEMU's own complaint says most ("failed to set MSR …");
+            // else the first line of husk's error.
+            let text = e.to_string();
+            let first = text
+                .lines()
+                .find_map(|l| l.strip_prefix("qemu: "))
+                .or_else(|| text.lines().next())
+                .unwrap_or_default()
+                .trim_start_matches("qemu-system-x86_64: ")
+                .to_string();
+            (
+                Accel::Tcg,
+                format!("/dev/kvm is present but a probe VM did not boot under it: {first}"),
+            )
+        }
+    }
+}
+
+/// Shared handle type for callers that keep one backend.
+pub type SharedMicrovm = Arc<MicrovmBackend>;

@@ -1,0 +1,293 @@
+//! Starting one QEMU `microvm` and connecting to its guest agent.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use husk_protocol::Secret;
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, Command};
+
+use super::image::GuestImage;
+use super::{Accel, qmp::Qmp, rundir};
+use crate::backend::SandboxConfig;
+use crate::client::Client;
+use crate::error::{Result, SandboxError};
+
+/// Lines of the serial console quoted when a boot fails.
+const CONSOLE_TAIL_LINES: usize = 30;
+
+/// What a VM needs to start.
+pub struct VmSpec<'a> {
+    pub qemu: &'a Path,
+    pub image: &'a GuestImage,
+    pub accel: Accel,
+    pub config: &'a SandboxConfig,
+    /// Secret the guest expects.
+    pub secret: &'a Secret,
+    /// Secret the host presents (differs only in tests).
+    pub present: &'a Secret,
+    pub boot_timeout: Duration,
+    /// Kernel `rdinit=` override (the benchmark's bare-boot floor).
+    pub rdinit: Option<&'a str>,
+    /// A read-only ext4 root image on virtio-blk (the guest overlays it).
+    pub rootfs: Option<&'a Path>,
+}
+
+/// A booted VM.
+pub struct Vm {
+    pub child: Child,
+    pub client: Option<Client>,
+    pub qmp: Option<Qmp>,
+    /// The console log, unlinked but still open for reading.
+    pub console: Option<File>,
+}
+
+/// Builds QEMU's argument list.
+pub fn qemu_args(spec: &VmSpec<'_>, dir: &Path, id: &str) -> Vec<String> {
+    let mut a: Vec<String> = Vec::new();
+    let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+    let p = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    push(&[
+        "-M",
+        "microvm,x-option-roms=off",
+        "-nodefaults",
+        "-no-user-config",
+        "-nographic",
+        "-no-reboot",
+    ]);
+    match spec.accel {
+        Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
+        Accel::Tcg => push(&["-accel", "tcg", "-cpu", "max"]),
+    }
+    let mem = format!("{}M", spec.config.memory_mb);
+    let smp = spec.config.vcpus.to_string();
+    push(&["-m", &mem, "-smp", &smp]);
+    let kernel = spec.image.kernel.to_string_lossy().into_owned();
+    let initrd = spec.image.initramfs.to_string_lossy().into_owned();
+    let mut append = format!("console=ttyS0 quiet panic=-1 husk.id={id}");
+    if spec.accel == Accel::Tcg {
+        append.push_str(&super::clock::tcg_kernel_args());
+    }
+    // Extra kernel arguments for debugging boots, e.g. `loglevel=7`.
+    if let Ok(extra) = std::env::var("HUSK_KERNEL_ARGS") {
+        append.push(' ');
+        append.push_str(&extra);
+    }
+    if let Some(init) = spec.rdinit {
+        append.push_str(&format!(" rdinit={init}"));
+    }
+    if let Some(img) = spec.rootfs {
+        append.push_str(" husk.root=vda");
+        let drive = format!(
+            "file={},if=none,id=root,format=raw,readonly=on",
+            img.to_string_lossy()
+        );
+        push(&["-drive", &drive, "-device", "virtio-blk-device,drive=root"]);
+    }
+    push(&["-kernel", &kernel, "-initrd", &initrd, "-append", &append]);
+    push(&["-serial", &format!("file:{}", p("console.log"))]);
+    // One port is all husk uses; the default of 31 costs ~60 virtqueues
+    // that the guest driver sets up at boot (~80 ms under TCG).
+    push(&["-device", "virtio-serial-device,max_ports=2"]);
+    push(&[
+        "-chardev",
+        &format!(
+            "socket,id=husk,path={},server=on,wait=off",
+            p("control.sock")
+        ),
+    ]);
+    push(&["-device", "virtserialport,chardev=husk,name=husk.control"]);
+    push(&[
+        "-qmp",
+        &format!("unix:{},server=on,wait=off", p("qmp.sock")),
+    ]);
+    push(&[
+        "-fw_cfg",
+        &format!("name=opt/husk/secret,file={}", p("secret")),
+    ]);
+    a
+}
+
+/// Boots a VM and completes the handshake, or explains why not.
+pub async fn boot(spec: &VmSpec<'_>, id: &str) -> Result<Vm> {
+    let dir = rundir::create(id)?;
+    let result = boot_in(spec, &dir, id).await;
+    // Whatever happened, nothing of the run directory stays on disk: the
+    // sockets are connected (or useless) and the console is open.
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn boot_in(spec: &VmSpec<'_>, dir: &Path, id: &str) -> Result<Vm> {
+    write_private(&dir.join("secret"), spec.secret.to_hex().as_bytes())?;
+    let mut cmd = Command::new(spec.qemu);
+    cmd.args(qemu_args(spec, dir, id))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd.kill_on_drop(true);
+    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no
+    // memory; it runs in the forked child before exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = crate::spawner::spawn(cmd)
+        .await
+        .map_err(|e| SandboxError::io(format!("starting {}", spec.qemu.display()), e))?;
+    let stderr = collect_stderr(&mut child);
+    let console_path = dir.join("console.log");
+    let started = Instant::now();
+    let connected = connect(spec, dir, &mut child, started).await;
+    let console = File::open(&console_path).ok();
+    match connected {
+        Ok((client, qmp)) => Ok(Vm {
+            child,
+            client: Some(client),
+            qmp,
+            console,
+        }),
+        Err(mut e) => {
+            if matches!(e, SandboxError::Closed(_))
+                && let Ok(Ok(status)) =
+                    tokio::time::timeout(Duration::from_secs(1), child.wait()).await
+            {
+                let reason =
+                    format!("the VM stopped before its guest agent answered (QEMU {status})");
+                e = SandboxError::StartFailed {
+                    reason,
+                    detail: String::new(),
+                };
+            }
+            let _ = child.start_kill();
+            let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+            Err(explain(e, console, &stderr))
+        }
+    }
+}
+
+async fn connect(
+    spec: &VmSpec<'_>,
+    dir: &Path,
+    child: &mut Child,
+    started: Instant,
+) -> Result<(Client, Option<Qmp>)> {
+    let ctl = dir.join("control.sock");
+    let stream = loop {
+        if let Some(status) = child.try_wait().map_err(|e| SandboxError::io("QEMU", e))? {
+            return Err(SandboxError::StartFailed {
+                reason: format!("QEMU exited early ({status})"),
+                detail: String::new(),
+            });
+        }
+        if let Ok(s) = tokio::net::UnixStream::connect(&ctl).await {
+            break s;
+        }
+        if started.elapsed() > spec.boot_timeout {
+            return Err(timeout_error(spec));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let qmp = Qmp::connect(&dir.join("qmp.sock")).await.ok();
+    let left = spec.boot_timeout.saturating_sub(started.elapsed());
+    let roots = spec.config.mounts.iter().map(|m| m.guest.clone()).collect();
+    tokio::select! {
+        r = tokio::time::timeout(left, Client::connect(stream, spec.present, roots)) => match r {
+            Ok(r) => r.map(|c| (c, qmp)),
+            Err(_) => Err(timeout_error(spec)),
+        },
+        status = child.wait() => Err(SandboxError::StartFailed {
+            reason: format!("QEMU exited during boot ({})", status.map(|s| s.to_string()).unwrap_or_default()),
+            detail: String::new(),
+        }),
+    }
+}
+
+fn timeout_error(spec: &VmSpec<'_>) -> SandboxError {
+    SandboxError::StartFailed {
+        reason: format!(
+            "the guest agent did not answer within {}s ({} boot)",
+            spec.boot_timeout.as_secs(),
+            spec.accel.as_str()
+        ),
+        detail: String::new(),
+    }
+}
+
+fn explain(e: SandboxError, console: Option<File>, stderr: &Arc<Mutex<Vec<u8>>>) -> SandboxError {
+    if let SandboxError::Rejected(_) = e {
+        return e;
+    }
+    let mut detail = String::new();
+    let qemu_err = String::from_utf8_lossy(&stderr.lock().expect("stderr lock"))
+        .trim()
+        .to_string();
+    if !qemu_err.is_empty() {
+        detail.push_str(&format!("qemu: {qemu_err}\n"));
+    }
+    if let Some(tail) = console.and_then(|f| console_tail(f, CONSOLE_TAIL_LINES)) {
+        detail.push_str("serial console:\n");
+        detail.push_str(&tail);
+    }
+    match e {
+        SandboxError::StartFailed { reason, .. } => SandboxError::StartFailed { reason, detail },
+        other => SandboxError::StartFailed {
+            reason: other.to_string(),
+            detail,
+        },
+    }
+}
+
+/// The last `lines` lines of the console log.
+pub fn console_tail(mut f: File, lines: usize) -> Option<String> {
+    let len = f.metadata().ok()?.len();
+    let start = len.saturating_sub(64 * 1024);
+    f.seek(SeekFrom::Start(start)).ok()?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    let all: Vec<&str> = text.lines().collect();
+    let tail = all[all.len().saturating_sub(lines)..].join("\n");
+    (!tail.trim().is_empty()).then_some(tail)
+}
+
+fn write_private(path: &PathBuf, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| SandboxError::io(format!("writing {}", path.display()), e))?;
+    f.write_all(data)
+        .map_err(|e| SandboxError::io(format!("writing {}", path.display()), e))
+}
+
+fn collect_stderr(child: &mut Child) -> Arc<Mutex<Vec<u8>>> {
+    let buf: Arc<Mutex<Vec<u8>>> = Arc::default();
+    if let Some(mut err) = child.stderr.take() {
+        let buf = buf.clone();
+        tokio::spawn(async move {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = err.read(&mut chunk).await {
+                if n == 0 {
+                    break;
+                }
+                let mut b = buf.lock().expect("stderr lock");
+                if b.len() < 16 * 1024 {
+                    b.extend_from_slice(&chunk[..n]);
+                }
+            }
+        });
+    }
+    buf
+}

@@ -1,0 +1,95 @@
+//! The conformance suite on the micro-VM backend (TCG on hosts where KVM
+//! does not boot guests, which includes this project's machines).
+
+mod conformance;
+
+use std::sync::{Arc, OnceLock};
+
+use husk_sandbox::microvm::{AccelChoice, MicrovmBackend};
+use husk_sandbox::{Backend, SandboxError};
+
+struct Microvm;
+
+static HARNESS: Microvm = Microvm;
+static BACKEND: OnceLock<Result<Arc<MicrovmBackend>, String>> = OnceLock::new();
+
+impl conformance::Harness for Microvm {
+    fn backend(&self) -> Result<Arc<dyn Backend>, String> {
+        let b = BACKEND.get_or_init(|| {
+            let progress = |line: &str| eprintln!("microvm: {line}");
+            match conformance::RT.block_on(MicrovmBackend::new(AccelChoice::Auto, &progress)) {
+                Ok(b) => Ok(Arc::new(b)),
+                // Only a missing host tool is an honest skip.
+                Err(SandboxError::MissingTool { tool, hint }) => Err(format!("{tool}: {hint}")),
+                Err(e) => panic!("micro-VM backend: {e}"),
+            }
+        });
+        b.clone().map(|b| b as Arc<dyn Backend>)
+    }
+
+    fn identity_command(&self) -> Vec<String> {
+        vec![
+            "sh".into(),
+            "-c".into(),
+            "tr ' ' '\\n' < /proc/cmdline | grep '^husk.id='".into(),
+        ]
+    }
+
+    /// QEMU processes of this VM, plus its run directory if still there.
+    fn leftovers(&self, identity: &str) -> usize {
+        let id = identity.trim_start_matches("husk.id=");
+        let procs = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .is_ok_and(|c| contains(&c, identity.as_bytes()))
+            })
+            .count();
+        let dirs = std::fs::read_dir(husk_sandbox::microvm::run_base_dir())
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(id))
+                    .count()
+            })
+            .unwrap_or(0);
+        procs + dirs
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+suite!(HARNESS);
+
+/// A directory becomes a read-only ext4 root with a writable overlay: the
+/// sandbox sees the directory's files, can write (to the overlay), and the
+/// image itself stays unchanged for the next sandbox.
+#[test]
+fn rootfs_directory_as_root() {
+    conformance::run_case(&HARNESS, |_, backend| async move {
+        let dir = std::env::temp_dir().join(format!("husk-rootfs-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        std::fs::copy("/bin/busybox", dir.join("bin/busybox")).unwrap();
+        std::os::unix::fs::symlink("busybox", dir.join("bin/sh")).unwrap();
+        std::fs::write(dir.join("data/marker"), "from the image\n").unwrap();
+        let config = husk_sandbox::SandboxConfig {
+            rootfs: Some(dir.clone()),
+            ..Default::default()
+        };
+        let script = "cat /data/marker; test -e /init && echo initramfs-visible; \
+                      /bin/busybox echo changed > /workspace/w && cat /workspace/w";
+        for round in 0..2 {
+            let sb = backend.start(&config).await.expect("boot with a rootfs");
+            let out = conformance::sh(&sb, script).await;
+            sb.stop().await.unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "round {round}: {out:?}");
+            assert_eq!(stdout, "from the image\nchanged\n", "round {round}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
