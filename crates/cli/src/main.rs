@@ -7,6 +7,9 @@
 mod doctor;
 mod exec;
 mod image;
+mod render;
+mod run;
+mod validate;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +26,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run an agent, workflow or pipeline spec in sandboxes.
+    Run(run::RunArgs),
+    /// Check specs without running them; every problem with its location.
+    Validate(validate::ValidateArgs),
     /// Run a command in a fresh sandbox, streaming its output.
     Exec(exec::ExecArgs),
     /// Show what this host can do (backends, KVM, limits) and why not.
@@ -50,6 +57,8 @@ fn main() {
             Command::Exec(args) => exec::run(args).await,
             Command::Doctor(args) => doctor::run(args).await,
             Command::Image(args) => image::run(args).await,
+            Command::Run(args) => run::run(args, cli.verbose > 0).await,
+            Command::Validate(args) => validate::run(args).await,
         }
     });
     let code = code.unwrap_or_else(|e| {

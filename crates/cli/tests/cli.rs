@@ -1,29 +1,12 @@
 //! End-to-end tests of the `husk` binary on the namespace backend: the
 //! commands from the README and the issue, as a user types them.
 
-use std::process::{Command, Stdio};
+mod common;
+
+use std::process::Stdio;
+
+use common::{have_bwrap, husk, out};
 use std::time::{Duration, Instant};
-
-fn husk() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_husk"))
-}
-
-fn have_bwrap() -> bool {
-    let found = husk_sandbox::host::which("bwrap").is_some();
-    if !found {
-        eprintln!("SKIP: bubblewrap is not installed on this host");
-    }
-    found
-}
-
-fn out(cmd: &mut Command) -> (i32, String, String) {
-    let o = cmd.output().expect("run husk");
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into(),
-        String::from_utf8_lossy(&o.stderr).into(),
-    )
-}
 
 #[test]
 fn exec_streams_both_and_passes_the_exit_code() {

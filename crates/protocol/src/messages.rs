@@ -26,7 +26,11 @@ pub enum HostMsg {
     /// then `Exited`; or a single `Error`.
     Exec(ExecRequest),
     /// Write bytes to a running process's stdin. Reply: `Done`.
-    Stdin { process: u64, data: Vec<u8> },
+    Stdin {
+        process: u64,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
     /// Close a running process's stdin. Reply: `Done`.
     CloseStdin { process: u64 },
     /// Return output credit for a streamed process. No reply.
@@ -117,6 +121,7 @@ pub enum OutputMode {
 pub struct WriteFile {
     pub path: String,
     pub offset: u64,
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
     /// Permission bits when the file is created.
     pub mode: u32,
@@ -138,10 +143,12 @@ pub enum GuestMsg {
     },
     Output {
         stream: Stream,
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
     Exited(ExitStatus),
     FileData {
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
         eof: bool,
     },

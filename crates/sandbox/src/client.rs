@@ -36,6 +36,9 @@ struct Calls {
 }
 
 /// A connected, authenticated control channel.
+/// Chunks of one file write in flight at once.
+pub const WRITE_WINDOW: usize = 8;
+
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -290,7 +293,11 @@ impl Client {
     }
 
     /// Writes a whole file (created with `mode`, truncated to `data`).
+    /// Up to [`WRITE_WINDOW`] chunks are in flight at once, so a large file
+    /// streams instead of paying one round trip per chunk; the guest
+    /// applies them in order, and the last one sets the final length.
     pub async fn write_file(&self, path: &str, data: &[u8], mode: u32) -> Result<()> {
+        let mut in_flight = std::collections::VecDeque::new();
         let mut offset = 0usize;
         loop {
             let end = (offset + MAX_DATA_CHUNK).min(data.len());
@@ -302,7 +309,24 @@ impl Client {
                 mode,
                 truncate: last,
             };
-            self.call_done(HostMsg::WriteFile(chunk)).await?;
+            if offset == 0 && !last {
+                // The first chunk creates the file: let it land alone.
+                self.call_done(HostMsg::WriteFile(chunk)).await?;
+            } else {
+                let client = self.clone();
+                in_flight.push_back(tokio::spawn(async move {
+                    client.call_done(HostMsg::WriteFile(chunk)).await
+                }));
+            }
+            if in_flight.len() >= WRITE_WINDOW || last {
+                while let Some(h) = in_flight.pop_front() {
+                    h.await
+                        .map_err(|e| SandboxError::Protocol(format!("write task: {e}")))??;
+                    if in_flight.len() < WRITE_WINDOW && !last {
+                        break;
+                    }
+                }
+            }
             if last {
                 return Ok(());
             }

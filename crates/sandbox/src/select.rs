@@ -56,7 +56,7 @@ pub async fn select(
             let vm = MicrovmBackend::new(accel, progress).await?;
             if vm.accel() == Accel::Tcg && accel == AccelChoice::Auto {
                 progress(&format!(
-                    "warning: micro-VMs run under TCG software emulation ({}); expect ~2 s boots",
+                    "warning: micro-VMs run under TCG software emulation ({}); expect boots of a few seconds",
                     vm.accel_reason()
                 ));
             }

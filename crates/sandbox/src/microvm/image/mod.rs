@@ -261,6 +261,13 @@ pub fn locate_static_guest() -> Result<PathBuf> {
 /// `target/x86_64-unknown-linux-gnu/{debug,release}/husk-guest` next to
 /// the running executable's `target/` directory.
 fn static_build_nearby() -> Option<PathBuf> {
+    locate_static_helper(crate::guest_bin::GUEST_BIN)
+}
+
+/// A static build of a husk helper binary (`scripts/build-guest` builds
+/// them under `target/x86_64-unknown-linux-gnu/<profile>/`), found from
+/// the running executable: micro-VMs need static binaries.
+pub fn locate_static_helper(name: &str) -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let profile = if cfg!(debug_assertions) {
         ["debug", "release"]
@@ -270,11 +277,7 @@ fn static_build_nearby() -> Option<PathBuf> {
     exe.ancestors().skip(1).take(3).find_map(|dir| {
         profile
             .iter()
-            .map(|p| {
-                dir.join("x86_64-unknown-linux-gnu")
-                    .join(p)
-                    .join(crate::guest_bin::GUEST_BIN)
-            })
+            .map(|p| dir.join("x86_64-unknown-linux-gnu").join(p).join(name))
             .find(|p| is_static(p).unwrap_or(false))
     })
 }

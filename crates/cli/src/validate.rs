@@ -1,0 +1,68 @@
+//! `husk validate SPEC…`: parses and checks specs without running them,
+//! reporting every problem with its file, line and column.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use serde_json::json;
+
+use crate::CliResult;
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Spec files (YAML or JSON).
+    #[arg(required = true, value_name = "SPEC")]
+    specs: Vec<PathBuf>,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Exit 0 when every spec is valid, 1 otherwise.
+pub async fn run(args: ValidateArgs) -> CliResult<i32> {
+    let mut results = Vec::new();
+    let mut ok = true;
+    for path in &args.specs {
+        match husk_spec::load_file(path) {
+            Ok(spec) => {
+                if !args.json {
+                    println!(
+                        "ok: {} — {} `{}`",
+                        path.display(),
+                        spec.kind.as_str(),
+                        spec.name
+                    );
+                }
+                results.push(json!({"file": path, "valid": true, "kind": spec.kind.as_str(), "name": spec.name}));
+            }
+            Err(errors) => {
+                ok = false;
+                if !args.json {
+                    let n = errors.0.len();
+                    eprintln!(
+                        "{} problem{} in {}:",
+                        n,
+                        if n == 1 { "" } else { "s" },
+                        path.display()
+                    );
+                    for e in &errors.0 {
+                        eprintln!("  {e}");
+                    }
+                }
+                let list: Vec<_> = errors
+                    .0
+                    .iter()
+                    .map(|e| json!({"path": e.path, "line": e.line, "column": e.column, "message": e.message, "text": e.to_string()}))
+                    .collect();
+                results.push(json!({"file": path, "valid": false, "errors": list}));
+            }
+        }
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"valid": ok, "specs": results}))?
+        );
+    }
+    Ok(if ok { 0 } else { 1 })
+}

@@ -1,0 +1,35 @@
+//! The husk runtime: specs become runs, runs become stages in sandboxes.
+//!
+//! - [`run::run`] takes a parsed spec and runs it to a terminal state,
+//!   emitting [`events`] and returning a [`record::RunRecord`].
+//! - An agent stage ([`stage`]) gets a fresh sandbox, its skills and input
+//!   ([`provision`]), the agent launched by a launcher ([`agents`]), its
+//!   timeout, and its structured output checked ([`output`], [`collect`]).
+//! - Workflows ([`workflow`]) run steps in one sandbox in dependency order;
+//!   pipelines ([`pipeline`]) run boxes stage by stage with fan-out.
+//!
+//! The runtime never prints: the CLI renders events for people, the
+//! daemon stores and streams them.
+
+pub mod agents;
+pub mod collect;
+pub mod context;
+pub mod error;
+pub mod events;
+pub mod lines;
+pub mod output;
+pub mod pipeline;
+pub mod process;
+pub mod prompt;
+pub mod provision;
+pub mod record;
+pub mod run;
+pub mod sandboxes;
+pub mod stage;
+pub mod store;
+pub mod workflow;
+
+pub use error::RunError;
+pub use events::{Event, EventSink, Level};
+pub use record::{RunPolicy, RunRecord, RunStatus};
+pub use run::{RunOptions, run};

@@ -1,0 +1,453 @@
+//! Skills into the sandbox, where the agents look for them.
+//!
+//! A stage's skills become a [`Provision`]: files to write through the
+//! guest's file RPCs (`.claude/skills/<name>/SKILL.md`, `/workspace/.mcp.json`
+//! for Claude Code, `$CODEX_HOME/config.toml` for Codex, `input.json`), host
+//! binaries to install on the agent's PATH, and which agent to launch.
+//! Computing it is pure (no sandbox), so every rule is unit-tested.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use husk_spec::Skill;
+use serde_json::{Value, json};
+
+use crate::agents::AgentKind;
+use crate::error::RunError;
+
+/// Home of the sandbox user.
+pub const HOME: &str = "/home/sandbox";
+pub const WORKSPACE: &str = "/workspace";
+/// Where installed tools go (on the agent's PATH).
+pub const TOOL_DIR: &str = "/home/sandbox/.local/bin";
+pub const MCP_JSON: &str = "/workspace/.mcp.json";
+pub const CODEX_CONFIG: &str = "/home/sandbox/.codex/config.toml";
+/// Largest skill directory copied into a sandbox.
+const MAX_SKILL_DIR_BYTES: u64 = 16 * 1024 * 1024;
+
+/// A file to write into the sandbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileToWrite {
+    pub path: String,
+    pub bytes: Vec<u8>,
+    pub mode: u32,
+}
+
+/// A host binary to install as `TOOL_DIR/<name>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolToInstall {
+    pub host_path: PathBuf,
+    pub name: String,
+}
+
+/// The agent a stage launches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentChoice {
+    pub kind: AgentKind,
+    /// The program's name (installed into TOOL_DIR when it comes from the host).
+    pub program: String,
+    /// The host binary, when it has to be installed.
+    pub host_path: Option<PathBuf>,
+}
+
+/// Everything a stage puts into its sandbox before the agent starts.
+#[derive(Debug, Clone, Default)]
+pub struct Provision {
+    pub files: Vec<FileToWrite>,
+    pub tools: Vec<ToolToInstall>,
+    /// MCP servers by name, as Claude Code's `mcpServers` entries.
+    pub mcp_servers: BTreeMap<String, Value>,
+    pub agent: Option<AgentChoice>,
+    /// One line per skill, for `skill.mounted` events.
+    pub mounted: Vec<String>,
+}
+
+/// Finds host binaries (PATH, then next to husk): injectable for tests.
+pub trait ToolLocator {
+    fn locate(&self, name: &str) -> Option<PathBuf>;
+}
+
+/// The real locator: `$HUSK_<NAME>_BIN`, then husk's own directory (for
+/// husk's helper binaries), then `PATH`.
+pub struct HostTools;
+
+impl ToolLocator for HostTools {
+    fn locate(&self, name: &str) -> Option<PathBuf> {
+        let var = format!("HUSK_{}_BIN", name.to_ascii_uppercase().replace('-', "_"));
+        if let Some(p) = std::env::var_os(var) {
+            return Some(PathBuf::from(p));
+        }
+        // husk's own helpers: the static build (it runs in micro-VMs
+        // too), else the one next to husk.
+        if name.starts_with("husk-") {
+            if let Some(p) = husk_sandbox::microvm::image::locate_static_helper(name) {
+                return Some(p);
+            }
+            if let Ok(p) = husk_sandbox::guest_bin::locate_helper(name, "HUSK_NO_SUCH_VAR") {
+                return Some(p);
+            }
+        }
+        husk_sandbox::host::which(name)
+    }
+}
+
+/// Builds the provision of one stage. `spec_dir` resolves relative `file:`
+/// paths; `input` is the run input (written to `/workspace/input.json`).
+pub fn plan(
+    skills: &[Skill],
+    spec_dir: &Path,
+    input: Option<&Value>,
+    tools: &dyn ToolLocator,
+) -> Result<Provision, RunError> {
+    let mut p = Provision::default();
+    for (i, skill) in skills.iter().enumerate() {
+        add_skill(&mut p, i, skill, spec_dir, tools)?;
+    }
+    if !p.mcp_servers.is_empty() {
+        let doc = json!({ "mcpServers": p.mcp_servers });
+        let bytes =
+            serde_json::to_vec_pretty(&doc).map_err(|e| RunError::Internal(e.to_string()))?;
+        p.files.push(FileToWrite {
+            path: MCP_JSON.into(),
+            bytes,
+            mode: 0o644,
+        });
+    }
+    if let Some(input) = input {
+        let bytes =
+            serde_json::to_vec_pretty(input).map_err(|e| RunError::Internal(e.to_string()))?;
+        p.files.push(FileToWrite {
+            path: format!("{WORKSPACE}/input.json"),
+            bytes,
+            mode: 0o644,
+        });
+    }
+    Ok(p)
+}
+
+fn add_skill(
+    p: &mut Provision,
+    i: usize,
+    skill: &Skill,
+    spec_dir: &Path,
+    tools: &dyn ToolLocator,
+) -> Result<(), RunError> {
+    let missing = |what: &str, name: &str| {
+        RunError::Provision(format!(
+            "skills[{i}]: {what} `{name}` not found on the host (PATH, or HUSK_{}_BIN)",
+            name.to_ascii_uppercase().replace('-', "_")
+        ))
+    };
+    match skill {
+        Skill::Agent(name) => {
+            let (kind, program) = agent_for(name);
+            let host_path = tools
+                .locate(&program)
+                .ok_or_else(|| missing("agent binary", &program))?;
+            p.agent = Some(AgentChoice {
+                kind,
+                program: program.clone(),
+                host_path: Some(host_path),
+            });
+            p.mounted.push(format!("agent {name} ({program})"));
+        }
+        Skill::Cli(name) => {
+            let host_path = tools
+                .locate(name)
+                .ok_or_else(|| missing("CLI tool", name))?;
+            p.tools.push(ToolToInstall {
+                host_path,
+                name: name.clone(),
+            });
+            p.mounted.push(format!("cli tool {name} on PATH"));
+        }
+        Skill::Mcp(name) => {
+            let host_path = tools
+                .locate(name)
+                .ok_or_else(|| missing("MCP server", name))?;
+            p.tools.push(ToolToInstall {
+                host_path,
+                name: name.clone(),
+            });
+            let entry = json!({"type": "stdio", "command": format!("{TOOL_DIR}/{name}"), "args": [], "env": {}});
+            insert_server(p, i, name, entry)?;
+        }
+        Skill::McpCommand {
+            name,
+            command,
+            args,
+            env,
+        } => {
+            let name = name.clone().unwrap_or_else(|| server_name_from(command));
+            let entry = json!({"type": "stdio", "command": command, "args": args, "env": env});
+            insert_server(p, i, &name, entry)?;
+        }
+        Skill::McpUrl { name, url } => {
+            let name = name.clone().unwrap_or_else(|| server_name_from(url));
+            insert_server(p, i, &name, json!({"type": "http", "url": url}))?;
+        }
+        Skill::Inline { name, content } => {
+            p.files.push(skill_md(name, content));
+            p.mounted.push(format!("skill {name} (inline)"));
+        }
+        Skill::File(path) => add_file_skill(p, i, &resolve(spec_dir, path))?,
+        Skill::Remote(what) => {
+            return Err(RunError::Provision(format!(
+                "skills[{i}]: remote skill `{what}`: fetching skills from remote sources is not supported; \
+                 download it and use `file:<path>` instead"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `agent:<value>` → which launcher and which program.
+pub fn agent_for(value: &str) -> (AgentKind, String) {
+    match value {
+        "claude-code" | "claude" => (AgentKind::ClaudeCode, "claude".into()),
+        "codex" => (AgentKind::Codex, "codex".into()),
+        // The scripted test agent speaks Claude Code's CLI.
+        "husk-test-agent" => (AgentKind::ClaudeCode, "husk-test-agent".into()),
+        other => (AgentKind::Command, other.into()),
+    }
+}
+
+fn insert_server(p: &mut Provision, i: usize, name: &str, entry: Value) -> Result<(), RunError> {
+    if p.mcp_servers.insert(name.to_string(), entry).is_some() {
+        return Err(RunError::Provision(format!(
+            "skills[{i}]: a second MCP server named `{name}`; give one of them another `name`"
+        )));
+    }
+    p.mounted.push(format!("mcp server {name}"));
+    Ok(())
+}
+
+/// A server name from a command or URL: its last path segment or host,
+/// reduced to letters, digits, `-` and `_`.
+fn server_name_from(s: &str) -> String {
+    let s = s
+        .split("://")
+        .nth(1)
+        .map_or(s, |rest| rest.split('/').next().unwrap_or(rest));
+    let base = s.rsplit('/').next().unwrap_or(s);
+    let name: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.is_empty() {
+        "server".into()
+    } else {
+        name
+    }
+}
+
+/// `.claude/skills/<name>/SKILL.md`, with front matter added when missing.
+fn skill_md(name: &str, content: &str) -> FileToWrite {
+    let body = if content.trim_start().starts_with("---") {
+        content.to_string()
+    } else {
+        let first = content
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or(name)
+            .trim()
+            .trim_start_matches('#')
+            .trim();
+        let description = crate::agents::preview(first, 1000).replace('\n', " ");
+        format!(
+            "---\nname: {name}\ndescription: {}\n---\n\n{content}",
+            yaml_quote(&description)
+        )
+    };
+    FileToWrite {
+        path: format!("{WORKSPACE}/.claude/skills/{name}/SKILL.md"),
+        bytes: body.into_bytes(),
+        mode: 0o644,
+    }
+}
+
+fn yaml_quote(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+fn resolve(spec_dir: &Path, path: &str) -> PathBuf {
+    let p = Path::new(path);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        spec_dir.join(p)
+    }
+}
+
+/// `file:` a SKILL.md (named by its front matter or its directory) or a
+/// skill directory (copied whole, bounded).
+fn add_file_skill(p: &mut Provision, i: usize, path: &Path) -> Result<(), RunError> {
+    let err = |why: String| {
+        RunError::Provision(format!("skills[{i}]: file skill {}: {why}", path.display()))
+    };
+    let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+    if meta.is_file() {
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let name = front_matter_name(&text)
+            .or_else(|| {
+                path.parent()
+                    .and_then(|d| d.file_name())
+                    .map(|n| n.to_string_lossy().into_owned())
+            })
+            .filter(|n| valid_skill_name(n))
+            .ok_or_else(|| {
+                err(
+                    "no valid `name:` in its front matter (lowercase letters, digits, hyphens)"
+                        .into(),
+                )
+            })?;
+        p.files.push(skill_md(&name, &text));
+        p.mounted.push(format!("skill {name} (file)"));
+        return Ok(());
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if !path.join("SKILL.md").is_file() {
+        return Err(err("a skill directory needs a SKILL.md".into()));
+    }
+    if !valid_skill_name(&name) {
+        return Err(err(format!(
+            "directory name `{name}` is not a valid skill name (lowercase letters, digits, hyphens)"
+        )));
+    }
+    let mut total = 0u64;
+    for (rel, bytes, mode) in read_tree(path).map_err(|e| err(e.to_string()))? {
+        total += bytes.len() as u64;
+        if total > MAX_SKILL_DIR_BYTES {
+            return Err(err(format!(
+                "larger than {} MiB",
+                MAX_SKILL_DIR_BYTES >> 20
+            )));
+        }
+        p.files.push(FileToWrite {
+            path: format!("{WORKSPACE}/.claude/skills/{name}/{rel}"),
+            bytes,
+            mode,
+        });
+    }
+    p.mounted.push(format!("skill {name} (directory)"));
+    Ok(())
+}
+
+/// Claude Code's rule for skill names.
+pub fn valid_skill_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+fn front_matter_name(text: &str) -> Option<String> {
+    let rest = text.trim_start().strip_prefix("---")?;
+    let end = rest.find("\n---")?;
+    rest[..end].lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("name:")
+            .map(|v| v.trim().trim_matches(['"', '\'']).to_string())
+    })
+}
+
+/// Regular files under `dir` (relative path, bytes, executable bit kept).
+fn read_tree(dir: &Path) -> std::io::Result<Vec<(String, Vec<u8>, u32)>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let entry = entry?;
+            let path = entry.path();
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.is_file() {
+                let rel = path
+                    .strip_prefix(dir)
+                    .unwrap_or(&path)
+                    .to_string_lossy()
+                    .into_owned();
+                let mode = if meta.permissions().mode() & 0o111 != 0 {
+                    0o755
+                } else {
+                    0o644
+                };
+                out.push((rel, std::fs::read(&path)?, mode));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Codex's `config.toml`: MCP servers (tool calls approved: the sandbox is
+/// the boundary) and, with a base URL, a provider block. Top-level keys
+/// come before any table, as TOML requires.
+pub fn codex_config(
+    servers: &BTreeMap<String, Value>,
+    base_url: Option<&str>,
+    key_env: Option<&str>,
+) -> String {
+    let mut top = String::new();
+    let mut tables = String::new();
+    if let Some(url) = base_url {
+        top.push_str("model_provider = \"husk\"\n");
+        tables.push_str(&format!(
+            "\n[model_providers.husk]\nname = \"husk\"\nbase_url = {}\nwire_api = \"responses\"\n",
+            q(url)
+        ));
+        if let Some(k) = key_env {
+            tables.push_str(&format!("env_key = {}\n", q(k)));
+        }
+    }
+    for (name, entry) in servers {
+        tables.push_str(&format!("\n[mcp_servers.{}]\n", q(name)));
+        if let Some(url) = entry.get("url").and_then(Value::as_str) {
+            tables.push_str(&format!("url = {}\n", q(url)));
+        } else {
+            let cmd = entry
+                .get("command")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            tables.push_str(&format!("command = {}\n", q(cmd)));
+            let args: Vec<String> = entry
+                .get("args")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).map(q).collect())
+                .unwrap_or_default();
+            tables.push_str(&format!("args = [{}]\n", args.join(", ")));
+            if let Some(env) = entry
+                .get("env")
+                .and_then(Value::as_object)
+                .filter(|e| !e.is_empty())
+            {
+                let pairs: Vec<String> = env
+                    .iter()
+                    .map(|(k, v)| format!("{} = {}", q(k), q(v.as_str().unwrap_or_default())))
+                    .collect();
+                tables.push_str(&format!("env = {{ {} }}\n", pairs.join(", ")));
+            }
+        }
+        tables.push_str("default_tools_approval_mode = \"approve\"\n");
+    }
+    top + &tables
+}
+
+/// A TOML basic string (JSON's string escapes are valid TOML).
+fn q(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+#[cfg(test)]
+mod tests;

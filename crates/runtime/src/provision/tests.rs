@@ -1,0 +1,179 @@
+use super::*;
+
+struct Fake(Vec<&'static str>);
+
+impl ToolLocator for Fake {
+    fn locate(&self, name: &str) -> Option<PathBuf> {
+        self.0
+            .contains(&name)
+            .then(|| PathBuf::from(format!("/host/bin/{name}")))
+    }
+}
+
+fn file<'a>(p: &'a Provision, path: &str) -> &'a str {
+    let f = p
+        .files
+        .iter()
+        .find(|f| f.path == path)
+        .unwrap_or_else(|| panic!("no {path} in {:?}", p.files));
+    std::str::from_utf8(&f.bytes).unwrap()
+}
+
+#[test]
+fn inline_skill_gets_front_matter() {
+    let skills = vec![Skill::Inline {
+        name: "review".into(),
+        content: "# Review code\nLook for bugs.".into(),
+    }];
+    let p = plan(&skills, Path::new("/"), None, &Fake(vec![])).unwrap();
+    let md = file(&p, "/workspace/.claude/skills/review/SKILL.md");
+    assert!(
+        md.starts_with("---\nname: review\ndescription: \"Review code\"\n---\n"),
+        "{md}"
+    );
+    assert!(md.ends_with("Look for bugs."));
+}
+
+#[test]
+fn mcp_servers_go_to_mcp_json() {
+    let skills = vec![
+        Skill::McpCommand {
+            name: None,
+            command: "/usr/bin/my-server".into(),
+            args: vec!["--x".into()],
+            env: BTreeMap::new(),
+        },
+        Skill::McpUrl {
+            name: Some("docs".into()),
+            url: "http://127.0.0.1:9/mcp".into(),
+        },
+        Skill::Mcp("echo-mcp".into()),
+    ];
+    let p = plan(&skills, Path::new("/"), None, &Fake(vec!["echo-mcp"])).unwrap();
+    let v: Value = serde_json::from_str(file(&p, MCP_JSON)).unwrap();
+    assert_eq!(
+        v["mcpServers"]["my-server"]["command"],
+        "/usr/bin/my-server"
+    );
+    assert_eq!(v["mcpServers"]["docs"]["type"], "http");
+    assert_eq!(
+        v["mcpServers"]["echo-mcp"]["command"],
+        "/home/sandbox/.local/bin/echo-mcp"
+    );
+    assert_eq!(
+        p.tools,
+        vec![ToolToInstall {
+            host_path: "/host/bin/echo-mcp".into(),
+            name: "echo-mcp".into()
+        }]
+    );
+}
+
+#[test]
+fn duplicate_server_names_are_refused() {
+    let s = || Skill::McpUrl {
+        name: Some("x".into()),
+        url: "http://a/mcp".into(),
+    };
+    let e = plan(&[s(), s()], Path::new("/"), None, &Fake(vec![])).unwrap_err();
+    assert!(
+        e.to_string().contains("skills[1]") && e.to_string().contains("`x`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn agents_and_missing_binaries() {
+    let p = plan(
+        &[Skill::Agent("husk-test-agent".into())],
+        Path::new("/"),
+        None,
+        &Fake(vec!["husk-test-agent"]),
+    )
+    .unwrap();
+    let a = p.agent.unwrap();
+    assert_eq!(
+        (a.kind, a.program.as_str()),
+        (AgentKind::ClaudeCode, "husk-test-agent")
+    );
+    let e = plan(
+        &[Skill::Agent("claude-code".into())],
+        Path::new("/"),
+        None,
+        &Fake(vec![]),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("agent binary `claude` not found"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("HUSK_CLAUDE_BIN"), "{e}");
+    let e = plan(
+        &[Skill::Remote("x/y".into())],
+        Path::new("/"),
+        None,
+        &Fake(vec![]),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("not supported"), "{e}");
+}
+
+#[test]
+fn input_is_written() {
+    let p = plan(&[], Path::new("/"), Some(&json!({"n": 1})), &Fake(vec![])).unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(file(&p, "/workspace/input.json")).unwrap(),
+        json!({"n": 1})
+    );
+}
+
+#[test]
+fn file_skills_from_disk() {
+    let dir = std::env::temp_dir().join(format!("husk-skill-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("lint/scripts")).unwrap();
+    std::fs::write(
+        dir.join("lint/SKILL.md"),
+        "---\nname: lint\ndescription: d\n---\nbody",
+    )
+    .unwrap();
+    std::fs::write(dir.join("lint/scripts/run.sh"), "#!/bin/sh\n").unwrap();
+    std::fs::write(
+        dir.join("single.md"),
+        "---\nname: single-one\ndescription: d\n---\nx",
+    )
+    .unwrap();
+    let skills = vec![
+        Skill::File("lint".into()),
+        Skill::File(dir.join("single.md").display().to_string()),
+    ];
+    let p = plan(&skills, &dir, None, &Fake(vec![])).unwrap();
+    assert!(file(&p, "/workspace/.claude/skills/lint/SKILL.md").contains("body"));
+    assert!(file(&p, "/workspace/.claude/skills/lint/scripts/run.sh").starts_with("#!"));
+    assert!(file(&p, "/workspace/.claude/skills/single-one/SKILL.md").ends_with('x'));
+    let e = plan(&[Skill::File("nope".into())], &dir, None, &Fake(vec![])).unwrap_err();
+    assert!(e.to_string().contains("nope"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn codex_toml() {
+    let mut servers = BTreeMap::new();
+    servers.insert(
+        "husk".to_string(),
+        json!({"command": "/bin/x", "args": ["a \"q\""], "env": {"K": "v"}}),
+    );
+    let t = codex_config(
+        &servers,
+        Some("http://127.0.0.1:1/v1"),
+        Some("OPENAI_API_KEY"),
+    );
+    let first_table = t.find('[').unwrap();
+    assert!(
+        t[..first_table].contains("model_provider = \"husk\""),
+        "{t}"
+    );
+    assert!(t.contains("[mcp_servers.\"husk\"]\ncommand = \"/bin/x\"\nargs = [\"a \\\"q\\\"\"]\nenv = { \"K\" = \"v\" }"), "{t}");
+    assert!(t.contains("default_tools_approval_mode = \"approve\""));
+    assert!(t.contains("env_key = \"OPENAI_API_KEY\""));
+}

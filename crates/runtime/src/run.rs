@@ -1,0 +1,202 @@
+//! A whole run: spec in, record out. Emits the run's lifecycle events
+//! around the kind-specific work (one agent stage, a workflow, a
+//! pipeline), sums cost and tokens, and settles the terminal status,
+//! reason and event.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use husk_spec::{Body, Spec};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::context::RunContext;
+use crate::events::{Emitter, EventSink, Fanout, Level, MemoryLog, Scope};
+use crate::provision::{HostTools, ToolLocator};
+use crate::record::{
+    ArtifactPublication, Report, RunPolicy, RunRecord, RunStatus, StageReport, new_run_id,
+    now_rfc3339,
+};
+use crate::stage::{AgentStage, StageResult};
+use crate::{pipeline, stage, workflow};
+
+/// How to run a spec.
+pub struct RunOptions {
+    pub run_id: Option<String>,
+    /// The spec file, as given (recorded as `file`).
+    pub file: String,
+    /// Directory the spec's relative paths are resolved against.
+    pub spec_dir: PathBuf,
+    pub input: Option<Value>,
+    /// Artifacts go to `<artifacts_root>/<run id>/<stage>/`.
+    pub artifacts_root: PathBuf,
+    pub policy: RunPolicy,
+    pub tools: Option<Arc<dyn ToolLocator + Send + Sync>>,
+}
+
+/// What the kinds hand back.
+pub struct Outcome {
+    pub stages: Vec<StageResult>,
+    /// The run's structured output.
+    pub output: Option<Value>,
+    pub error: Option<String>,
+}
+
+/// Runs `spec` to a terminal state. Never panics on a failing stage; the
+/// record says what happened.
+pub async fn run(
+    spec: &Spec,
+    opts: RunOptions,
+    sink: Arc<dyn EventSink>,
+    cancel: CancellationToken,
+) -> RunRecord {
+    let run_id = opts.run_id.clone().unwrap_or_else(new_run_id);
+    let log = Arc::new(MemoryLog::default());
+    let emitter = Arc::new(Emitter::new(
+        &run_id,
+        0,
+        Arc::new(Fanout(vec![sink, log.clone()])),
+    ));
+    let started_at = now_rfc3339();
+    let none = Scope::default();
+    let kind = spec.kind.as_str();
+    emitter.emit(
+        Level::Info,
+        "run.spec.loaded",
+        &none,
+        format!("spec {} ({kind}) loaded from {}", spec.name, opts.file),
+        Some(json!({"name": spec.name, "kind": kind})),
+    );
+    emitter.info("run.started", &none, format!("run {run_id} started"));
+    let ctx = RunContext {
+        run_id: run_id.clone(),
+        emitter: emitter.clone(),
+        artifacts_dir: opts.artifacts_root.join(&run_id),
+        cancel: cancel.clone(),
+        policy: opts.policy.clone(),
+        spec_dir: opts.spec_dir.clone(),
+        input: opts.input.clone(),
+        tools: opts.tools.clone().unwrap_or_else(|| Arc::new(HostTools)),
+    };
+    let outcome = match &spec.body {
+        Body::Agent(agent) => {
+            let st = AgentStage {
+                name: "main",
+                box_name: Some(&spec.name),
+                prompt: &agent.prompt,
+                skills: &agent.skills,
+                llm: &spec.llm,
+                sandbox: &spec.sandbox,
+                output_file: &agent.output_file,
+                timeout_secs: agent
+                    .effective_timeout_secs()
+                    .unwrap_or(ctx.policy.stage_timeout_secs),
+                input: ctx.input.as_ref(),
+            };
+            single(stage::run_agent(&ctx, &st).await)
+        }
+        Body::Workflow(wf) => workflow::run(&ctx, spec, wf).await,
+        Body::Pipeline(p) => pipeline::run(&ctx, spec, p).await,
+    };
+    finish(spec, &ctx, outcome, log, started_at, opts)
+}
+
+/// The outcome of a one-stage run.
+pub fn single(r: StageResult) -> Outcome {
+    let error = r.report.error.clone();
+    Outcome {
+        output: r.output.clone(),
+        stages: vec![r],
+        error,
+    }
+}
+
+fn finish(
+    spec: &Spec,
+    ctx: &RunContext,
+    o: Outcome,
+    log: Arc<MemoryLog>,
+    started_at: String,
+    opts: RunOptions,
+) -> RunRecord {
+    let none = Scope::default();
+    let cancelled = ctx.cancel.is_cancelled();
+    let ok =
+        o.error.is_none() && !cancelled && o.stages.iter().all(|s| s.report.status != "failed");
+    let reports: Vec<StageReport> = o.stages.iter().map(|s| s.report.clone()).collect();
+    let total_cost: f64 = reports.iter().map(|r| r.cost_usd).sum();
+    let (tin, tout) = reports.iter().fold((0, 0), |(a, b), r| {
+        (a + r.input_tokens, b + r.output_tokens)
+    });
+    let manifest: Vec<_> = o.stages.iter().flat_map(|s| s.manifest.clone()).collect();
+    let (status, reason, ty) = if cancelled {
+        (RunStatus::Cancelled, "cancelled", "run.cancelled")
+    } else if ok {
+        (RunStatus::Succeeded, "completed", "run.finished")
+    } else {
+        (RunStatus::Failed, "failed", "run.failed")
+    };
+    let error = if ok {
+        None
+    } else {
+        o.error.clone().or_else(|| first_stage_error(&reports))
+    };
+    let msg = match &error {
+        Some(e) => format!("run {}: {e}", status.as_str()),
+        None => format!("run {}", status.as_str()),
+    };
+    let payload = json!({"status": status, "total_cost_usd": total_cost, "input_tokens": tin, "output_tokens": tout});
+    let level = if ok { Level::Info } else { Level::Error };
+    let terminal = ctx.emitter.emit(level, ty, &none, msg, Some(payload));
+    let finished_at = now_rfc3339();
+    let stage_states = reports
+        .iter()
+        .map(|r| (r.name.clone(), r.status.clone()))
+        .collect();
+    let publication = ArtifactPublication {
+        status: if manifest.is_empty() {
+            "not_started".into()
+        } else {
+            "published".into()
+        },
+        published_at: (!manifest.is_empty()).then(|| finished_at.clone()),
+        manifest,
+    };
+    RunRecord {
+        id: ctx.run_id.clone(),
+        status,
+        file: opts.file,
+        report: Some(Report {
+            name: spec.name.clone(),
+            kind: spec.kind.as_str().to_string(),
+            success: ok,
+            output: o.output.clone(),
+            stages: reports,
+            total_cost_usd: total_cost,
+            input_tokens: tin,
+            output_tokens: tout,
+        }),
+        error,
+        events: log.snapshot(),
+        attempt_id: 1,
+        started_at,
+        updated_at: finished_at.clone(),
+        finished_at: Some(finished_at),
+        terminal_reason: Some(reason.to_string()),
+        exit_code: Some(if ok { 0 } else { 1 }),
+        active_stage_count: 0,
+        active_microvm_count: 0,
+        policy: ctx.policy.clone(),
+        terminal_event_id: Some(terminal.event_id),
+        stage_states,
+        artifact_publication: publication,
+        output_ready: o.output.is_some(),
+        artifacts_dir: Some(ctx.artifacts_dir.display().to_string()),
+    }
+}
+
+fn first_stage_error(reports: &[StageReport]) -> Option<String> {
+    reports
+        .iter()
+        .find_map(|r| r.error.as_ref().map(|e| format!("stage {}: {e}", r.name)))
+}

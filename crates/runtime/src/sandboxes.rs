@@ -1,0 +1,112 @@
+//! From a spec's `sandbox` section to a running sandbox: backend choice
+//! (recorded with its reason), limits, environment (an empty value takes
+//! the host's variable), mounts and rootfs image.
+
+use std::sync::Arc;
+
+use husk_sandbox::microvm::AccelChoice;
+use husk_sandbox::{BackendChoice, Mount, Sandbox, SandboxConfig};
+use husk_spec::{MountMode, SandboxMode, SandboxSpec};
+
+use crate::error::RunError;
+use crate::events::{Emitter, Scope};
+
+/// Which backend a spec's mode asks for.
+pub fn backend_choice(mode: &SandboxMode) -> BackendChoice {
+    match mode {
+        SandboxMode::Auto => BackendChoice::Auto,
+        SandboxMode::Microvm => BackendChoice::Microvm,
+        SandboxMode::Namespace { .. } => BackendChoice::Namespace,
+    }
+}
+
+/// The sandbox configuration of a spec. `host_env` looks up host
+/// variables (injectable for tests).
+pub fn config(
+    spec: &SandboxSpec,
+    host_env: &dyn Fn(&str) -> Option<String>,
+) -> Result<SandboxConfig, RunError> {
+    let mut env = Vec::new();
+    for (name, value) in &spec.env {
+        let value = if value.is_empty() {
+            host_env(name).ok_or_else(|| {
+                RunError::Provision(format!(
+                    "sandbox.env.{name} is empty, which means \"take the host's {name}\", but the host has no {name}"
+                ))
+            })?
+        } else {
+            value.clone()
+        };
+        env.push((name.clone(), value));
+    }
+    let mounts = spec
+        .mounts
+        .iter()
+        .map(|m| Mount {
+            host: m.host.clone().into(),
+            guest: m.guest.clone(),
+            writable: m.mode == MountMode::Rw,
+        })
+        .collect();
+    Ok(SandboxConfig {
+        memory_mb: spec.memory_mb,
+        vcpus: spec.vcpus,
+        network: spec.network,
+        env,
+        mounts,
+        rootfs: spec.image.as_ref().map(Into::into),
+        ..SandboxConfig::default()
+    })
+}
+
+/// A started sandbox and how it was chosen.
+pub struct Started {
+    pub sandbox: Sandbox,
+    /// e.g. `namespace (auto: KVM is not available …)`.
+    pub description: String,
+    pub microvm: bool,
+}
+
+/// Starts the sandbox of a stage; slow steps (image build, KVM probe)
+/// become `sandbox.progress` events.
+pub async fn start(
+    spec: &SandboxSpec,
+    emitter: &Arc<Emitter>,
+    scope: &Scope,
+) -> Result<Started, RunError> {
+    let config = config(spec, &|n| std::env::var(n).ok())?;
+    let progress_em = emitter.clone();
+    let progress_scope = scope.clone();
+    let progress = move |line: &str| {
+        progress_em.info("sandbox.progress", &progress_scope, line.to_string());
+    };
+    let selected =
+        husk_sandbox::select(backend_choice(&spec.mode), AccelChoice::Auto, &progress).await?;
+    let description = format!("{} ({})", selected.kind.as_str(), selected.reason);
+    let sandbox = selected.backend.start(&config).await?;
+    Ok(Started {
+        sandbox,
+        description,
+        microvm: selected.kind == husk_sandbox::BackendKind::Microvm,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_env_values_come_from_the_host() {
+        let mut spec = SandboxSpec::default();
+        spec.env.insert("A".into(), "".into());
+        spec.env.insert("B".into(), "set".into());
+        let c = config(&spec, &|n| (n == "A").then(|| "from-host".to_string())).unwrap();
+        assert_eq!(
+            c.env,
+            vec![("A".into(), "from-host".into()), ("B".into(), "set".into())]
+        );
+        spec.env.insert("C".into(), "".into());
+        let e = config(&spec, &|_| None).unwrap_err().to_string();
+        assert!(e.contains("sandbox.env.A"), "{e}");
+    }
+}

@@ -1,0 +1,371 @@
+//! One agent stage in task mode: a fresh sandbox, skills and input
+//! provisioned, the agent launched with its prompt, its output turned into
+//! events, the timeout enforced, then the structured output checked and
+//! the artifacts copied out. The sandbox is stopped whatever happens.
+
+use std::time::{Duration, Instant};
+
+use husk_sandbox::Sandbox;
+use husk_sandbox::protocol::ExecRequest;
+use husk_spec::{LlmSpec, SandboxSpec, Skill};
+use serde_json::{Value, json};
+
+use crate::agents::{AgentEvent, AgentKind, LaunchContext};
+use crate::collect;
+use crate::context::RunContext;
+use crate::error::RunError;
+use crate::events::{Level, Scope};
+use crate::provision::{self, AgentChoice, CODEX_CONFIG, HOME, Provision, TOOL_DIR, WORKSPACE};
+use crate::record::{ArtifactEntry, StageReport, now_rfc3339};
+use crate::{process, sandboxes};
+
+/// What an agent stage runs.
+pub struct AgentStage<'a> {
+    pub name: &'a str,
+    pub box_name: Option<&'a str>,
+    pub prompt: &'a str,
+    pub skills: &'a [Skill],
+    pub llm: &'a LlmSpec,
+    pub sandbox: &'a SandboxSpec,
+    pub output_file: &'a str,
+    pub timeout_secs: u64,
+    /// The stage's input (the run input, or a previous stage's output).
+    pub input: Option<&'a Value>,
+}
+
+/// How a stage ended.
+#[derive(Debug)]
+pub struct StageResult {
+    pub report: StageReport,
+    pub output: Option<Value>,
+    pub manifest: Vec<ArtifactEntry>,
+}
+
+impl StageResult {
+    pub fn succeeded(&self) -> bool {
+        self.report.status == "succeeded"
+    }
+}
+
+/// Runs an agent stage to its end; failures are in the report, never lost.
+pub async fn run_agent(ctx: &RunContext, st: &AgentStage<'_>) -> StageResult {
+    let scope = Scope {
+        stage: Some(st.name.to_string()),
+        box_name: st.box_name.map(str::to_string),
+    };
+    let t0 = Instant::now();
+    let mut report = StageReport::queued(st.name);
+    report.box_name = st.box_name.map(str::to_string);
+    report.attempts = 1;
+    report.started_at = Some(now_rfc3339());
+    report.status = "running".into();
+    ctx.emitter.info(
+        "stage.started",
+        &scope,
+        format!("stage {} started", st.name),
+    );
+    let mut result = StageResult {
+        report,
+        output: None,
+        manifest: Vec::new(),
+    };
+    let outcome = attempt(ctx, st, &scope, &mut result).await;
+    let r = &mut result.report;
+    r.duration_ms = t0.elapsed().as_millis() as u64;
+    r.finished_at = Some(now_rfc3339());
+    match outcome {
+        Ok(()) => {
+            r.status = "succeeded".into();
+            let msg = format!(
+                "stage {} succeeded in {:.1} s",
+                st.name,
+                t0.elapsed().as_secs_f64()
+            );
+            ctx.emitter.emit(
+                Level::Info,
+                "stage.completed",
+                &scope,
+                msg,
+                Some(json!({"exit_code": r.exit_code})),
+            );
+        }
+        Err(e) => {
+            r.status = "failed".into();
+            r.error = Some(e.to_string());
+            let msg = format!("stage {} failed: {e}", st.name);
+            ctx.emitter.emit(
+                Level::Error,
+                "stage.failed",
+                &scope,
+                msg,
+                Some(json!({"error": e.to_string()})),
+            );
+        }
+    }
+    result
+}
+
+async fn attempt(
+    ctx: &RunContext,
+    st: &AgentStage<'_>,
+    scope: &Scope,
+    res: &mut StageResult,
+) -> Result<(), RunError> {
+    let prov = provision::plan(st.skills, &ctx.spec_dir, st.input, ctx.tools.as_ref())?;
+    let agent = choose_agent(&prov, st.llm, ctx)?;
+    let credential = credential(&agent, st.llm)?;
+    let started = sandboxes::start(st.sandbox, &ctx.emitter, scope).await?;
+    res.report.sandbox = Some(started.description.clone());
+    ctx.emitter.emit(
+        Level::Info,
+        "box.started",
+        scope,
+        format!("sandbox up: {}", started.description),
+        Some(json!({"backend": started.description, "info": format!("{:?}", started.sandbox.info())})),
+    );
+    let sandbox = started.sandbox;
+    let outcome = in_sandbox(ctx, st, scope, res, &sandbox, &prov, &agent, credential).await;
+    if let Err(e) = sandbox.stop().await {
+        ctx.emitter.emit(
+            Level::Warn,
+            "box.stop_failed",
+            scope,
+            format!("stopping the sandbox: {e}"),
+            None,
+        );
+    }
+    outcome
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn in_sandbox(
+    ctx: &RunContext,
+    st: &AgentStage<'_>,
+    scope: &Scope,
+    res: &mut StageResult,
+    sandbox: &Sandbox,
+    prov: &Provision,
+    agent: &AgentChoice,
+    credential: Option<(String, String)>,
+) -> Result<(), RunError> {
+    provision_into(ctx, scope, sandbox, prov, agent, st.llm).await?;
+    let lctx = LaunchContext {
+        program: if agent.host_path.is_some() {
+            format!("{TOOL_DIR}/{}", agent.program)
+        } else {
+            agent.program.clone()
+        },
+        prompt: crate::prompt::compose(st.prompt, st.input, st.output_file),
+        model: st.llm.model.clone(),
+        mcp_config: (!prov.mcp_servers.is_empty()).then(|| provision::MCP_JSON.to_string()),
+        base_url: st.llm.base_url.clone(),
+        credential,
+        workdir: WORKSPACE.into(),
+        home: HOME.into(),
+    };
+    let plan = agent.kind.plan(&lctx);
+    let mut req = ExecRequest::new(plan.argv);
+    req.env = plan.env;
+    req.env.push((
+        "PATH".into(),
+        format!(
+            "{TOOL_DIR}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/opt/husk/bin"
+        ),
+    ));
+    req.cwd = Some(WORKSPACE.into());
+    let timeout = Duration::from_secs(st.timeout_secs.min(ctx.policy.stage_timeout_secs));
+    req.timeout_ms = Some(timeout.as_millis() as u64);
+    let mut parser = agent.kind.parser();
+    let fin = process::run(
+        sandbox,
+        &req,
+        process::Io::default(),
+        parser.as_mut(),
+        &ctx.emitter,
+        scope,
+        &ctx.cancel,
+        ctx.grace(),
+    )
+    .await?;
+    res.report.exit_code = fin.status.code.or(fin.status.signal.map(|s| 128 + s));
+    if let Some(AgentEvent::Result {
+        cost_usd,
+        input_tokens,
+        output_tokens,
+        ..
+    }) = &fin.result
+    {
+        res.report.cost_usd = *cost_usd;
+        res.report.input_tokens = *input_tokens;
+        res.report.output_tokens = *output_tokens;
+    }
+    if fin.cancelled {
+        return Err(RunError::Cancelled("the run was cancelled".into()));
+    }
+    if fin.status.timed_out {
+        return Err(RunError::Timeout(timeout.as_secs()));
+    }
+    check_exit(&fin)?;
+    let collected = collect::collect(
+        sandbox,
+        &ctx.run_id,
+        st.name,
+        st.output_file,
+        &ctx.artifacts_dir,
+    )
+    .await?;
+    res.output = Some(collected.output.value.clone());
+    res.report.output = res.output.clone();
+    res.manifest = collected.manifest;
+    if collected.output.reports_failure() {
+        let why = collected
+            .output
+            .summary()
+            .unwrap_or("no summary")
+            .to_string();
+        return Err(RunError::Agent(format!(
+            "the agent reported status {:?}: {why}",
+            collected.output.status
+        )));
+    }
+    Ok(())
+}
+
+/// A non-zero exit or an error result fails the stage with the agent's
+/// own words.
+fn check_exit(fin: &process::Finished) -> Result<(), RunError> {
+    if let Some(AgentEvent::Result {
+        is_error: true,
+        subtype,
+        text,
+        ..
+    }) = &fin.result
+    {
+        return Err(RunError::Agent(format!(
+            "the agent reported an error ({subtype}): {}",
+            crate::agents::preview(text, 500)
+        )));
+    }
+    if fin.status.success() {
+        return Ok(());
+    }
+    let how = match (fin.status.code, fin.status.signal) {
+        (Some(c), _) => format!("exited with code {c}"),
+        (None, Some(s)) => format!("was killed by signal {s}"),
+        _ => "ended abnormally".into(),
+    };
+    let tail = fin
+        .stderr_tail
+        .last()
+        .map(|l| format!(": {l}"))
+        .unwrap_or_default();
+    Err(RunError::Agent(format!("the agent {how}{tail}")))
+}
+
+/// The agent from an `agent:` skill, else from `llm.provider`.
+fn choose_agent(
+    prov: &Provision,
+    llm: &LlmSpec,
+    ctx: &RunContext,
+) -> Result<AgentChoice, RunError> {
+    if let Some(a) = &prov.agent {
+        return Ok(a.clone());
+    }
+    let kind = match llm.provider.as_deref() {
+        Some("claude") | Some("anthropic") => AgentKind::ClaudeCode,
+        Some("codex") | Some("openai") => AgentKind::Codex,
+        other => {
+            return Err(RunError::Provision(format!(
+                "no agent to run: add a skill `agent:claude-code`, `agent:codex` or `agent:<program>`, \
+                 or set llm.provider to claude or codex (it is {})",
+                other.map_or("unset".to_string(), |o| format!("`{o}`"))
+            )));
+        }
+    };
+    let program = kind.default_program().to_string();
+    let host_path = ctx.tools.locate(&program).ok_or_else(|| {
+        RunError::Provision(format!(
+            "agent binary `{program}` not found on the host (PATH, or HUSK_{}_BIN)",
+            program.to_ascii_uppercase()
+        ))
+    })?;
+    Ok(AgentChoice {
+        kind,
+        program,
+        host_path: Some(host_path),
+    })
+}
+
+/// The credential from the host environment: the variable `llm.api_key_env`
+/// names (required when named), else the agent's usual one when set.
+fn credential(agent: &AgentChoice, llm: &LlmSpec) -> Result<Option<(String, String)>, RunError> {
+    let default = agent.kind.default_credential_env();
+    match (&llm.api_key_env, default) {
+        (Some(name), _) => {
+            let value =
+                std::env::var(name).map_err(|_| RunError::MissingCredential(name.clone()))?;
+            let target = default.unwrap_or(name).to_string();
+            Ok(Some((target, value)))
+        }
+        (None, Some(name)) => Ok(std::env::var(name).ok().map(|v| (name.to_string(), v))),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Writes skills, configs and tools into the sandbox.
+async fn provision_into(
+    ctx: &RunContext,
+    scope: &Scope,
+    sandbox: &Sandbox,
+    prov: &Provision,
+    agent: &AgentChoice,
+    llm: &LlmSpec,
+) -> Result<(), RunError> {
+    let client = sandbox.client();
+    for f in &prov.files {
+        if let Some((dir, _)) = f.path.rsplit_once('/') {
+            client.mkdir_p(dir).await?;
+        }
+        client.write_file(&f.path, &f.bytes, f.mode).await?;
+    }
+    if agent.kind == AgentKind::Codex {
+        let key_env = llm
+            .api_key_env
+            .as_deref()
+            .or(agent.kind.default_credential_env());
+        let toml = provision::codex_config(&prov.mcp_servers, llm.base_url.as_deref(), key_env);
+        client.mkdir_p(&format!("{HOME}/.codex")).await?;
+        client
+            .write_file(CODEX_CONFIG, toml.as_bytes(), 0o600)
+            .await?;
+    }
+    let mut tools: Vec<(&std::path::Path, &str)> = prov
+        .tools
+        .iter()
+        .map(|t| (t.host_path.as_path(), t.name.as_str()))
+        .collect();
+    if let Some(host) = &agent.host_path {
+        tools.push((host.as_path(), agent.program.as_str()));
+    }
+    if !tools.is_empty() {
+        client.mkdir_p(TOOL_DIR).await?;
+    }
+    for (host, name) in tools {
+        let bytes = tokio::fs::read(host).await.map_err(|e| {
+            RunError::Provision(format!("reading {} for the sandbox: {e}", host.display()))
+        })?;
+        client
+            .write_file(&format!("{TOOL_DIR}/{name}"), &bytes, 0o755)
+            .await?;
+    }
+    for line in &prov.mounted {
+        ctx.emitter.info("skill.mounted", scope, line.clone());
+    }
+    let msg = format!(
+        "environment ready: {} files, agent {}",
+        prov.files.len(),
+        agent.program
+    );
+    ctx.emitter.info("env.provisioned", scope, msg);
+    Ok(())
+}
