@@ -65,16 +65,28 @@ pub struct Started {
     /// e.g. `namespace (auto: KVM is not available …)`.
     pub description: String,
     pub microvm: bool,
+    /// The host tools are already in place (bind-mounted read-only into a
+    /// namespace sandbox); otherwise the caller copies them in.
+    pub tools_mounted: bool,
+}
+
+/// A host binary that must appear in the sandbox at `guest`.
+pub struct HostTool<'a> {
+    pub host: &'a std::path::Path,
+    pub guest: String,
 }
 
 /// Starts the sandbox of a stage; slow steps (image build, KVM probe)
-/// become `sandbox.progress` events.
+/// become `sandbox.progress` events. In a namespace sandbox, `tools` are
+/// bind-mounted read-only (no copy, however large: Claude Code's binary
+/// is ~380 MB); for a micro-VM the caller copies them.
 pub async fn start(
     spec: &SandboxSpec,
     emitter: &Arc<Emitter>,
     scope: &Scope,
+    tools: &[HostTool<'_>],
 ) -> Result<Started, RunError> {
-    let config = config(spec, &|n| std::env::var(n).ok())?;
+    let mut config = config(spec, &|n| std::env::var(n).ok())?;
     let progress_em = emitter.clone();
     let progress_scope = scope.clone();
     let progress = move |line: &str| {
@@ -83,11 +95,26 @@ pub async fn start(
     let selected =
         husk_sandbox::select(backend_choice(&spec.mode), AccelChoice::Auto, &progress).await?;
     let description = format!("{} ({})", selected.kind.as_str(), selected.reason);
+    let microvm = selected.kind == husk_sandbox::BackendKind::Microvm;
+    if !microvm {
+        for t in tools {
+            let host = t
+                .host
+                .canonicalize()
+                .unwrap_or_else(|_| t.host.to_path_buf());
+            config.mounts.push(Mount {
+                host,
+                guest: t.guest.clone(),
+                writable: false,
+            });
+        }
+    }
     let sandbox = selected.backend.start(&config).await?;
     Ok(Started {
         sandbox,
         description,
-        microvm: selected.kind == husk_sandbox::BackendKind::Microvm,
+        microvm,
+        tools_mounted: !microvm,
     })
 }
 

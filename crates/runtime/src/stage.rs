@@ -114,7 +114,8 @@ async fn attempt(
     let prov = provision::plan(st.skills, &ctx.spec_dir, st.input, ctx.tools.as_ref())?;
     let agent = choose_agent(&prov, st.llm, ctx)?;
     let credential = credential(&agent, st.llm)?;
-    let started = sandboxes::start(st.sandbox, &ctx.emitter, scope).await?;
+    let tools = host_tools(&prov, &agent);
+    let started = sandboxes::start(st.sandbox, &ctx.emitter, scope, &tools).await?;
     res.report.sandbox = Some(started.description.clone());
     ctx.emitter.emit(
         Level::Info,
@@ -123,8 +124,16 @@ async fn attempt(
         format!("sandbox up: {}", started.description),
         Some(json!({"backend": started.description, "info": format!("{:?}", started.sandbox.info())})),
     );
+    let copy = if started.tools_mounted {
+        Vec::new()
+    } else {
+        tools
+    };
     let sandbox = started.sandbox;
-    let outcome = in_sandbox(ctx, st, scope, res, &sandbox, &prov, &agent, credential).await;
+    let outcome = in_sandbox(
+        ctx, st, scope, res, &sandbox, &prov, &agent, credential, &copy,
+    )
+    .await;
     if let Err(e) = sandbox.stop().await {
         ctx.emitter.emit(
             Level::Warn,
@@ -147,8 +156,9 @@ async fn in_sandbox(
     prov: &Provision,
     agent: &AgentChoice,
     credential: Option<(String, String)>,
+    copy: &[sandboxes::HostTool<'_>],
 ) -> Result<(), RunError> {
-    provision_into(ctx, scope, sandbox, prov, agent, st.llm).await?;
+    provision_into(ctx, scope, sandbox, prov, agent, st.llm, copy).await?;
     let lctx = LaunchContext {
         program: if agent.host_path.is_some() {
             format!("{TOOL_DIR}/{}", agent.program)
@@ -312,6 +322,26 @@ fn credential(agent: &AgentChoice, llm: &LlmSpec) -> Result<Option<(String, Stri
     }
 }
 
+/// The host binaries a stage needs in its sandbox: tools, MCP servers and
+/// the agent, each as `TOOL_DIR/<name>`.
+fn host_tools<'a>(prov: &'a Provision, agent: &'a AgentChoice) -> Vec<sandboxes::HostTool<'a>> {
+    let mut tools: Vec<sandboxes::HostTool<'a>> = prov
+        .tools
+        .iter()
+        .map(|t| sandboxes::HostTool {
+            host: &t.host_path,
+            guest: format!("{TOOL_DIR}/{}", t.name),
+        })
+        .collect();
+    if let Some(host) = &agent.host_path {
+        tools.push(sandboxes::HostTool {
+            host,
+            guest: format!("{TOOL_DIR}/{}", agent.program),
+        });
+    }
+    tools
+}
+
 /// Writes skills, configs and tools into the sandbox.
 async fn provision_into(
     ctx: &RunContext,
@@ -320,6 +350,7 @@ async fn provision_into(
     prov: &Provision,
     agent: &AgentChoice,
     llm: &LlmSpec,
+    copy: &[sandboxes::HostTool<'_>],
 ) -> Result<(), RunError> {
     let client = sandbox.client();
     for f in &prov.files {
@@ -339,24 +370,17 @@ async fn provision_into(
             .write_file(CODEX_CONFIG, toml.as_bytes(), 0o600)
             .await?;
     }
-    let mut tools: Vec<(&std::path::Path, &str)> = prov
-        .tools
-        .iter()
-        .map(|t| (t.host_path.as_path(), t.name.as_str()))
-        .collect();
-    if let Some(host) = &agent.host_path {
-        tools.push((host.as_path(), agent.program.as_str()));
-    }
-    if !tools.is_empty() {
+    if !copy.is_empty() {
         client.mkdir_p(TOOL_DIR).await?;
     }
-    for (host, name) in tools {
-        let bytes = tokio::fs::read(host).await.map_err(|e| {
-            RunError::Provision(format!("reading {} for the sandbox: {e}", host.display()))
+    for tool in copy {
+        let bytes = tokio::fs::read(tool.host).await.map_err(|e| {
+            RunError::Provision(format!(
+                "reading {} for the sandbox: {e}",
+                tool.host.display()
+            ))
         })?;
-        client
-            .write_file(&format!("{TOOL_DIR}/{name}"), &bytes, 0o755)
-            .await?;
+        client.write_file(&tool.guest, &bytes, 0o755).await?;
     }
     for line in &prov.mounted {
         ctx.emitter.info("skill.mounted", scope, line.clone());
