@@ -4,6 +4,8 @@
 //! (128 + N when it died of signal N, 124 when husk killed it for its
 //! timeout); 125 means husk itself failed; 2 is a usage error.
 
+mod client;
+mod daemon_cmds;
 mod doctor;
 mod exec;
 mod image;
@@ -28,6 +30,16 @@ struct Cli {
 enum Command {
     /// Run an agent, workflow or pipeline spec in sandboxes.
     Run(run::RunArgs),
+    /// Serve the runs API (unix socket, optional TCP with a token).
+    Serve(daemon_cmds::ServeArgs),
+    /// List the daemon's runs.
+    Ps(daemon_cmds::PsArgs),
+    /// Show one run of the daemon.
+    Inspect(daemon_cmds::RunRef),
+    /// Show (or follow with -f) a daemon run's events.
+    Logs(daemon_cmds::LogsArgs),
+    /// Cancel a daemon run.
+    Cancel(daemon_cmds::CancelArgs),
     /// Check specs without running them; every problem with its location.
     Validate(validate::ValidateArgs),
     /// Run a command in a fresh sandbox, streaming its output.
@@ -59,6 +71,11 @@ fn main() {
             Command::Image(args) => image::run(args).await,
             Command::Run(args) => run::run(args, cli.verbose > 0).await,
             Command::Validate(args) => validate::run(args).await,
+            Command::Serve(args) => daemon_cmds::serve(args).await,
+            Command::Ps(args) => daemon_cmds::ps(args).await,
+            Command::Inspect(args) => daemon_cmds::inspect(args).await,
+            Command::Logs(args) => daemon_cmds::logs(args).await,
+            Command::Cancel(args) => daemon_cmds::cancel(args).await,
         }
     });
     let code = code.unwrap_or_else(|e| {

@@ -31,6 +31,9 @@ pub struct RunArgs {
     /// Print the run record as JSON on stdout (progress stays off).
     #[arg(long)]
     json: bool,
+    /// Hand the run to the daemon (`husk serve`) and print its id at once.
+    #[arg(short, long)]
+    detach: bool,
     /// Where run records and artifacts go (default: ~/.local/share/husk/runs).
     #[arg(long, value_name = "DIR")]
     runs_dir: Option<PathBuf>,
@@ -57,6 +60,9 @@ pub async fn run(args: RunArgs, global_verbose: bool) -> CliResult<i32> {
         },
         None => None,
     };
+    if args.detach {
+        return crate::daemon_cmds::run_detached(&args.spec, input, args.json).await;
+    }
     let root = args
         .runs_dir
         .clone()

@@ -1,0 +1,234 @@
+//! `husk serve` and the commands that talk to a daemon: `ps`, `inspect`,
+//! `logs [-f]`, `cancel`, and `run --detach` (in run.rs).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+use hyper::Method;
+use serde_json::{Value, json};
+
+use crate::CliResult;
+use crate::client::DaemonClient;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Unix socket to listen on (default: $XDG_RUNTIME_DIR/husk.sock, …).
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Also listen on TCP, e.g. tcp://127.0.0.1:7070 (bearer token required).
+    #[arg(long, value_name = "tcp://HOST:PORT", value_parser = parse_listen)]
+    listen: Option<SocketAddr>,
+    /// The bearer token's file (mode 0600) for --listen.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Where runs, events and artifacts are kept (default: ~/.local/share/husk).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Most runs active at once.
+    #[arg(long, value_name = "N", default_value_t = husk_daemon::DEFAULT_MAX_ACTIVE_RUNS)]
+    max_active_runs: usize,
+}
+
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let rest = s
+        .strip_prefix("tcp://")
+        .ok_or_else(|| format!("{s:?}: expected tcp://HOST:PORT"))?;
+    rest.parse().map_err(|e| format!("{s:?}: {e}"))
+}
+
+pub async fn serve(a: ServeArgs) -> CliResult<i32> {
+    let opts = husk_daemon::ServeOptions {
+        socket: a.socket,
+        tcp: a.listen,
+        token_file: a.token_file,
+        data_dir: a.data_dir,
+        max_active_runs: a.max_active_runs.max(1),
+    };
+    husk_daemon::serve(opts, |line| eprintln!("husk serve: {line}")).await?;
+    eprintln!("husk serve: stopped");
+    Ok(0)
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Also show finished runs.
+    #[arg(short, long)]
+    all: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn ps(a: PsArgs) -> CliResult<i32> {
+    let path = if a.all {
+        "/v1/runs"
+    } else {
+        "/v1/runs?state=active"
+    };
+    let v = DaemonClient::from_env()
+        .call(Method::GET, path, None)
+        .await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    let runs = v["runs"].as_array().cloned().unwrap_or_default();
+    if runs.is_empty() {
+        println!("no {}runs", if a.all { "" } else { "active " });
+        return Ok(0);
+    }
+    println!(
+        "{:<18} {:<10} {:<25} {:<7} FILE",
+        "RUN", "STATUS", "STARTED", "STAGES"
+    );
+    for r in runs {
+        let stages = r["stage_states"].as_object().map_or(0, |m| m.len());
+        println!(
+            "{:<18} {:<10} {:<25} {:<7} {}",
+            s(&r["id"]),
+            s(&r["status"]),
+            s(&r["started_at"]),
+            stages,
+            s(&r["file"])
+        );
+    }
+    Ok(0)
+}
+
+fn s(v: &Value) -> String {
+    v.as_str().unwrap_or("-").to_string()
+}
+
+#[derive(Debug, Args)]
+pub struct RunRef {
+    /// The run id.
+    run: String,
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn inspect(a: RunRef) -> CliResult<i32> {
+    let v = DaemonClient::from_env()
+        .call(Method::GET, &format!("/v1/runs/{}", a.run), None)
+        .await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    println!("run {}  {}", s(&v["id"]), s(&v["status"]).to_uppercase());
+    println!("  file      {}", s(&v["file"]));
+    println!("  started   {}", s(&v["started_at"]));
+    if let Some(f) = v["finished_at"].as_str() {
+        println!("  finished  {f} ({})", s(&v["terminal_reason"]));
+    }
+    if let Some(stages) = v["report"]["stages"].as_array() {
+        for st in stages {
+            println!(
+                "  stage {:<14} {:<10} {}",
+                s(&st["name"]),
+                s(&st["status"]),
+                st["error"].as_str().unwrap_or("")
+            );
+        }
+    } else if let Some(m) = v["stage_states"].as_object() {
+        for (k, st) in m {
+            println!("  stage {k:<14} {}", s(st));
+        }
+    }
+    if let Some(e) = v["error"].as_str() {
+        println!("  error     {e}");
+    }
+    println!("  events    {}", v["events"].as_array().map_or(0, Vec::len));
+    Ok(0)
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    run: String,
+    /// Follow the run live until it ends.
+    #[arg(short, long)]
+    follow: bool,
+    /// One JSON event per line.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn logs(a: LogsArgs) -> CliResult<i32> {
+    let client = DaemonClient::from_env();
+    let print = |e: &Value| {
+        if a.json {
+            println!("{e}");
+        } else {
+            let stage = e["stage_name"].as_str().unwrap_or("run");
+            println!(
+                "{} {:<12} {:<18} {}",
+                s(&e["timestamp"]),
+                stage,
+                s(&e["event_type"]),
+                s(&e["message"])
+            );
+        }
+    };
+    if a.follow {
+        client.follow(&a.run, print).await?;
+    } else {
+        let v = client
+            .call(Method::GET, &format!("/v1/runs/{}/events", a.run), None)
+            .await?;
+        v.as_array().into_iter().flatten().for_each(print);
+    }
+    Ok(0)
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    run: String,
+    /// Why (recorded with the cancellation).
+    #[arg(long)]
+    reason: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn cancel(a: CancelArgs) -> CliResult<i32> {
+    let body = json!({ "reason": a.reason });
+    let v = DaemonClient::from_env()
+        .call(
+            Method::POST,
+            &format!("/v1/runs/{}/cancel", a.run),
+            Some(&body),
+        )
+        .await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "run {}: {} (terminal event {})",
+            s(&v["run_id"]),
+            s(&v["state"]),
+            s(&v["terminal_event_id"])
+        );
+    }
+    Ok(0)
+}
+
+/// `husk run --detach`: hands the spec to the daemon and prints the run id.
+pub async fn run_detached(
+    spec: &std::path::Path,
+    input: Option<Value>,
+    json_out: bool,
+) -> CliResult<i32> {
+    let file = spec
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", spec.display()))?;
+    let body = json!({ "file": file, "input": input });
+    let v = DaemonClient::from_env()
+        .call(Method::POST, "/v1/runs", Some(&body))
+        .await?;
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("{}", s(&v["run_id"]));
+    }
+    Ok(0)
+}

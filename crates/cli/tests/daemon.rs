@@ -1,0 +1,595 @@
+//! End-to-end tests of the daemon: a real `husk serve` process on a real
+//! unix socket (and TCP), driven with curl and the husk CLI client. Covers
+//! every route, the error codes a client can cause, auth, SSE resume, a
+//! SIGKILL restart, and a load test of 100 concurrent runs.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{have_bwrap, husk};
+use serde_json::{Value, json};
+
+/// A daemon process with its own socket and data directory; killed on drop.
+struct Daemon {
+    child: Child,
+    dir: PathBuf,
+    socket: PathBuf,
+    tcp: Option<String>,
+}
+
+impl Daemon {
+    fn start(name: &str, extra: &[&str]) -> Daemon {
+        let dir =
+            std::env::temp_dir().join(format!("husk-daemon-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self::start_in(dir, extra)
+    }
+
+    fn start_in(dir: PathBuf, extra: &[&str]) -> Daemon {
+        let socket = dir.join("husk.sock");
+        let mut child = husk()
+            .args(["serve", "--socket"])
+            .arg(&socket)
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args(extra)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut tcp = None;
+        let want = if extra.contains(&"--listen") { 2 } else { 1 };
+        let mut seen = 0;
+        while seen < want {
+            let mut line = String::new();
+            if err.read_line(&mut line).unwrap() == 0 {
+                panic!("daemon exited before listening: {line}");
+            }
+            if let Some(rest) = line.split("listening on tcp://").nth(1) {
+                tcp = Some(rest.split_whitespace().next().unwrap().to_string());
+            }
+            seen += line.contains("listening on") as usize;
+        }
+        std::thread::spawn(move || for _ in err.lines() {});
+        Daemon {
+            child,
+            dir,
+            socket,
+            tcp,
+        }
+    }
+
+    /// curl against the socket: (status, body).
+    fn curl(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[&str],
+    ) -> (u16, String) {
+        let mut c = Command::new("curl");
+        c.args([
+            "-s",
+            "--path-as-is",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "-X",
+            method,
+            "--unix-socket",
+        ])
+        .arg(&self.socket);
+        for h in headers {
+            c.args(["-H", h]);
+        }
+        if let Some(b) = body {
+            // Large bodies go through a file (argv has a size limit).
+            let file = self.dir.join(format!("body-{}", b.len()));
+            std::fs::write(&file, b).unwrap();
+            c.args(["-H", "content-type: application/json", "--data-binary"])
+                .arg(format!("@{}", file.display()));
+        }
+        c.arg(format!("http://husk{path}"));
+        split(c.output().unwrap().stdout)
+    }
+
+    fn json(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        let (code, text) = self.curl(method, path, body, &[]);
+        (
+            code,
+            serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}")),
+        )
+    }
+
+    fn cli(&self) -> Command {
+        let mut c = husk();
+        c.env("HUSK_SOCKET", &self.socket);
+        c
+    }
+
+    /// Waits (bounded) until run `id` is terminal; returns its record.
+    fn wait_terminal(&self, id: &str, limit: Duration) -> Value {
+        let t = Instant::now();
+        loop {
+            let (_, r) = self.json("GET", &format!("/v1/runs/{id}"), None);
+            if ["succeeded", "failed", "cancelled"].contains(&r["status"].as_str().unwrap_or("")) {
+                return r;
+            }
+            assert!(
+                t.elapsed() < limit,
+                "run {id} not terminal after {limit:?}: {r}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn split(out: Vec<u8>) -> (u16, String) {
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+fn have_curl() -> bool {
+    let ok = husk_sandbox::host::which("curl").is_some();
+    if !ok {
+        eprintln!("SKIP: curl is not installed");
+    }
+    ok
+}
+
+fn write_spec(dir: &Path, name: &str, script: &str) -> PathBuf {
+    let p = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &p,
+        format!(
+            "api_version: v1\nkind: agent\nname: {name}\nsandbox:\n  mode: namespace\n  env:\n    HUSK_TEST_AGENT_SCRIPT: '{script}'\nagent:\n  prompt: go\n  skills: [\"agent:husk-test-agent\"]\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+const OK_SCRIPT: &str = r#"{"steps":[{"write":{"path":"/workspace/output.json","json":{"status":"success","summary":"ok"}}}]}"#;
+const SLOW_SCRIPT: &str = r#"{"steps":[{"text":"working"},{"sleep_ms":60000}]}"#;
+
+#[test]
+fn routes_errors_and_the_openapi_document_agree() {
+    if !have_curl() || !have_bwrap() {
+        return;
+    }
+    let d = Daemon::start("routes", &[]);
+    let meta = std::fs::metadata(&d.socket).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o600
+    );
+    let (code, h) = d.json("GET", "/v1/health", None);
+    assert_eq!((code, h["status"].as_str()), (200, Some("ok")));
+
+    // Every documented route exists (anything but the fallback's "no route").
+    let (_, doc) = d.json("GET", "/v1/openapi.json", None);
+    let paths = doc["paths"].as_object().unwrap();
+    assert_eq!(paths.len(), 12, "{paths:?}");
+    for (path, ops) in paths {
+        for method in ops.as_object().unwrap().keys() {
+            let concrete = path
+                .replace("{id}", "nosuch")
+                .replace("{stage}", "main")
+                .replace("{name}", "a.txt");
+            let (_, body) = d.curl(&method.to_uppercase(), &concrete, Some("{}"), &[]);
+            assert!(
+                !body.contains("no route"),
+                "{method} {path} is documented but not routed: {body}"
+            );
+        }
+    }
+    // Client mistakes: typed errors, never a 500.
+    let spec = write_spec(&d.dir, "ok", OK_SCRIPT);
+    let file = spec.display().to_string();
+    let big = format!("{{\"file\":\"{}\"}}", "x".repeat(5 << 20));
+    let cases: Vec<(&str, String, Option<String>, u16, &str)> = vec![
+        (
+            "POST",
+            "/v1/runs".into(),
+            Some("{not json".into()),
+            400,
+            "INVALID_PARAMS",
+        ),
+        (
+            "POST",
+            "/v1/runs".into(),
+            Some(r#"{"file": 7}"#.into()),
+            400,
+            "INVALID_PARAMS",
+        ),
+        (
+            "POST",
+            "/v1/runs".into(),
+            Some(r#"{"fiel": "x"}"#.into()),
+            400,
+            "INVALID_PARAMS",
+        ),
+        (
+            "POST",
+            "/v1/runs".into(),
+            Some("{}".into()),
+            400,
+            "INVALID_PARAMS",
+        ),
+        (
+            "POST",
+            "/v1/runs".into(),
+            Some(r#"{"file": "/no/such/spec.yaml"}"#.into()),
+            400,
+            "INVALID_SPEC",
+        ),
+        (
+            "POST",
+            "/v1/runs".into(),
+            Some(r#"{"spec": "kind: agent\nname: x\nagent: {prompt: ''}"}"#.into()),
+            400,
+            "INVALID_SPEC",
+        ),
+        (
+            "POST",
+            "/v1/runs".into(),
+            Some(json!({"file": file, "policy": {"stage_timeout_secs": 0}}).to_string()),
+            400,
+            "INVALID_POLICY",
+        ),
+        (
+            "POST",
+            "/v1/runs".into(),
+            Some(json!({"file": file, "run_id": "../x"}).to_string()),
+            400,
+            "INVALID_PARAMS",
+        ),
+        (
+            "POST",
+            "/v1/runs".into(),
+            Some(big),
+            413,
+            "PAYLOAD_TOO_LARGE",
+        ),
+        ("GET", "/v1/runs/nosuch".into(), None, 404, "NOT_FOUND"),
+        (
+            "GET",
+            "/v1/runs?state=sideways".into(),
+            None,
+            400,
+            "INVALID_PARAMS",
+        ),
+        (
+            "POST",
+            "/v1/runs/nosuch/cancel".into(),
+            None,
+            404,
+            "NOT_FOUND",
+        ),
+        ("DELETE", "/v1/runs".into(), None, 405, "METHOD_NOT_ALLOWED"),
+        ("GET", "/v2/everything".into(), None, 404, "NOT_FOUND"),
+    ];
+    for (method, path, body, want, code) in &cases {
+        let (got, text) = d.curl(method, path, body.as_deref(), &[]);
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        assert_eq!(
+            (got, v["code"].as_str()),
+            (*want, Some(*code)),
+            "{method} {path}: {text}"
+        );
+        assert!(
+            v["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{text}"
+        );
+    }
+
+    // A run with a chosen id: idempotent while active, 409 once terminal.
+    let body = json!({"file": file, "run_id": "chosen-1", "input": {"n": 1}}).to_string();
+    let (code, created) = d.json("POST", "/v1/runs", Some(&body));
+    assert_eq!(
+        (code, created["run_id"].as_str()),
+        (200, Some("chosen-1")),
+        "{created}"
+    );
+    let r = d.wait_terminal("chosen-1", Duration::from_secs(60));
+    assert_eq!(r["status"], "succeeded", "{r}");
+    let (code, v) = d.json("POST", "/v1/runs", Some(&body));
+    assert_eq!((code, v["code"].as_str()), (409, Some("ALREADY_TERMINAL")));
+    let (code, out) = d.json("GET", "/v1/runs/chosen-1/stages/main/output-file", None);
+    assert_eq!((code, out["summary"].as_str()), (200, Some("ok")));
+    for (path, want, code) in [
+        (
+            "/v1/runs/chosen-1/stages/main/artifacts/..",
+            400,
+            "INVALID_PARAMS",
+        ),
+        (
+            "/v1/runs/chosen-1/stages/main/artifacts/nope.txt",
+            404,
+            "ARTIFACT_NOT_FOUND",
+        ),
+        (
+            "/v1/runs/chosen-1/stages/other/output-file",
+            404,
+            "STRUCTURED_OUTPUT_MISSING",
+        ),
+        ("/v1/runs/chosen-1/intents", 404, "NOT_FOUND"),
+    ] {
+        let (got, v) = d.json("GET", path, None);
+        assert_eq!((got, v["code"].as_str()), (want, Some(code)), "{path}: {v}");
+    }
+    let (_, stages) = d.json("GET", "/v1/runs/chosen-1/stages", None);
+    assert_eq!(stages["stages"][0]["status"], "succeeded");
+    // Events strictly after a given id.
+    let (_, all) = d.json("GET", "/v1/runs/chosen-1/events", None);
+    let all = all.as_array().unwrap().clone();
+    let third = all[2]["event_id"].as_str().unwrap();
+    let (_, after) = d.json(
+        "GET",
+        &format!("/v1/runs/chosen-1/events?from_event_id={third}"),
+        None,
+    );
+    assert_eq!(after.as_array().unwrap().len(), all.len() - 3);
+    assert_eq!(after[0]["seq"], 4);
+    let (_, unknown) = d.json("GET", "/v1/runs/chosen-1/events?from_event_id=bogus", None);
+    assert_eq!(unknown.as_array().unwrap().len(), all.len());
+    let _ = std::fs::remove_dir_all(&d.dir);
+}
+
+#[test]
+fn cli_client_sse_resume_and_idempotent_cancel() {
+    if !have_curl() || !have_bwrap() {
+        return;
+    }
+    let d = Daemon::start("cli", &[]);
+    let spec = write_spec(&d.dir, "slow", SLOW_SCRIPT);
+    let out = d
+        .cli()
+        .args(["run", "--detach"])
+        .arg(&spec)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(id.starts_with("run-"), "{id}");
+    // Wait for the agent to be running, then check `ps`.
+    let t = Instant::now();
+    while !d
+        .json("GET", &format!("/v1/runs/{id}/events"), None)
+        .1
+        .to_string()
+        .contains("agent.message")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the agent never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ps = d.cli().args(["ps"]).output().unwrap();
+    let ps = String::from_utf8_lossy(&ps.stdout);
+    assert!(ps.contains(&id) && ps.contains("running"), "{ps}");
+    // SSE from the second event: the stream resumes after Last-Event-ID and ends with the terminal event.
+    let mut sse = Command::new("curl")
+        .args([
+            "-sN",
+            "-H",
+            "accept: text/event-stream",
+            "-H",
+            "last-event-id: evt_00000002",
+            "--unix-socket",
+        ])
+        .arg(&d.socket)
+        .arg(format!("http://husk/v1/runs/{id}/events"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let follow = d
+        .cli()
+        .args(["logs", "-f", &id])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let c1 = d
+        .cli()
+        .args(["cancel", &id, "--json", "--reason", "test"])
+        .output()
+        .unwrap();
+    let c1: Value = serde_json::from_slice(&c1.stdout).unwrap();
+    let c2: Value = serde_json::from_slice(
+        &d.cli()
+            .args(["cancel", &id, "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(c1["state"], "cancelled", "{c1}");
+    assert_eq!(c1["terminal_event_id"], c2["terminal_event_id"]);
+    let status = sse.wait().unwrap();
+    assert!(status.success());
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut sse.stdout.take().unwrap(), &mut text).unwrap();
+    let ids: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: ").or_else(|| l.strip_prefix("id:")))
+        .collect();
+    assert_eq!(ids.first(), Some(&"evt_00000003"), "{text}");
+    assert_eq!(
+        ids.last().copied(),
+        c1["terminal_event_id"].as_str(),
+        "{text}"
+    );
+    let logs = follow.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&logs.stdout);
+    assert!(
+        logs.contains("run.started") && logs.contains("run.cancelled"),
+        "{logs}"
+    );
+    let insp = d.cli().args(["inspect", &id]).output().unwrap();
+    assert!(String::from_utf8_lossy(&insp.stdout).contains("CANCELLED"));
+    let _ = std::fs::remove_dir_all(&d.dir);
+}
+
+#[test]
+fn a_killed_daemon_loses_nothing_and_fails_orphaned_runs() {
+    if !have_curl() || !have_bwrap() {
+        return;
+    }
+    let mut d = Daemon::start("restart", &[]);
+    let ok = write_spec(&d.dir, "ok", OK_SCRIPT);
+    let slow = write_spec(&d.dir, "slow", SLOW_SCRIPT);
+    let (_, a) = d.json("POST", "/v1/runs", Some(&json!({"file": ok}).to_string()));
+    let a = a["run_id"].as_str().unwrap().to_string();
+    let done = d.wait_terminal(&a, Duration::from_secs(60));
+    let (_, b) = d.json("POST", "/v1/runs", Some(&json!({"file": slow}).to_string()));
+    let b = b["run_id"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(800));
+    let (_, seen) = d.json("GET", &format!("/v1/runs/{b}/events"), None);
+    let seen = seen.as_array().unwrap().clone();
+    assert!(!seen.is_empty());
+    d.child.kill().unwrap(); // SIGKILL
+    d.child.wait().unwrap();
+    let dir = d.dir.clone();
+    std::mem::forget(d);
+    let d = Daemon::start_in(dir, &[]); // the stale socket is replaced
+    let again = d.wait_terminal(&a, Duration::from_secs(5));
+    assert_eq!(again["status"], done["status"]);
+    assert_eq!(
+        again["events"].as_array().unwrap().len(),
+        done["events"].as_array().unwrap().len()
+    );
+    let (_, art) = d.curl(
+        "GET",
+        &format!("/v1/runs/{a}/stages/main/output-file"),
+        None,
+        &[],
+    );
+    assert!(art.contains("\"status\":\"success\""), "{art}");
+    let r = d.wait_terminal(&b, Duration::from_secs(5));
+    assert_eq!(r["status"], "failed");
+    assert_eq!(r["terminal_reason"], "daemon_restarted");
+    let events = r["events"].as_array().unwrap();
+    // Every event a client saw before the kill is still there, in order.
+    for (i, e) in seen.iter().enumerate() {
+        assert_eq!(&events[i], e);
+    }
+    assert_eq!(events.last().unwrap()["event_type"], "run.failed");
+    assert_eq!(r["terminal_event_id"], events.last().unwrap()["event_id"]);
+    let _ = std::fs::remove_dir_all(&d.dir);
+}
+
+#[test]
+fn tcp_requires_the_bearer_token_everywhere() {
+    if !have_curl() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("husk-daemon-test-{}-tcp", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let bad = husk()
+        .args(["serve", "--socket"])
+        .arg(dir.join("a.sock"))
+        .args(["--listen", "tcp://127.0.0.1:0", "--token-file"])
+        .arg(&token_file)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("chmod 600"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let tf = token_file.display().to_string();
+    let d = Daemon::start_in(dir, &["--listen", "tcp://127.0.0.1:0", "--token-file", &tf]);
+    let addr = d.tcp.clone().unwrap();
+    let get = |path: &str, auth: Option<&str>| {
+        let mut c = Command::new("curl");
+        c.args(["-s", "-o", "-", "-w", "\n%{http_code}"]);
+        if let Some(a) = auth {
+            c.args(["-H", a]);
+        }
+        split(
+            c.arg(format!("http://{addr}{path}"))
+                .output()
+                .unwrap()
+                .stdout,
+        )
+    };
+    for path in ["/v1/health", "/v1/runs", "/v1/openapi.json", "/v1/nope"] {
+        for auth in [
+            None,
+            Some("Authorization: Bearer wrong"),
+            Some("Authorization: s3cret-token"),
+        ] {
+            let (code, body) = get(path, auth);
+            assert_eq!(code, 401, "{path} {auth:?}: {body}");
+            assert!(body.contains("UNAUTHORIZED"), "{body}");
+        }
+    }
+    let (code, body) = get("/v1/health", Some("Authorization: Bearer s3cret-token"));
+    assert_eq!(code, 200, "{body}");
+    let _ = std::fs::remove_dir_all(&d.dir);
+}
+
+#[test]
+fn a_hundred_concurrent_runs_all_finish_with_complete_event_logs() {
+    if !have_curl() || !have_bwrap() {
+        return;
+    }
+    let d = Daemon::start("load", &[]);
+    let spec = write_spec(&d.dir, "ok", OK_SCRIPT);
+    let body = json!({"file": spec}).to_string();
+    let ids: Vec<String> = (0..100)
+        .map(|_| {
+            let (code, v) = d.json("POST", "/v1/runs", Some(&body));
+            assert_eq!(code, 200, "{v}");
+            v["run_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    for id in &ids {
+        let r = d.wait_terminal(id, Duration::from_secs(300));
+        assert_eq!(r["status"], "succeeded", "{id}: {}", r["error"]);
+        let events = r["events"].as_array().unwrap();
+        let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+        assert_eq!(
+            seqs,
+            (1..=seqs.len() as u64).collect::<Vec<_>>(),
+            "{id}: gaps in the event log"
+        );
+        assert_eq!(events[0]["event_type"], "run.spec.loaded");
+        assert_eq!(events.last().unwrap()["event_type"], "run.finished");
+    }
+    let (_, active) = d.json("GET", "/v1/runs?state=active", None);
+    assert_eq!(active["runs"].as_array().unwrap().len(), 0);
+    let (_, terminal) = d.json("GET", "/v1/runs?state=terminal", None);
+    assert_eq!(terminal["runs"].as_array().unwrap().len(), 100);
+    let _ = std::fs::remove_dir_all(&d.dir);
+}

@@ -1,0 +1,220 @@
+//! The HTTP API (runtime contract §3, void-box v1 compatible). Routes are
+//! listed once in [`ROUTES`]; the router and the OpenAPI document are both
+//! built from it, and a test checks they agree.
+
+pub mod error;
+mod events;
+mod files;
+mod openapi;
+mod runs;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post, put};
+
+use crate::manager::Manager;
+use error::{ApiError, Code};
+
+/// Request bodies over this are refused with 413.
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub manager: Arc<Manager>,
+    /// Bearer token required on every route (TCP listeners).
+    pub token: Option<Arc<String>>,
+}
+
+/// One route: method, path (axum syntax), summary for the OpenAPI document.
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub summary: &'static str,
+}
+
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: "get",
+        path: "/v1/health",
+        summary: "Daemon health",
+    },
+    Route {
+        method: "post",
+        path: "/v1/runs",
+        summary: "Start a run",
+    },
+    Route {
+        method: "get",
+        path: "/v1/runs",
+        summary: "List runs (state=active|terminal)",
+    },
+    Route {
+        method: "get",
+        path: "/v1/runs/{id}",
+        summary: "A run record",
+    },
+    Route {
+        method: "get",
+        path: "/v1/runs/{id}/events",
+        summary: "Events after from_event_id; SSE with Accept: text/event-stream",
+    },
+    Route {
+        method: "post",
+        path: "/v1/runs/{id}/cancel",
+        summary: "Cancel a run (idempotent)",
+    },
+    Route {
+        method: "get",
+        path: "/v1/runs/{id}/stages",
+        summary: "Per-stage status",
+    },
+    Route {
+        method: "get",
+        path: "/v1/runs/{id}/stages/{stage}/output-file",
+        summary: "A stage's output file",
+    },
+    Route {
+        method: "get",
+        path: "/v1/runs/{id}/stages/{stage}/artifacts/{name}",
+        summary: "A stage artifact",
+    },
+    Route {
+        method: "put",
+        path: "/v1/runs/{id}/inbox",
+        summary: "Load an inbox snapshot into the run's sidecar",
+    },
+    Route {
+        method: "get",
+        path: "/v1/runs/{id}/intents",
+        summary: "Drain buffered intents",
+    },
+    Route {
+        method: "post",
+        path: "/v1/runs/{id}/messages",
+        summary: "Push one inbox entry",
+    },
+    Route {
+        method: "get",
+        path: "/v1/openapi.json",
+        summary: "This API's OpenAPI document",
+    },
+];
+
+fn handler(r: &Route) -> MethodRouter<AppState> {
+    match (r.method, r.path) {
+        ("get", "/v1/health") => get(runs::health),
+        ("post", "/v1/runs") => post(runs::create),
+        ("get", "/v1/runs") => get(runs::list),
+        ("get", "/v1/runs/{id}") => get(runs::show),
+        ("get", "/v1/runs/{id}/events") => get(events::events),
+        ("post", "/v1/runs/{id}/cancel") => post(runs::cancel),
+        ("get", "/v1/runs/{id}/stages") => get(runs::stages),
+        ("get", "/v1/runs/{id}/stages/{stage}/output-file") => get(files::output_file),
+        ("get", "/v1/runs/{id}/stages/{stage}/artifacts/{name}") => get(files::artifact),
+        ("put", "/v1/runs/{id}/inbox") => put(runs::no_sidecar),
+        ("get", "/v1/runs/{id}/intents") => get(runs::no_sidecar),
+        ("post", "/v1/runs/{id}/messages") => post(runs::no_sidecar),
+        ("get", "/v1/openapi.json") => get(openapi::document),
+        _ => unreachable_route(),
+    }
+}
+
+/// A route in ROUTES without a handler is a programming error caught by
+/// the route test; answer 500 rather than panic.
+fn unreachable_route() -> MethodRouter<AppState> {
+    get(|| async { ApiError::internal("route without handler") })
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let mut r: Router<AppState> = Router::new();
+    let mut paths: Vec<&str> = ROUTES.iter().map(|r| r.path).collect();
+    paths.dedup();
+    for path in paths {
+        let mut m: Option<MethodRouter<AppState>> = None;
+        for route in ROUTES.iter().filter(|x| x.path == path) {
+            let h = handler(route);
+            m = Some(match m {
+                Some(prev) => prev.merge(h),
+                None => h,
+            });
+        }
+        if let Some(m) = m {
+            r = r.route(path, m.fallback(method_not_allowed));
+        }
+    }
+    r.fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(middleware::from_fn(too_large_as_json))
+        .with_state(state)
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::not_found(format!("no route {} {}", req.method(), req.uri().path()))
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        Code::MethodNotAllowed,
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+}
+
+/// Bearer auth on every route when a token is configured (TCP).
+async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &state.token
+        && !crate::auth::bearer_ok(req.headers(), token)
+    {
+        return ApiError::new(
+            Code::Unauthorized,
+            "missing or wrong bearer token (Authorization: Bearer …)",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// axum's own 413 (body limit) becomes the JSON envelope; a declared
+/// Content-Length over the limit is refused before reading.
+async fn too_large_as_json(req: Request, next: Next) -> Response {
+    if declared_len(req.headers()).is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return too_large();
+    }
+    let resp = next.run(req).await;
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE
+        && resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_none_or(|v| v != "application/json")
+    {
+        return too_large();
+    }
+    resp
+}
+
+fn declared_len(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+fn too_large() -> Response {
+    ApiError::new(
+        Code::PayloadTooLarge,
+        format!("request body over {} MiB", MAX_BODY_BYTES >> 20),
+    )
+    .into_response()
+}
+
+/// Parses a JSON body into `T`, naming what is wrong.
+pub fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::params("the request needs a JSON body"));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::params(format!("invalid JSON body: {e}")))
+}

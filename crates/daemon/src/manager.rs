@@ -1,0 +1,433 @@
+//! Runs owned by the daemon: starting them (from a spec file or inline
+//! text), the live record while they run (status, stage states, counts),
+//! live event fan-out, cancellation, and recovery after a restart.
+//!
+//! Every event goes to the store first and only then to live subscribers,
+//! so what a client sees is durable.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use husk_runtime::events::{Level, event_id, v2_name};
+use husk_runtime::record::{ArtifactPublication, RunRecord, new_run_id, now_rfc3339};
+use husk_runtime::{Event, EventSink, RunOptions, RunPolicy, RunStatus};
+use husk_spec::Spec;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::error::{ApiError, ApiResult, Code};
+use crate::store::Store;
+
+/// Most runs active at once (more: `RESOURCE_LIMIT_EXCEEDED`, retryable).
+pub const DEFAULT_MAX_ACTIVE_RUNS: usize = 256;
+
+/// `POST /v1/runs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRun {
+    /// Spec path on the daemon's host.
+    pub file: Option<String>,
+    /// The spec text inline (husk extension).
+    pub spec: Option<String>,
+    pub input: Option<serde_json::Value>,
+    pub run_id: Option<String>,
+    pub policy: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Created {
+    pub run_id: String,
+    pub attempt_id: u32,
+    pub state: RunStatus,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Cancelled {
+    pub run_id: String,
+    pub state: RunStatus,
+    pub terminal_event_id: Option<String>,
+}
+
+/// A run in flight.
+struct Live {
+    record: Mutex<RunRecord>,
+    cancel: CancellationToken,
+    events: broadcast::Sender<Event>,
+    done: watch::Sender<bool>,
+}
+
+pub struct Manager {
+    store: Arc<Store>,
+    live: Mutex<HashMap<String, Arc<Live>>>,
+    max_active: usize,
+    started: Instant,
+}
+
+impl Manager {
+    /// Opens the manager over a store, failing runs a previous daemon left
+    /// unfinished (`terminal_reason: daemon_restarted`).
+    pub fn new(
+        store: Arc<Store>,
+        max_active: usize,
+    ) -> Result<Arc<Self>, crate::store::StoreError> {
+        for mut r in store.unfinished()? {
+            let seq = store.last_seq(&r.id)? + 1;
+            let ev = terminal_event(
+                &r.id,
+                seq,
+                "run.failed",
+                "the daemon restarted while the run was active; its sandbox is gone",
+            );
+            store.append_event(&ev)?;
+            r.status = RunStatus::Failed;
+            r.terminal_reason = Some("daemon_restarted".into());
+            r.error = Some("the daemon restarted while the run was active".into());
+            r.terminal_event_id = Some(ev.event_id.clone());
+            r.finished_at = Some(now_rfc3339());
+            r.updated_at = now_rfc3339();
+            r.active_stage_count = 0;
+            r.active_microvm_count = 0;
+            for state in r.stage_states.values_mut() {
+                if state == "running" || state == "queued" {
+                    *state = "failed".into();
+                }
+            }
+            store.put_run(&r)?;
+        }
+        Ok(Arc::new(Manager {
+            store,
+            live: Mutex::new(HashMap::new()),
+            max_active,
+            started: Instant::now(),
+        }))
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub fn active_count(&self) -> usize {
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    fn live(&self, id: &str) -> Option<Arc<Live>> {
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// The current record (live when running), without events.
+    pub fn record(&self, id: &str) -> ApiResult<RunRecord> {
+        if let Some(l) = self.live(id) {
+            return Ok(l.record.lock().unwrap_or_else(|e| e.into_inner()).clone());
+        }
+        self.store
+            .get_run(id)?
+            .ok_or_else(|| ApiError::not_found(format!("no run {id}")))
+    }
+
+    /// Subscribes to a live run's events (`None` when it is not running).
+    pub fn subscribe(
+        &self,
+        id: &str,
+    ) -> Option<(broadcast::Receiver<Event>, watch::Receiver<bool>)> {
+        self.live(id)
+            .map(|l| (l.events.subscribe(), l.done.subscribe()))
+    }
+
+    /// Starts a run; idempotent for an active caller-chosen `run_id`.
+    pub fn create(self: &Arc<Self>, req: CreateRun) -> ApiResult<Created> {
+        if let Some(id) = &req.run_id {
+            check_run_id(id)?;
+            if let Some(existing) = self.store.get_run(id)? {
+                if existing.status.is_terminal() {
+                    return Err(ApiError::new(
+                        Code::AlreadyTerminal,
+                        format!("run {id} already ended ({})", existing.status.as_str()),
+                    ));
+                }
+                return Ok(Created {
+                    run_id: id.clone(),
+                    attempt_id: existing.attempt_id,
+                    state: existing.status,
+                });
+            }
+        }
+        let policy = parse_policy(req.policy)?;
+        let (spec, file, spec_dir) = load_spec(req.file.as_deref(), req.spec.as_deref())?;
+        let id = req.run_id.unwrap_or_else(new_run_id);
+        let mut live_map = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        if live_map.len() >= self.max_active {
+            return Err(ApiError::new(
+                Code::ResourceLimitExceeded,
+                format!(
+                    "{} runs are active, the daemon's limit; retry when one ends",
+                    live_map.len()
+                ),
+            ));
+        }
+        let record = initial_record(&id, &file, &policy);
+        self.store.put_run(&record)?;
+        let live = Arc::new(Live {
+            record: Mutex::new(record),
+            cancel: CancellationToken::new(),
+            events: broadcast::channel(1024).0,
+            done: watch::channel(false).0,
+        });
+        live_map.insert(id.clone(), live.clone());
+        drop(live_map);
+        let opts = RunOptions {
+            run_id: Some(id.clone()),
+            file,
+            spec_dir,
+            input: req.input,
+            artifacts_root: self.store.runs_dir().to_path_buf(),
+            policy,
+            tools: None,
+        };
+        let me = self.clone();
+        tokio::spawn(async move { me.drive(spec, opts, live).await });
+        Ok(Created {
+            run_id: id,
+            attempt_id: 1,
+            state: RunStatus::Pending,
+        })
+    }
+
+    async fn drive(self: Arc<Self>, spec: Spec, opts: RunOptions, live: Arc<Live>) {
+        let id = opts.run_id.clone().unwrap_or_default();
+        let sink = Arc::new(DaemonSink {
+            store: self.store.clone(),
+            live: live.clone(),
+        });
+        let mut record = husk_runtime::run(&spec, opts, sink, live.cancel.clone()).await;
+        record.events = Vec::new();
+        if let Err(e) = self.store.put_run(&record) {
+            tracing::error!("storing the final record of {id}: {e}");
+        }
+        *live.record.lock().unwrap_or_else(|e| e.into_inner()) = record;
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        let _ = live.done.send(true);
+    }
+
+    /// Cancels a run and waits (bounded) until it is terminal. Repeated
+    /// calls return the same terminal event.
+    pub async fn cancel(&self, id: &str, reason: Option<String>) -> ApiResult<Cancelled> {
+        if let Some(live) = self.live(id) {
+            let grace = live
+                .record
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .policy
+                .cancel_grace_period_secs;
+            if !live.cancel.is_cancelled() {
+                tracing::info!(
+                    "cancelling {id}: {}",
+                    reason.as_deref().unwrap_or("no reason given")
+                );
+                live.cancel.cancel();
+            }
+            let mut done = live.done.subscribe();
+            let wait = Duration::from_secs(grace + 30);
+            let _ = tokio::time::timeout(wait, done.wait_for(|d| *d)).await;
+        }
+        let r = self.record(id)?;
+        Ok(Cancelled {
+            run_id: r.id,
+            state: r.status,
+            terminal_event_id: r.terminal_event_id,
+        })
+    }
+
+    /// Cancels every active run (daemon shutdown).
+    pub fn cancel_all(&self) {
+        for l in self.live.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            l.cancel.cancel();
+        }
+    }
+}
+
+/// Stores each event, updates the live record, then tells subscribers.
+struct DaemonSink {
+    store: Arc<Store>,
+    live: Arc<Live>,
+}
+
+impl EventSink for DaemonSink {
+    fn emit(&self, e: &Event) {
+        if let Err(err) = self.store.append_event(e) {
+            tracing::error!("storing event {} of {}: {err}", e.event_id, e.run_id);
+            return;
+        }
+        let snapshot = {
+            let mut r = self.live.record.lock().unwrap_or_else(|x| x.into_inner());
+            let changed = apply(&mut r, e);
+            changed.then(|| r.clone())
+        };
+        if let Some(r) = snapshot
+            && let Err(err) = self.store.put_run(&r)
+        {
+            tracing::error!("storing run {}: {err}", r.id);
+        }
+        let _ = self.live.events.send(e.clone());
+    }
+}
+
+/// Folds an event into the live record; true when the status changed.
+fn apply(r: &mut RunRecord, e: &Event) -> bool {
+    r.updated_at = e.timestamp.clone();
+    let before = r.status;
+    match e.event_type.as_str() {
+        "run.started" => r.status = RunStatus::Starting,
+        "stage.started" => {
+            r.status = RunStatus::Running;
+            if let Some(s) = &e.stage_name {
+                r.stage_states.insert(s.clone(), "running".into());
+                r.active_stage_count += 1;
+            }
+        }
+        "stage.completed" | "stage.failed" | "stage.skipped" => {
+            if let Some(s) = &e.stage_name {
+                let state = match e.event_type.as_str() {
+                    "stage.completed" => "succeeded",
+                    "stage.failed" => "failed",
+                    _ => "skipped",
+                };
+                if r.stage_states.insert(s.clone(), state.into()).as_deref() == Some("running") {
+                    r.active_stage_count = r.active_stage_count.saturating_sub(1);
+                }
+            }
+        }
+        "stage.queued" => {
+            if let Some(s) = &e.stage_name {
+                r.stage_states.insert(s.clone(), "queued".into());
+            }
+        }
+        "box.started" if e.message.contains("microvm") => r.active_microvm_count += 1,
+        "run.output_ready" => r.output_ready = true,
+        _ => {}
+    }
+    r.status != before
+}
+
+fn initial_record(id: &str, file: &str, policy: &RunPolicy) -> RunRecord {
+    let now = now_rfc3339();
+    RunRecord {
+        id: id.into(),
+        status: RunStatus::Pending,
+        file: file.into(),
+        report: None,
+        error: None,
+        events: Vec::new(),
+        attempt_id: 1,
+        started_at: now.clone(),
+        updated_at: now,
+        finished_at: None,
+        terminal_reason: None,
+        exit_code: None,
+        active_stage_count: 0,
+        active_microvm_count: 0,
+        policy: policy.clone(),
+        terminal_event_id: None,
+        stage_states: Default::default(),
+        artifact_publication: ArtifactPublication::default(),
+        output_ready: false,
+        artifacts_dir: None,
+    }
+}
+
+fn terminal_event(run_id: &str, seq: u64, ty: &str, message: &str) -> Event {
+    let now = std::time::SystemTime::now();
+    Event {
+        event_id: event_id(seq),
+        seq,
+        ts_ms: now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+        timestamp: humantime::format_rfc3339_millis(now).to_string(),
+        level: Level::Error,
+        event_type: ty.into(),
+        event_type_v2: v2_name(ty),
+        message: message.into(),
+        run_id: run_id.into(),
+        stage_name: None,
+        box_name: None,
+        payload: Some(serde_json::json!({"terminal_reason": "daemon_restarted"})),
+    }
+}
+
+/// Caller-chosen run ids become URL segments and directory names.
+fn check_run_id(id: &str) -> ApiResult<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::params(format!(
+            "run_id {id:?}: use 1 to 64 letters, digits, `-` or `_`"
+        )))
+    }
+}
+
+fn parse_policy(v: Option<serde_json::Value>) -> ApiResult<RunPolicy> {
+    let Some(v) = v else {
+        return Ok(RunPolicy::default());
+    };
+    let p: RunPolicy = serde_json::from_value(v)
+        .map_err(|e| ApiError::new(Code::InvalidPolicy, format!("policy: {e}")))?;
+    p.validate()
+        .map_err(|e| ApiError::new(Code::InvalidPolicy, e))?;
+    Ok(p)
+}
+
+/// The spec from a file on this host or from inline text.
+fn load_spec(
+    file: Option<&str>,
+    text: Option<&str>,
+) -> ApiResult<(Spec, String, std::path::PathBuf)> {
+    let invalid = |e: husk_spec::SpecErrors| ApiError::new(Code::InvalidSpec, e.to_string());
+    match (file, text) {
+        (_, Some(text)) => {
+            let spec = husk_spec::parse_str(text, "<inline>").map_err(invalid)?;
+            let name = file.unwrap_or("<inline>").to_string();
+            Ok((
+                spec,
+                name,
+                std::env::current_dir().unwrap_or_else(|_| "/".into()),
+            ))
+        }
+        (Some(path), None) => {
+            let p = std::path::Path::new(path);
+            if !p.is_absolute() {
+                return Err(ApiError::new(
+                    Code::InvalidSpec,
+                    format!("file {path:?}: give an absolute path on the daemon's host"),
+                ));
+            }
+            let spec = husk_spec::load_file(p).map_err(invalid)?;
+            let dir = p
+                .parent()
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or_else(|| "/".into());
+            Ok((spec, path.to_string(), dir))
+        }
+        (None, None) => Err(ApiError::params(
+            "give `file` (a spec path on the daemon's host) or `spec` (the spec text)",
+        )),
+    }
+}
