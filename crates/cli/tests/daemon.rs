@@ -593,3 +593,35 @@ fn a_hundred_concurrent_runs_all_finish_with_complete_event_logs() {
     assert_eq!(terminal["runs"].as_array().unwrap().len(), 100);
     let _ = std::fs::remove_dir_all(&d.dir);
 }
+
+#[test]
+fn the_active_run_limit_is_a_retryable_error() {
+    if !have_curl() || !have_bwrap() {
+        return;
+    }
+    let d = Daemon::start("limit", &["--max-active-runs", "1"]);
+    let slow = write_spec(&d.dir, "slow", SLOW_SCRIPT);
+    let body = json!({"file": slow}).to_string();
+    let (code, first) = d.json("POST", "/v1/runs", Some(&body));
+    assert_eq!(code, 200, "{first}");
+    let (code, second) = d.json("POST", "/v1/runs", Some(&body));
+    assert_eq!(
+        (code, second["code"].as_str(), second["retryable"].as_bool()),
+        (429, Some("RESOURCE_LIMIT_EXCEEDED"), Some(true)),
+        "{second}"
+    );
+    let id = first["run_id"].as_str().unwrap();
+    let (code, c) = d.json(
+        "POST",
+        &format!("/v1/runs/{id}/cancel"),
+        Some(r#"{"reason":"done"}"#),
+    );
+    assert_eq!((code, c["state"].as_str()), (200, Some("cancelled")), "{c}");
+    let (code, third) = d.json(
+        "POST",
+        "/v1/runs",
+        Some(&json!({"file": write_spec(&d.dir, "ok", OK_SCRIPT)}).to_string()),
+    );
+    assert_eq!(code, 200, "a slot is free again after the cancel: {third}");
+    let _ = std::fs::remove_dir_all(&d.dir);
+}

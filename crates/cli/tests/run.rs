@@ -394,3 +394,42 @@ fn invalid_specs_are_refused_with_locations() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("/no/such/spec.yaml"));
 }
+
+/// The same agent run in a micro-VM (TCG on hosts where KVM does not work):
+/// the static test agent is copied in, the output copied out.
+#[test]
+fn an_agent_runs_in_a_micro_vm() {
+    if husk_sandbox::host::which("qemu-system-x86_64").is_none() {
+        eprintln!("SKIP: qemu-system-x86_64 is not installed");
+        return;
+    }
+    let runs = runs_dir("microvm");
+    std::fs::create_dir_all(&runs).unwrap();
+    let text = std::fs::read_to_string(examples().join("hello-agent.yaml"))
+        .unwrap()
+        .replace("mode: auto", "mode: microvm");
+    let spec = runs.join("hello-vm.yaml");
+    std::fs::write(&spec, text).unwrap();
+    let (code, r, err) = run_json(&spec, &runs);
+    assert_eq!(code, 0, "{err}\n{r:#}");
+    let sandbox = r["report"]["stages"][0]["sandbox"].as_str().unwrap();
+    assert!(sandbox.starts_with("microvm"), "{sandbox}");
+    let shell: String = r["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event_type"] == "agent.tool_result")
+        .map(|e| e["message"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        shell.contains("cloud-amd64"),
+        "the agent should see the guest kernel: {shell}"
+    );
+    let id = r["id"].as_str().unwrap();
+    assert!(
+        std::fs::read_to_string(runs.join(id).join("main/report.md"))
+            .unwrap()
+            .contains("Hello from husk")
+    );
+    let _ = std::fs::remove_dir_all(&runs);
+}
