@@ -611,6 +611,16 @@ fn the_active_run_limit_is_a_retryable_error() {
         "{second}"
     );
     let id = first["run_id"].as_str().unwrap();
+    let (code, early) = d.json(
+        "GET",
+        &format!("/v1/runs/{id}/stages/main/artifacts/report.md"),
+        None,
+    );
+    assert_eq!(
+        (code, early["code"].as_str()),
+        (409, Some("ARTIFACT_PUBLICATION_INCOMPLETE")),
+        "{early}"
+    );
     let (code, c) = d.json(
         "POST",
         &format!("/v1/runs/{id}/cancel"),

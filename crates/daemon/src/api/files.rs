@@ -64,10 +64,17 @@ pub async fn artifact(
         .join(&stage)
         .join(&name);
     let bytes = tokio::fs::read(&path).await.map_err(|_| {
-        ApiError::new(
-            Code::ArtifactNotFound,
-            format!("run {id} has no artifact {name} in stage {stage}"),
-        )
+        if r.status.is_terminal() {
+            let msg = format!("run {id} has no artifact {name} in stage {stage}");
+            ApiError::new(Code::ArtifactNotFound, msg)
+        } else {
+            // Artifacts are published when their stage ends: ask again later.
+            let msg = format!(
+                "run {id} is {}; artifacts appear when their stage ends",
+                r.status.as_str()
+            );
+            ApiError::new(Code::ArtifactPublicationIncomplete, msg)
+        }
     })?;
     let media = entry
         .map_or("application/octet-stream", |e| e.media_type.as_str())
