@@ -47,6 +47,9 @@ pub const SANDBOX_UID: u32 = 1000;
 const DEFAULT_UNPRIVILEGED_UID: u32 = 65534;
 /// Bytes of bubblewrap/guest stderr kept for error messages.
 const STDERR_KEEP: usize = 16 * 1024;
+/// The descriptor of the first copied mount (see [`copied_mounts`]); 3 to 6
+/// are the control channel, the secret, passwd and group.
+const FIRST_COPY_FD: usize = 7;
 
 static NEXT_CPU: AtomicUsize = AtomicUsize::new(0);
 
@@ -69,7 +72,7 @@ impl NamespaceBackend {
     /// bubblewrap with exactly the sandbox's arguments, running `true`
     /// instead of the guest: the floor the benchmarks compare against.
     pub fn floor_command(&self, config: &SandboxConfig) -> std::process::Command {
-        let mut args = bwrap_args(config, Path::new("/bin/true"));
+        let mut args = bwrap_args(config, Path::new("/bin/true"), &[]);
         let sep = args.iter().position(|a| a == "--").unwrap_or(args.len());
         args.truncate(sep);
         args.retain(|a| a != "--ro-bind-data");
@@ -112,6 +115,8 @@ struct Handover {
     secret: OwnedFd,
     passwd: OwnedFd,
     group: OwnedFd,
+    /// Sources of the copied mounts, in order, from [`FIRST_COPY_FD`] on.
+    copies: Vec<OwnedFd>,
 }
 
 #[async_trait]
@@ -132,6 +137,8 @@ impl Backend for NamespaceBackend {
             Some(p) => p.clone(),
             None => crate::guest_bin::locate_guest()?,
         };
+        let copied = copied_mounts(config)?;
+        let copied_idx: Vec<usize> = copied.iter().map(|(i, _)| *i).collect();
         let secret = Secret(random_bytes()?);
         let (host_end, guest_end) = std::os::unix::net::UnixStream::pair()
             .map_err(|e| SandboxError::io("creating the control socketpair", e))?;
@@ -140,8 +147,9 @@ impl Backend for NamespaceBackend {
             secret: pipe_with(secret.to_hex().as_bytes())?,
             passwd: pipe_with(PASSWD.as_bytes())?,
             group: pipe_with(GROUP.as_bytes())?,
+            copies: copied.into_iter().map(|(_, fd)| fd).collect(),
         };
-        let args = bwrap_args(config, &guest);
+        let args = bwrap_args(config, &guest, &copied_idx);
         let mut cmd = Command::new(&self.bwrap);
         // HUSK_GUEST_STDERR=inherit shows the guest's own diagnostics live.
         let inherit = std::env::var("HUSK_GUEST_STDERR").is_ok_and(|v| v == "inherit");
@@ -208,7 +216,9 @@ impl Backend for NamespaceBackend {
 const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nsandbox:x:1000:1000:husk sandbox:/home/sandbox:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
 const GROUP: &str = "root:x:0:\nsandbox:x:1000:\nnogroup:x:65534:\n";
 
-fn bwrap_args(config: &SandboxConfig, guest: &Path) -> Vec<String> {
+/// bubblewrap's arguments. `copied` lists the mounts (by index) whose
+/// source bubblewrap copies from a descriptor instead of bind-mounting it.
+fn bwrap_args(config: &SandboxConfig, guest: &Path, copied: &[usize]) -> Vec<String> {
     let mut a: Vec<String> = Vec::with_capacity(64);
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
     let uid = SANDBOX_UID.to_string();
@@ -259,13 +269,74 @@ fn bwrap_args(config: &SandboxConfig, guest: &Path) -> Vec<String> {
             "/etc/group",
         ]);
     }
-    for m in &config.mounts {
+    for (i, m) in config.mounts.iter().enumerate() {
+        if let Some(pos) = copied.iter().position(|&c| c == i) {
+            let fd = (FIRST_COPY_FD + pos).to_string();
+            let perms = format!("{:04o}", source_mode(&m.host) & 0o555);
+            push(&["--perms", &perms, "--ro-bind-data", &fd, &m.guest]);
+            continue;
+        }
         let how = if m.writable { "--bind" } else { "--ro-bind" };
         push(&[how, &m.host.to_string_lossy(), &m.guest]);
     }
     push(&["--ro-bind", &guest.to_string_lossy(), GUEST_PATH]);
     push(&["--", GUEST_PATH, "--control-fd", "3", "--secret-fd", "4"]);
     a
+}
+
+/// Read-only file mounts that bubblewrap could not reach by path, opened
+/// here, with their index in `config.mounts`.
+///
+/// When husk is root, bubblewrap runs as an unprivileged host uid, which
+/// cannot look into directories such as `/root` (where `npm install` or
+/// Claude Code's own installer put `claude` for root). husk opens such a
+/// file itself and bubblewrap copies it into the sandbox from the
+/// descriptor (`--ro-bind-data`, on the sandbox's tmpfs) instead of
+/// bind-mounting it. Directories and writable mounts stay bind mounts (and
+/// bubblewrap names the path it cannot reach).
+fn copied_mounts(config: &SandboxConfig) -> Result<Vec<(usize, OwnedFd)>> {
+    if !rustix::process::geteuid().is_root() {
+        return Ok(Vec::new());
+    }
+    let uid = NamespaceBackend::unprivileged_uid();
+    let mut out = Vec::new();
+    for (i, m) in config.mounts.iter().enumerate() {
+        if m.writable || !m.host.is_file() || reachable_by(&m.host, uid, uid) {
+            continue;
+        }
+        let file = std::fs::File::open(&m.host)
+            .map_err(|e| SandboxError::io(format!("opening {}", m.host.display()), e))?;
+        out.push((i, OwnedFd::from(file)));
+    }
+    Ok(out)
+}
+
+/// Whether `uid`/`gid` (no supplementary groups, no capabilities) can
+/// search every directory on the way to `path`, by the mode bits.
+fn reachable_by(path: &Path, uid: u32, gid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(path) = path.canonicalize() else {
+        return false;
+    };
+    path.ancestors().skip(1).all(|dir| {
+        let Ok(meta) = std::fs::metadata(dir) else {
+            return false;
+        };
+        let bit = if meta.uid() == uid {
+            0o100
+        } else if meta.gid() == gid {
+            0o010
+        } else {
+            0o001
+        };
+        meta.mode() & bit != 0
+    })
+}
+
+/// A file's permission bits (0 when it cannot be read).
+fn source_mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).map_or(0, |m| m.permissions().mode() & 0o7777)
 }
 
 enum RootEntry {
@@ -332,15 +403,15 @@ impl Limits {
 fn prepare_child(cmd: &mut Command, h: Handover, limits: Limits) -> Result<()> {
     // Move every descriptor above the target numbers first, so dup2 in the
     // child can never overwrite one source with another.
+    let all: Vec<OwnedFd> = [h.control, h.secret, h.passwd, h.group]
+        .into_iter()
+        .chain(h.copies)
+        .collect();
+    let above = (3 + all.len()).max(10) as i32;
     let high = |fd: OwnedFd| -> Result<OwnedFd> {
-        rustix::io::fcntl_dupfd_cloexec(&fd, 10).map_err(|e| SandboxError::io("dup", e.into()))
+        rustix::io::fcntl_dupfd_cloexec(&fd, above).map_err(|e| SandboxError::io("dup", e.into()))
     };
-    let fds = [
-        high(h.control)?,
-        high(h.secret)?,
-        high(h.passwd)?,
-        high(h.group)?,
-    ];
+    let fds = all.into_iter().map(high).collect::<Result<Vec<_>>>()?;
     let mut cpuset = rustix::thread::CpuSet::new();
     for c in &limits.cpus {
         cpuset.set(*c);
@@ -458,5 +529,61 @@ impl SandboxControl for NamespaceControl {
                     .map_err(|e| SandboxError::io("waiting for bubblewrap", e))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Mount;
+
+    fn mount(host: &str, guest: &str) -> Mount {
+        Mount {
+            host: host.into(),
+            guest: guest.into(),
+            writable: false,
+        }
+    }
+
+    #[test]
+    fn copied_mounts_come_from_descriptors_after_the_handover() {
+        let config = SandboxConfig {
+            mounts: vec![
+                mount("/usr/bin/true", "/opt/a"),
+                mount("/usr/bin/env", "/opt/b"),
+                mount("/usr/bin/false", "/opt/c"),
+            ],
+            ..SandboxConfig::default()
+        };
+        let args = bwrap_args(&config, Path::new("/g"), &[1, 2]).join(" ");
+        assert!(args.contains("--ro-bind /usr/bin/true /opt/a"), "{args}");
+        // Read and execute bits kept, write bits dropped.
+        let mode = format!("{:04o}", source_mode(Path::new("/usr/bin/env")) & 0o555);
+        assert!(
+            args.contains(&format!("--perms {mode} --ro-bind-data 7 /opt/b")),
+            "{args}"
+        );
+        assert!(args.contains("--ro-bind-data 8 /opt/c"), "{args}");
+        assert!(!args.contains("/usr/bin/env"), "{args}");
+    }
+
+    #[test]
+    fn reachability_follows_the_search_bits_of_every_parent() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = std::env::temp_dir().join(format!("husk-reach-{}", std::process::id()));
+        let inner = base.join("inner");
+        std::fs::create_dir_all(&inner).unwrap();
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let file = inner.join("tool");
+        std::fs::write(&file, b"x").unwrap();
+        let other = 54321; // neither the owner nor in the group
+        assert!(reachable_by(&file, other, other));
+        std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(!reachable_by(&file, other, other));
+        let me = rustix::process::geteuid().as_raw();
+        assert!(reachable_by(&file, me, other), "the owner's bits apply");
+        std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(!reachable_by(&base.join("missing"), other, other));
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }

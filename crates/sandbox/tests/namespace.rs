@@ -73,3 +73,44 @@ fn rlimits_limit_processes_and_memory() {
         sb.stop().await.unwrap();
     });
 }
+
+/// Namespace-only, as root: bubblewrap then runs as an unprivileged uid
+/// that cannot search `0700` directories such as `/root`, so a read-only
+/// file mount from one is copied in from a descriptor husk opened; it
+/// keeps its execute bit and stays read-only.
+#[test]
+fn file_mounts_the_sandbox_uid_cannot_reach_are_copied_in() {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(backend) = NamespaceBackend::new() else {
+        eprintln!("SKIP: bubblewrap is not installed");
+        return;
+    };
+    if !rustix::process::geteuid().is_root() {
+        // Not root: bubblewrap runs as this user, who can reach its own files.
+        return;
+    }
+    let private = std::env::temp_dir().join(format!("husk-private-{}", std::process::id()));
+    std::fs::create_dir_all(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let tool = private.join("tool");
+    std::fs::write(&tool, "#!/bin/sh\necho tool ran \"$@\"\n").unwrap();
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    conformance::RT.block_on(async {
+        let cfg = husk_sandbox::SandboxConfig {
+            mounts: vec![husk_sandbox::Mount {
+                host: tool.clone(),
+                guest: "/home/sandbox/.local/bin/tool".into(),
+                writable: false,
+            }],
+            ..Default::default()
+        };
+        let sb = backend.start(&cfg).await.expect("start with a mount from a 0700 directory");
+        let out = conformance::sh(&sb, "/home/sandbox/.local/bin/tool ok; echo changed > /home/sandbox/.local/bin/tool && echo WRITABLE; ls -l /home/sandbox/.local/bin/tool").await;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("tool ran ok"), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+        assert!(!stdout.contains("WRITABLE"), "{stdout}");
+        assert!(stdout.contains("-r-xr-xr-x"), "{stdout}");
+        sb.stop().await.unwrap();
+    });
+    std::fs::remove_dir_all(&private).unwrap();
+}

@@ -1,0 +1,263 @@
+//! End to end with the real Claude Code binary: `husk run` starts Claude
+//! Code in a namespace sandbox, Claude Code talks to a scripted
+//! Messages-API endpoint on the host (`tests/fixtures/fake_anthropic.py`),
+//! calls a real stdio MCP server given inline in the spec, writes the
+//! structured output with its own `Write` tool, and husk turns its
+//! stream-json into events and a run record. No API key, no internet.
+//!
+//! Needs `HUSK_CLAUDE_BIN` (the native binary; `scripts/test` sets it from
+//! `scripts/ensure-claude`), bubblewrap and python3.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+use common::{have_bwrap, husk};
+use serde_json::{Value, json};
+
+/// The scripted endpoint; killed when dropped, also when a test panics.
+struct Endpoint {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Endpoint {
+    fn start(log: &Path) -> Endpoint {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake_anthropic.py");
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .arg(log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start python3 fake_anthropic.py");
+        let mut first = String::new();
+        let stdout = child.stdout.take().unwrap();
+        let read = BufReader::new(stdout).read_line(&mut first);
+        let port = match read.ok().and_then(|_| first.trim().parse().ok()) {
+            Some(p) => p,
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the fake endpoint printed no port (got {first:?})");
+            }
+        };
+        Endpoint {
+            child,
+            port,
+            log: log.to_path_buf(),
+        }
+    }
+
+    /// The logged requests, one JSON object each.
+    fn requests(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("endpoint log line"))
+            .collect()
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A stdio MCP server (newline-delimited JSON-RPC) with one tool, `shout`,
+/// which upper-cases `text`. Unknown methods (such as the 2026-07-28
+/// `server/discover` probe) get -32601, so the client falls back to
+/// `initialize`.
+const ECHO_SERVER: &str = r#"
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if "id" not in m:
+        continue
+    meth, p = m.get("method"), m.get("params") or {}
+    if meth == "initialize":
+        r = {"protocolVersion": p.get("protocolVersion", "2025-06-18"), "capabilities": {"tools": {}}, "serverInfo": {"name": "echo", "version": "1"}}
+    elif meth == "tools/list":
+        r = {"tools": [{"name": "shout", "description": "Upper-cases the text.", "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}}]}
+    elif meth == "tools/call" and p.get("name") == "shout":
+        r = {"content": [{"type": "text", "text": str(p.get("arguments", {}).get("text", "")).upper()}]}
+    elif meth == "ping":
+        r = {}
+    else:
+        print(json.dumps({"jsonrpc": "2.0", "id": m["id"], "error": {"code": -32601, "message": "method not found: %s" % meth}}), flush=True)
+        continue
+    print(json.dumps({"jsonrpc": "2.0", "id": m["id"], "result": r}), flush=True)
+"#;
+
+/// A fresh random test credential.
+fn test_key() -> String {
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .expect("read /dev/urandom");
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sk-test-{hex}")
+}
+
+/// Files under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if std::fs::read(&path)
+                .unwrap()
+                .windows(needle.len())
+                .any(|w| w == needle)
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+fn events_of<'a>(record: &'a Value, kind: &str) -> Vec<&'a str> {
+    record["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event_type"] == kind)
+        .map(|e| e["message"].as_str().unwrap_or_default())
+        .collect()
+}
+
+#[test]
+fn real_claude_code_calls_an_mcp_tool_and_writes_the_output() {
+    if std::env::var_os("HUSK_CLAUDE_BIN").is_none() {
+        eprintln!(
+            "SKIP: HUSK_CLAUDE_BIN is not set (scripts/test sets it via scripts/ensure-claude)"
+        );
+        return;
+    }
+    if !have_bwrap() {
+        return;
+    }
+    if husk_sandbox::host::which("python3").is_none() {
+        eprintln!(
+            "SKIP: python3 is not installed (the scripted endpoint and the MCP server need it)"
+        );
+        return;
+    }
+    let t0 = Instant::now();
+    let base = std::env::temp_dir().join(format!("husk-claude-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let runs = base.join("runs");
+    std::fs::create_dir_all(&runs).unwrap();
+    let endpoint = Endpoint::start(&base.join("endpoint.jsonl"));
+    let key = test_key();
+
+    let spec = json!({
+        "api_version": "v1", "kind": "agent", "name": "claude-e2e",
+        "llm": {
+            "provider": "claude",
+            "base_url": format!("http://127.0.0.1:{}", endpoint.port),
+            "api_key_env": "HUSK_TEST_FAKE_ANTHROPIC_KEY",
+        },
+        // The agent must reach the endpoint on the host's loopback.
+        "sandbox": {"mode": "namespace", "network": true},
+        "agent": {
+            "prompt": "Call the shout tool of the echo MCP server with the text \"hello from claude\", \
+                       then write the result.",
+            "timeout_secs": 120,
+            "skills": ["agent:claude-code",
+                {"name": "echo", "command": "python3", "args": ["-c", ECHO_SERVER]}],
+        },
+    });
+    let spec_path = base.join("claude-e2e.json");
+    std::fs::write(&spec_path, serde_json::to_string_pretty(&spec).unwrap()).unwrap();
+
+    let o = husk()
+        .args(["run", "--json", "--runs-dir"])
+        .arg(&runs)
+        .arg(&spec_path)
+        .env("HUSK_TEST_FAKE_ANTHROPIC_KEY", &key)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    let requests = endpoint.requests();
+    let r: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("no JSON record ({e}): stdout {stdout:?} stderr {stderr}"));
+    let context = format!(
+        "stderr: {stderr}\nendpoint requests: {requests:#?}\nrecord: {r:#}\nfiles kept in {}",
+        base.display()
+    );
+
+    assert_eq!(o.status.code(), Some(0), "{context}");
+    assert_eq!(r["status"], "succeeded", "{context}");
+
+    let started = events_of(&r, "agent.started");
+    assert!(
+        started.iter().any(|m| m.contains("echo (connected)")),
+        "{started:?}\n{context}"
+    );
+    let calls = events_of(&r, "agent.tool_call");
+    assert!(
+        calls.iter().any(|m| m.contains("mcp__echo__shout")),
+        "{calls:?}\n{context}"
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|m| m.contains("Write") && m.contains("/workspace/output.json")),
+        "{calls:?}\n{context}"
+    );
+    let results = events_of(&r, "agent.tool_result");
+    assert!(
+        results.iter().any(|m| m.contains("HELLO FROM CLAUDE")),
+        "{results:?}\n{context}"
+    );
+    let summary = r["report"]["output"]["summary"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(summary.contains("HELLO FROM CLAUDE"), "{context}");
+    assert_eq!(r["report"]["output"]["status"], "success", "{context}");
+
+    // The scripted conversation reached the endpoint, step by step, with
+    // the credential from husk's environment as Claude Code's x-api-key.
+    let scripted: Vec<&Value> = requests.iter().filter(|q| q["scripted"] == true).collect();
+    let steps: Vec<&str> = scripted
+        .iter()
+        .map(|q| q["step"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(steps, ["shout", "write", "final"], "{context}");
+    for q in &scripted {
+        assert_eq!(q["x_api_key"], key.as_str(), "{context}");
+        assert_eq!(q["path"], "/v1/messages", "{context}");
+        assert!(q["anthropic_version"].is_string(), "{context}");
+    }
+
+    // Credentials never land in files: not in the record, not in anything
+    // husk kept, not in its messages.
+    assert!(!stdout.contains(&key), "the key is in the run record");
+    assert!(!stderr.contains(&key), "the key is in husk's stderr");
+    let leaked = files_containing(&runs, key.as_bytes());
+    assert!(leaked.is_empty(), "the key is in {leaked:?}");
+    let id = r["id"].as_str().unwrap();
+    assert!(runs.join(id).join("run.json").is_file());
+    assert!(runs.join(id).join("main/result.json").is_file());
+
+    drop(endpoint);
+    let _ = std::fs::remove_dir_all(&base);
+    eprintln!(
+        "real Claude Code run: {:.1} s ({} requests to the endpoint)",
+        t0.elapsed().as_secs_f64(),
+        requests.len()
+    );
+}
