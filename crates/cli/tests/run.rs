@@ -433,3 +433,52 @@ fn an_agent_runs_in_a_micro_vm() {
     );
     let _ = std::fs::remove_dir_all(&runs);
 }
+
+/// A sandbox that fails to boot is retried (run policy: 3 retries), and the
+/// final error explains the boot failure; a configuration error is not retried.
+#[test]
+fn sandbox_start_failures_are_retried_then_explained() {
+    if husk_sandbox::host::which("qemu-system-x86_64").is_none() {
+        eprintln!("SKIP: qemu-system-x86_64 is not installed");
+        return;
+    }
+    let runs = runs_dir("retry");
+    std::fs::create_dir_all(&runs).unwrap();
+    let text = std::fs::read_to_string(examples().join("hello-agent.yaml"))
+        .unwrap()
+        .replace("mode: auto", "mode: microvm");
+    let spec = runs.join("boot-fails.yaml");
+    std::fs::write(&spec, text).unwrap();
+    let o = husk()
+        .env("HUSK_KERNEL_ARGS", "rdinit=/no-such-init")
+        .args(["run", "--json", "--runs-dir"])
+        .arg(&runs)
+        .arg(&spec)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let stage = &r["report"]["stages"][0];
+    assert_eq!(stage["attempts"], 4, "{stage}");
+    let error = r["error"].as_str().unwrap();
+    assert!(
+        error.contains("did not start") && error.contains("Kernel panic"),
+        "{error}"
+    );
+    let retries = event_types(&r)
+        .iter()
+        .filter(|t| *t == "stage.retrying")
+        .count();
+    assert_eq!(retries, 3);
+    // A configuration error fails at once.
+    let bad = runs.join("bad-rootfs.yaml");
+    std::fs::write(
+        &bad,
+        "kind: agent\nname: x\nsandbox: {mode: namespace, image: /no/such/rootfs}\nagent:\n  prompt: p\n  skills: [\"agent:husk-test-agent\"]\n",
+    )
+    .unwrap();
+    let (code, r, _) = run_json(&bad, &runs);
+    assert_eq!(code, 1);
+    assert_eq!(r["report"]["stages"][0]["attempts"], 1, "{r:#}");
+    let _ = std::fs::remove_dir_all(&runs);
+}

@@ -15,7 +15,10 @@ pub enum RunError {
         "credential {0} is not set in the host environment (the spec's llm.api_key_env names it)"
     )]
     MissingCredential(String),
-    /// The sandbox failed (start, exec, files).
+    /// The sandbox did not start (retried per the run policy).
+    #[error("sandbox did not start: {0}")]
+    SandboxStart(SandboxError),
+    /// The sandbox failed (exec, files).
     #[error("sandbox: {0}")]
     Sandbox(#[from] SandboxError),
     /// The stage ran longer than its timeout.

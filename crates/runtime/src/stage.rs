@@ -69,7 +69,27 @@ pub async fn run_agent(ctx: &RunContext, st: &AgentStage<'_>) -> StageResult {
         output: None,
         manifest: Vec::new(),
     };
-    let outcome = attempt(ctx, st, &scope, &mut result).await;
+    let mut outcome = attempt(ctx, st, &scope, &mut result).await;
+    // A sandbox that failed to start is retried (policy.max_stage_retries);
+    // what the agent itself did is never retried.
+    while let Err(RunError::SandboxStart(e)) = &outcome {
+        if result.report.attempts > ctx.policy.max_stage_retries || ctx.cancel.is_cancelled() {
+            break;
+        }
+        let msg = format!(
+            "sandbox failed to start ({e}); attempt {} of {}",
+            result.report.attempts + 1,
+            ctx.policy.max_stage_retries + 1
+        );
+        ctx.emitter
+            .emit(Level::Warn, "stage.retrying", &scope, msg, None);
+        tokio::time::sleep(Duration::from_millis(
+            500 * u64::from(result.report.attempts),
+        ))
+        .await;
+        result.report.attempts += 1;
+        outcome = attempt(ctx, st, &scope, &mut result).await;
+    }
     let r = &mut result.report;
     r.duration_ms = t0.elapsed().as_millis() as u64;
     r.finished_at = Some(now_rfc3339());
@@ -115,7 +135,12 @@ async fn attempt(
     let agent = choose_agent(&prov, st.llm, ctx)?;
     let credential = credential(&agent, st.llm)?;
     let tools = host_tools(&prov, &agent);
-    let started = sandboxes::start(st.sandbox, &ctx.emitter, scope, &tools).await?;
+    let started = sandboxes::start(st.sandbox, &ctx.emitter, scope, &tools)
+        .await
+        .map_err(|e| match e {
+            RunError::Sandbox(e) if transient(&e) => RunError::SandboxStart(e),
+            other => other,
+        })?;
     res.report.sandbox = Some(started.description.clone());
     ctx.emitter.emit(
         Level::Info,
@@ -239,6 +264,16 @@ async fn in_sandbox(
         )));
     }
     Ok(())
+}
+
+/// Start failures worth another try (a boot that went wrong), as opposed
+/// to configuration that will fail the same way every time.
+fn transient(e: &husk_sandbox::SandboxError) -> bool {
+    use husk_sandbox::SandboxError as E;
+    matches!(
+        e,
+        E::StartFailed { .. } | E::Closed(_) | E::Io { .. } | E::Protocol(_)
+    )
 }
 
 /// A non-zero exit or an error result fails the stage with the agent's
