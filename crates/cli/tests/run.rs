@@ -247,6 +247,13 @@ fn failures_are_named_and_fail_the_run() {
             "llm:\n  api_key_env: HUSK_TEST_SURELY_UNSET_KEY\n",
             "credential HUSK_TEST_SURELY_UNSET_KEY is not set",
         ),
+        (
+            "noendpoint",
+            r#"{"steps":[]}"#,
+            "",
+            "llm:\n  base_url: http://127.0.0.1:1/v1\n",
+            "model endpoint http://127.0.0.1:1/v1 is unreachable",
+        ),
     ];
     for (name, script, extra, llm, needle) in cases {
         let spec = agent_spec(&dir, name, script, extra, llm);

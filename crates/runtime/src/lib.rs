@@ -19,6 +19,7 @@ pub mod events;
 pub mod lines;
 pub mod output;
 pub mod pipeline;
+pub mod preflight;
 pub mod process;
 pub mod prompt;
 pub mod provision;

@@ -134,6 +134,8 @@ async fn attempt(
     let prov = provision::plan(st.skills, &ctx.spec_dir, st.input, ctx.tools.as_ref())?;
     let agent = choose_agent(&prov, st.llm, ctx)?;
     let credential = credential(&agent, st.llm)?;
+    crate::preflight::network_needed(&agent, st.sandbox.network)?;
+    crate::preflight::endpoint_reachable(st.llm.base_url.as_deref()).await?;
     let tools = host_tools(&prov, &agent);
     let started = sandboxes::start(st.sandbox, &ctx.emitter, scope, &tools)
         .await
