@@ -94,10 +94,10 @@ async fn garbage_in_typed_errors_out() {
         let method = Method::from_bytes(rng.pick(&methods).as_bytes()).unwrap();
         let path = rng.pick(&paths);
         let mut req = Request::builder().method(method.clone()).uri(path);
-        if rng.next() % 3 == 0 {
+        if rng.next().is_multiple_of(3) {
             req = req.header("content-type", "application/json");
         }
-        if rng.next() % 5 == 0 {
+        if rng.next().is_multiple_of(5) {
             req = req.header("accept", "text/event-stream");
         }
         let resp = app
