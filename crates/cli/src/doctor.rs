@@ -110,53 +110,16 @@ fn guest_check() -> Check {
 /// Starts a real namespace sandbox and runs a command in it.
 async fn namespace_check() -> Check {
     let name = "namespace backend";
-    let backend = match NamespaceBackend::new() {
-        Ok(b) => b,
-        Err(e) => {
-            return Check {
-                name,
-                ok: false,
-                detail: e.to_string(),
-            };
-        }
-    };
-    let t = Instant::now();
-    let sandbox = match backend.start(&SandboxConfig::default()).await {
-        Ok(s) => s,
-        Err(e) => {
-            return Check {
-                name,
-                ok: false,
-                detail: format!("cannot start a sandbox: {e}"),
-            };
-        }
-    };
-    let out = sandbox
-        .client()
-        .run(&ExecRequest::new(["true"]), 1024)
-        .await;
-    let elapsed = t.elapsed();
-    let _ = sandbox.stop().await;
-    match out {
-        Ok(o) if o.status.success() => Check {
-            name,
-            ok: true,
-            detail: format!(
+    let result = match NamespaceBackend::new() {
+        Ok(backend) => try_sandbox(&backend, "cannot start a sandbox").await.map(|(elapsed, _)| {
+            format!(
                 "works: sandbox started and ran a command in {:.1} ms (bubblewrap; shared kernel)",
                 elapsed.as_secs_f64() * 1000.0
-            ),
-        },
-        Ok(o) => Check {
-            name,
-            ok: false,
-            detail: format!("test command failed: {:?}", o.status),
-        },
-        Err(e) => Check {
-            name,
-            ok: false,
-            detail: format!("test command failed: {e}"),
-        },
-    }
+            )
+        }),
+        Err(e) => Err(e.to_string()),
+    };
+    check(name, result)
 }
 
 /// Builds (or reuses) the guest image, settles the accelerator (probing
@@ -165,30 +128,34 @@ async fn microvm_check() -> Check {
     let name = "microvm backend";
     let backend = match MicrovmBackend::new(AccelChoice::Auto, &crate::exec::progress).await {
         Ok(b) => b,
-        Err(e) => {
-            return Check {
-                name,
-                ok: false,
-                detail: e.to_string(),
-            };
-        }
+        Err(e) => return check(name, Err(e.to_string())),
     };
     let accel = format!(
         "accelerator {} ({})",
         backend.accel().as_str(),
         backend.accel_reason()
     );
-    let t = Instant::now();
-    let sandbox = match backend.start(&SandboxConfig::default()).await {
-        Ok(s) => s,
-        Err(e) => {
-            return Check {
-                name,
-                ok: false,
-                detail: format!("{accel}; cannot boot a VM: {e}"),
-            };
-        }
+    let result = match try_sandbox(&backend, "cannot boot a VM").await {
+        Ok((elapsed, kernel)) => Ok(format!(
+            "works: {accel}; booted kernel {kernel} and ran a command in {:.2} s",
+            elapsed.as_secs_f64()
+        )),
+        Err(e) => Err(format!("{accel}; {e}")),
     };
+    check(name, result)
+}
+
+/// Starts a sandbox, runs `true` in it, stops it: how long start + exec
+/// took and the guest kernel, or what failed.
+async fn try_sandbox(
+    backend: &dyn Backend,
+    start_failed: &str,
+) -> Result<(std::time::Duration, String), String> {
+    let t = Instant::now();
+    let sandbox = backend
+        .start(&SandboxConfig::default())
+        .await
+        .map_err(|e| format!("{start_failed}: {e}"))?;
     let out = sandbox
         .client()
         .run(&ExecRequest::new(["true"]), 1024)
@@ -197,23 +164,23 @@ async fn microvm_check() -> Check {
     let kernel = sandbox.info().guest_kernel.clone();
     let _ = sandbox.stop().await;
     match out {
-        Ok(o) if o.status.success() => Check {
+        Ok(o) if o.status.success() => Ok((elapsed, kernel)),
+        Ok(o) => Err(format!("test command failed: {:?}", o.status)),
+        Err(e) => Err(format!("test command failed: {e}")),
+    }
+}
+
+fn check(name: &'static str, result: Result<String, String>) -> Check {
+    match result {
+        Ok(detail) => Check {
             name,
             ok: true,
-            detail: format!(
-                "works: {accel}; booted kernel {kernel} and ran a command in {:.2} s",
-                elapsed.as_secs_f64()
-            ),
+            detail,
         },
-        Ok(o) => Check {
+        Err(detail) => Check {
             name,
             ok: false,
-            detail: format!("{accel}; test command failed: {:?}", o.status),
-        },
-        Err(e) => Check {
-            name,
-            ok: false,
-            detail: format!("{accel}; test command failed: {e}"),
+            detail,
         },
     }
 }

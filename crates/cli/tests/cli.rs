@@ -226,11 +226,7 @@ fn killing_husk_leaves_no_sandbox_process_behind() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    use std::io::BufRead;
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = common::first_line(&mut child);
     let ns = line.trim().to_string();
     assert!(ns.starts_with("pid:["), "{ns}");
     assert!(
@@ -279,11 +275,7 @@ fn killing_husk_leaves_no_qemu_behind() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    use std::io::BufRead;
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = common::first_line(&mut child);
     let id = line.trim().to_string();
     assert!(id.starts_with("husk.id="), "no VM identity: {line:?}");
     assert_eq!(processes_with(&id), 1, "exactly one QEMU for the VM");

@@ -116,13 +116,7 @@ fn real_main() -> Result<(), String> {
     let args = parse_args()?;
     let control = adopt_fd(args.control_fd, "control")?;
     let secret = read_secret(adopt_fd(args.secret_fd, "secret")?)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting the runtime: {e}"))?;
-    rt.block_on(async move {
-        let r = reaper::Reaper::start().map_err(|e| format!("installing SIGCHLD handler: {e}"))?;
-        let _ = REAPER.set(r);
+    session(async move {
         forward_termination();
         let stream = std::os::unix::net::UnixStream::from(control);
         stream.set_nonblocking(true).map_err(|e| e.to_string())?;
@@ -133,11 +127,29 @@ fn real_main() -> Result<(), String> {
             default_user: None,
             file_owner: None,
         };
-        match server::serve(rd, wr, &cfg).await {
-            SessionEnd::Shutdown | SessionEnd::Disconnected => Ok(()),
-            SessionEnd::Rejected(reason) => Err(format!("handshake refused: {reason}")),
-        }
+        ended(server::serve(rd, wr, &cfg).await)
     })
+}
+
+/// Runs a session on a current-thread runtime with the zombie reaper
+/// installed (both modes).
+fn session(body: impl std::future::Future<Output = Result<(), String>>) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    rt.block_on(async move {
+        let r = reaper::Reaper::start().map_err(|e| format!("installing SIGCHLD handler: {e}"))?;
+        let _ = REAPER.set(r);
+        body.await
+    })
+}
+
+fn ended(end: SessionEnd) -> Result<(), String> {
+    match end {
+        SessionEnd::Shutdown | SessionEnd::Disconnected => Ok(()),
+        SessionEnd::Rejected(reason) => Err(format!("handshake refused: {reason}")),
+    }
 }
 
 /// Micro-VM mode: `/init` of the guest kernel. Never returns; the VM
@@ -159,13 +171,7 @@ fn vm_serve() -> Result<(), String> {
     vm::boot_mark("control port found");
     let fd = vm::open_port(&dev, std::time::Duration::from_secs(60))?;
     vm::boot_mark("control port open");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting the runtime: {e}"))?;
-    rt.block_on(async move {
-        let r = reaper::Reaper::start().map_err(|e| format!("installing SIGCHLD handler: {e}"))?;
-        let _ = REAPER.set(r);
+    session(async move {
         let stream = port::PortStream::new(fd).map_err(|e| format!("control port: {e}"))?;
         let (rd, wr) = tokio::io::split(stream);
         let cfg = GuestConfig {
@@ -173,10 +179,7 @@ fn vm_serve() -> Result<(), String> {
             default_user: Some(vm::SANDBOX_UID),
             file_owner: Some((vm::SANDBOX_UID, vm::SANDBOX_UID)),
         };
-        match server::serve(rd, wr, &cfg).await {
-            SessionEnd::Shutdown | SessionEnd::Disconnected => Ok(()),
-            SessionEnd::Rejected(reason) => Err(format!("handshake refused: {reason}")),
-        }
+        ended(server::serve(rd, wr, &cfg).await)
     })
 }
 

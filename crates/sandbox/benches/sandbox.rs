@@ -8,50 +8,16 @@
 //! Run: `cargo bench -p husk-sandbox --bench sandbox` (HUSK_BENCH_N sets the
 //! iteration count, default 100). Not a test: it asserts nothing.
 
-use std::time::{Duration, Instant};
+mod common;
 
+use std::time::Instant;
+
+use common::{cold_start, header, iterations, round_trips, row, stats};
+use husk_sandbox::SandboxConfig;
 use husk_sandbox::namespace::NamespaceBackend;
-use husk_sandbox::protocol::ExecRequest;
-use husk_sandbox::{Backend, SandboxConfig};
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
-struct Stats {
-    p50: Duration,
-    p95: Duration,
-}
-
-fn stats(mut v: Vec<Duration>) -> Stats {
-    v.sort();
-    Stats {
-        p50: percentile(&v, 0.5),
-        p95: percentile(&v, 0.95),
-    }
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-}
-
-fn row(name: &str, s: &Stats, floor: Option<&Stats>) {
-    let ratio = floor.map_or("—".to_string(), |f| {
-        format!(
-            "{:.2}× (p95 {:.2}×)",
-            s.p50.as_secs_f64() / f.p50.as_secs_f64(),
-            s.p95.as_secs_f64() / f.p95.as_secs_f64()
-        )
-    });
-    println!("| {name} | {} | {} | {ratio} |", ms(s.p50), ms(s.p95));
-}
 
 fn main() {
-    let n: usize = std::env::var("HUSK_BENCH_N")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
+    let n = iterations(100);
     let backend = match NamespaceBackend::new() {
         Ok(b) => b,
         Err(e) => {
@@ -67,55 +33,22 @@ fn main() {
     let config = SandboxConfig::default();
 
     // Interleave floor and measured runs so drift hits both alike.
-    let mut floor = Vec::with_capacity(n);
-    let mut create = Vec::with_capacity(n);
+    let (mut floor, mut create) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for _ in 0..n {
         let t = Instant::now();
         let st = backend.floor_command(&config).status().expect("bare bwrap");
         floor.push(t.elapsed());
         assert!(st.success(), "bare bwrap failed: {st}");
-        rt.block_on(async {
-            let t = Instant::now();
-            let sb = backend.start(&config).await.expect("start");
-            let out = sb
-                .client()
-                .run(&ExecRequest::new(["true"]), 1024)
-                .await
-                .expect("exec");
-            create.push(t.elapsed());
-            assert!(out.status.success());
-            sb.stop().await.expect("stop");
-        });
+        create.push(rt.block_on(cold_start(&backend, &config)));
     }
-
-    let (exec_rt, ping_rt) = rt.block_on(async {
-        let sb = backend.start(&config).await.expect("start");
-        let (mut e, mut p) = (Vec::new(), Vec::new());
-        for _ in 0..n {
-            let t = Instant::now();
-            sb.client()
-                .run(&ExecRequest::new(["true"]), 1024)
-                .await
-                .expect("exec");
-            e.push(t.elapsed());
-            let t = Instant::now();
-            sb.client().ping().await.expect("ping");
-            p.push(t.elapsed());
-        }
-        sb.stop().await.expect("stop");
-        (e, p)
-    });
+    let (exec_rt, ping_rt) = rt.block_on(round_trips(&backend, &config, n));
 
     let floor = stats(floor);
-    println!(
-        "namespace backend, {n} iterations, {} CPUs",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    );
-    println!();
-    println!("| measurement | p50 | p95 | vs floor (p50) |");
-    println!("|---|---|---|---|");
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    println!("namespace backend, {n} iterations, {cpus} CPUs");
+    header();
     row("floor: bare `bwrap … true`", &floor, None);
     row("create → first exec (`true`)", &stats(create), Some(&floor));
     row(

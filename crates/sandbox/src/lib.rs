@@ -18,6 +18,7 @@ pub mod microvm;
 pub mod namespace;
 pub mod select;
 mod spawner;
+mod stderr;
 
 pub use backend::{
     Backend, BackendKind, Mount, Sandbox, SandboxConfig, SandboxControl, SandboxInfo,

@@ -18,13 +18,12 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use husk_protocol::Secret;
-use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
 use crate::backend::{Backend, BackendKind, Sandbox, SandboxConfig, SandboxControl, SandboxInfo};
@@ -45,8 +44,6 @@ pub const SANDBOX_UID: u32 = 1000;
 /// When husk runs as root, bubblewrap runs as this host uid, so that
 /// root-owned host files do not look like the sandbox user's own.
 const DEFAULT_UNPRIVILEGED_UID: u32 = 65534;
-/// Bytes of bubblewrap/guest stderr kept for error messages.
-const STDERR_KEEP: usize = 16 * 1024;
 /// The descriptor of the first copied mount (see [`copied_mounts`]); 3 to 6
 /// are the control channel, the secret, passwd and group.
 const FIRST_COPY_FD: usize = 7;
@@ -173,7 +170,7 @@ impl Backend for NamespaceBackend {
         let mut child = crate::spawner::spawn(cmd)
             .await
             .map_err(|e| SandboxError::io(format!("starting {}", self.bwrap.display()), e))?;
-        let stderr = collect_stderr(&mut child);
+        let stderr = crate::stderr::collect(&mut child);
 
         let present = config.present_secret.clone().unwrap_or(secret);
         let stream = tokio::net::UnixStream::from_std({
@@ -467,34 +464,13 @@ pub(crate) fn random_bytes() -> Result<[u8; 32]> {
     Ok(b)
 }
 
-type StderrBuf = Arc<Mutex<Vec<u8>>>;
-
-/// Keeps the last bytes bubblewrap and the guest write to stderr.
-fn collect_stderr(child: &mut Child) -> StderrBuf {
-    let buf: StderrBuf = Arc::default();
-    if let Some(mut err) = child.stderr.take() {
-        let buf = buf.clone();
-        tokio::spawn(async move {
-            let mut chunk = [0u8; 4096];
-            while let Ok(n) = err.read(&mut chunk).await {
-                if n == 0 {
-                    break;
-                }
-                let mut b = buf.lock().expect("stderr lock");
-                b.extend_from_slice(&chunk[..n]);
-                let excess = b.len().saturating_sub(STDERR_KEEP);
-                b.drain(..excess);
-            }
-        });
-    }
-    buf
-}
+use crate::stderr::StderrBuf;
 
 async fn start_failure(mut child: Child, stderr: StderrBuf, e: SandboxError) -> SandboxError {
     let _ = child.start_kill();
     let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let detail = String::from_utf8_lossy(&stderr.lock().expect("stderr lock")).into_owned();
+    let detail = crate::stderr::text(&stderr);
     match e {
         SandboxError::Rejected(_) => e,
         SandboxError::StartFailed { reason, .. } => SandboxError::StartFailed { reason, detail },

@@ -53,7 +53,7 @@ pub async fn select(
     match choice {
         BackendChoice::Namespace => namespace("asked for".into()),
         BackendChoice::Microvm => {
-            let vm = MicrovmBackend::new(accel, progress).await?;
+            let vm = MicrovmBackend::shared(accel, progress).await?;
             if vm.accel() == Accel::Tcg && accel == AccelChoice::Auto {
                 progress(&format!(
                     "warning: micro-VMs run under TCG software emulation ({}); expect boots of a few seconds",
@@ -66,7 +66,7 @@ pub async fn select(
                 vm.accel_reason()
             );
             Ok(Selected {
-                backend: Arc::new(vm),
+                backend: vm,
                 kind: BackendKind::Microvm,
                 reason,
             })
@@ -83,11 +83,11 @@ async fn auto(progress: &(dyn Fn(&str) + Sync)) -> Result<Selected> {
     if let Some((Accel::Tcg, reason)) = crate::microvm::cached_kvm_verdict() {
         return namespace(format!("auto: {reason}"));
     }
-    match MicrovmBackend::new(AccelChoice::Auto, progress).await {
+    match MicrovmBackend::shared(AccelChoice::Auto, progress).await {
         Ok(vm) if vm.accel() == Accel::Kvm => {
             let reason = format!("auto: KVM works ({})", vm.accel_reason());
             Ok(Selected {
-                backend: Arc::new(vm),
+                backend: vm,
                 kind: BackendKind::Microvm,
                 reason,
             })

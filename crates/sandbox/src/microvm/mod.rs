@@ -57,7 +57,7 @@ impl Accel {
 }
 
 /// What the user asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AccelChoice {
     #[default]
@@ -132,6 +132,38 @@ impl MicrovmBackend {
             accel,
             accel_reason,
         })
+    }
+
+    /// One backend per accelerator choice for the whole process: the
+    /// image lookup (hashing the guest agent and busybox, reading the
+    /// kernel's module tree) and the KVM verdict are settled once, not for
+    /// every sandbox a daemon starts. Failures are not cached.
+    pub async fn shared(
+        choice: AccelChoice,
+        progress: &(dyn Fn(&str) + Sync),
+    ) -> Result<Arc<Self>> {
+        static SHARED: std::sync::Mutex<Vec<(AccelChoice, Arc<MicrovmBackend>)>> =
+            std::sync::Mutex::new(Vec::new());
+        let cached = || {
+            SHARED
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .find(|(c, _)| *c == choice)
+                .map(|(_, b)| b.clone())
+        };
+        if let Some(b) = cached() {
+            return Ok(b);
+        }
+        let built = Arc::new(MicrovmBackend::new(choice, progress).await?);
+        let mut all = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        match all.iter().find(|(c, _)| *c == choice) {
+            Some((_, b)) => Ok(b.clone()),
+            None => {
+                all.push((choice, built.clone()));
+                Ok(built)
+            }
+        }
     }
 
     pub fn accel(&self) -> Accel {

@@ -4,11 +4,9 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use husk_protocol::Secret;
-use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
 use super::image::GuestImage;
@@ -143,7 +141,7 @@ async fn boot_in(spec: &VmSpec<'_>, dir: &Path, id: &str) -> Result<Vm> {
     let mut child = crate::spawner::spawn(cmd)
         .await
         .map_err(|e| SandboxError::io(format!("starting {}", spec.qemu.display()), e))?;
-    let stderr = collect_stderr(&mut child);
+    let stderr = crate::stderr::collect(&mut child);
     let console_path = dir.join("console.log");
     let started = Instant::now();
     let connected = connect(spec, dir, &mut child, started).await;
@@ -222,14 +220,16 @@ fn timeout_error(spec: &VmSpec<'_>) -> SandboxError {
     }
 }
 
-fn explain(e: SandboxError, console: Option<File>, stderr: &Arc<Mutex<Vec<u8>>>) -> SandboxError {
+fn explain(
+    e: SandboxError,
+    console: Option<File>,
+    stderr: &crate::stderr::StderrBuf,
+) -> SandboxError {
     if let SandboxError::Rejected(_) = e {
         return e;
     }
     let mut detail = String::new();
-    let qemu_err = String::from_utf8_lossy(&stderr.lock().expect("stderr lock"))
-        .trim()
-        .to_string();
+    let qemu_err = crate::stderr::text(stderr).trim().to_string();
     if !qemu_err.is_empty() {
         detail.push_str(&format!("qemu: {qemu_err}\n"));
     }
@@ -270,24 +270,4 @@ fn write_private(path: &PathBuf, data: &[u8]) -> Result<()> {
         .map_err(|e| SandboxError::io(format!("writing {}", path.display()), e))?;
     f.write_all(data)
         .map_err(|e| SandboxError::io(format!("writing {}", path.display()), e))
-}
-
-fn collect_stderr(child: &mut Child) -> Arc<Mutex<Vec<u8>>> {
-    let buf: Arc<Mutex<Vec<u8>>> = Arc::default();
-    if let Some(mut err) = child.stderr.take() {
-        let buf = buf.clone();
-        tokio::spawn(async move {
-            let mut chunk = [0u8; 4096];
-            while let Ok(n) = err.read(&mut chunk).await {
-                if n == 0 {
-                    break;
-                }
-                let mut b = buf.lock().expect("stderr lock");
-                if b.len() < 16 * 1024 {
-                    b.extend_from_slice(&chunk[..n]);
-                }
-            }
-        });
-    }
-    buf
 }
