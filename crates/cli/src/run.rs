@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use clap::Args;
 use husk_runtime::record::{RunRecord, RunStatus};
-use husk_runtime::{RunOptions, RunPolicy};
+use husk_runtime::RunOptions;
 use tokio_util::sync::CancellationToken;
 
 use crate::CliResult;
@@ -73,15 +73,8 @@ pub async fn run(args: RunArgs, global_verbose: bool) -> CliResult<i32> {
         .ok()
         .and_then(|p| p.parent().map(PathBuf::from))
         .unwrap_or_else(|| ".".into());
-    let opts = RunOptions {
-        run_id: None,
-        file: args.spec.display().to_string(),
-        spec_dir,
-        input,
-        artifacts_root: root.clone(),
-        policy: RunPolicy::default(),
-        tools: None,
-    };
+    let mut opts = RunOptions::new(args.spec.display().to_string(), spec_dir, root.clone());
+    opts.input = input;
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
     tokio::spawn(async move {

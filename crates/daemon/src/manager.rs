@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use husk_runtime::events::{Level, event_id, v2_name};
-use husk_runtime::record::{ArtifactPublication, RunRecord, new_run_id, now_rfc3339};
+use husk_runtime::live::LiveRun;
+use husk_runtime::record::{RunRecord, StageStatus, new_run_id, now_rfc3339};
+use husk_runtime::telemetry::{Page, Telemetry};
 use husk_runtime::{Event, EventSink, RunOptions, RunPolicy, RunStatus};
 use husk_spec::Spec;
 use serde::{Deserialize, Serialize};
@@ -52,7 +54,8 @@ pub struct Cancelled {
 
 /// A run in flight.
 struct Live {
-    record: Mutex<RunRecord>,
+    record: Arc<LiveRun>,
+    telemetry: Arc<Telemetry>,
     cancel: CancellationToken,
     events: broadcast::Sender<Event>,
     done: watch::Sender<bool>,
@@ -76,6 +79,7 @@ impl Manager {
             let seq = store.last_seq(&r.id)? + 1;
             let ev = terminal_event(
                 &r.id,
+                r.attempt_id,
                 seq,
                 "run.failed",
                 "the daemon restarted while the run was active; its sandbox is gone",
@@ -90,8 +94,8 @@ impl Manager {
             r.active_stage_count = 0;
             r.active_microvm_count = 0;
             for state in r.stage_states.values_mut() {
-                if state == "running" || state == "queued" {
-                    *state = "failed".into();
+                if !state.is_terminal() {
+                    *state = StageStatus::Failed;
                 }
             }
             store.put_run(&r)?;
@@ -127,7 +131,7 @@ impl Manager {
     /// The current record (live when running), without events.
     pub fn record(&self, id: &str) -> ApiResult<RunRecord> {
         if let Some(l) = self.live(id) {
-            return Ok(l.record.lock().unwrap_or_else(|e| e.into_inner()).clone());
+            return Ok(l.record.snapshot());
         }
         self.store
             .get_run(id)?
@@ -174,25 +178,23 @@ impl Manager {
                 ),
             ));
         }
-        let record = initial_record(&id, &file, &policy);
-        self.store.put_run(&record)?;
+        let record = Arc::new(LiveRun::pending(&id, &file, &policy));
+        self.store.put_run(&record.snapshot())?;
         let live = Arc::new(Live {
-            record: Mutex::new(record),
+            record,
+            telemetry: Arc::default(),
             cancel: CancellationToken::new(),
             events: broadcast::channel(1024).0,
             done: watch::channel(false).0,
         });
         live_map.insert(id.clone(), live.clone());
         drop(live_map);
-        let opts = RunOptions {
-            run_id: Some(id.clone()),
-            file,
-            spec_dir,
-            input: req.input,
-            artifacts_root: self.store.runs_dir().to_path_buf(),
-            policy,
-            tools: None,
-        };
+        let mut opts = RunOptions::new(file, spec_dir, self.store.runs_dir().to_path_buf());
+        opts.run_id = Some(id.clone());
+        opts.input = req.input;
+        opts.policy = policy;
+        opts.live = Some(live.record.clone());
+        opts.telemetry = Some(live.telemetry.clone());
         let me = self.clone();
         tokio::spawn(async move { me.drive(spec, opts, live).await });
         Ok(Created {
@@ -207,13 +209,15 @@ impl Manager {
         let sink = Arc::new(DaemonSink {
             store: self.store.clone(),
             live: live.clone(),
+            persisted: Mutex::new(0),
         });
         let mut record = husk_runtime::run(&spec, opts, sink, live.cancel.clone()).await;
         record.events = Vec::new();
         if let Err(e) = self.store.put_run(&record) {
             tracing::error!("storing the final record of {id}: {e}");
         }
-        *live.record.lock().unwrap_or_else(|e| e.into_inner()) = record;
+        save_telemetry(&self.store.runs_dir().join(&id), &live.telemetry.all());
+        live.record.replace(record);
         self.live
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -225,12 +229,7 @@ impl Manager {
     /// calls return the same terminal event.
     pub async fn cancel(&self, id: &str, reason: Option<String>) -> ApiResult<Cancelled> {
         if let Some(live) = self.live(id) {
-            let grace = live
-                .record
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .policy
-                .cancel_grace_period_secs;
+            let grace = live.record.snapshot().policy.cancel_grace_period_secs;
             if !live.cancel.is_cancelled() {
                 tracing::info!(
                     "cancelling {id}: {}",
@@ -250,6 +249,27 @@ impl Manager {
         })
     }
 
+    /// Resource samples of a run's stages (`stage` filters; an unknown
+    /// stage is `NOT_FOUND`).
+    pub fn telemetry(
+        &self,
+        id: &str,
+        from_seq: u64,
+        stage: Option<&str>,
+    ) -> ApiResult<(RunRecord, Page)> {
+        let record = self.record(id)?;
+        if let Some(s) = stage
+            && !record.stage_states.contains_key(s)
+        {
+            return Err(ApiError::not_found(format!("run {id} has no stage {s}")));
+        }
+        let tel = match self.live(id) {
+            Some(l) => l.telemetry.clone(),
+            None => Arc::new(load_telemetry(&self.store.runs_dir().join(id))),
+        };
+        Ok((record, tel.page(from_seq, stage)))
+    }
+
     /// Cancels every active run (daemon shutdown).
     pub fn cancel_all(&self) {
         for l in self.live.lock().unwrap_or_else(|e| e.into_inner()).values() {
@@ -258,10 +278,13 @@ impl Manager {
     }
 }
 
-/// Stores each event, updates the live record, then tells subscribers.
+/// Stores each event, then the live record when it changed since it was
+/// last stored, then tells subscribers.
 struct DaemonSink {
     store: Arc<Store>,
     live: Arc<Live>,
+    /// Version of the live record last stored.
+    persisted: Mutex<u64>,
 }
 
 impl EventSink for DaemonSink {
@@ -270,84 +293,21 @@ impl EventSink for DaemonSink {
             tracing::error!("storing event {} of {}: {err}", e.event_id, e.run_id);
             return;
         }
-        let snapshot = {
-            let mut r = self.live.record.lock().unwrap_or_else(|x| x.into_inner());
-            let changed = apply(&mut r, e);
-            changed.then(|| r.clone())
-        };
-        if let Some(r) = snapshot
-            && let Err(err) = self.store.put_run(&r)
-        {
-            tracing::error!("storing run {}: {err}", r.id);
+        let mut persisted = self.persisted.lock().unwrap_or_else(|x| x.into_inner());
+        let version = self.live.record.version();
+        if version != *persisted {
+            let r = self.live.record.snapshot();
+            match self.store.put_run(&r) {
+                Ok(()) => *persisted = version,
+                Err(err) => tracing::error!("storing run {}: {err}", r.id),
+            }
         }
+        drop(persisted);
         let _ = self.live.events.send(e.clone());
     }
 }
 
-/// Folds an event into the live record; true when the status changed.
-fn apply(r: &mut RunRecord, e: &Event) -> bool {
-    r.updated_at = e.timestamp.clone();
-    let before = r.status;
-    match e.event_type.as_str() {
-        "run.started" => r.status = RunStatus::Starting,
-        "stage.started" => {
-            r.status = RunStatus::Running;
-            if let Some(s) = &e.stage_name {
-                r.stage_states.insert(s.clone(), "running".into());
-                r.active_stage_count += 1;
-            }
-        }
-        "stage.completed" | "stage.failed" | "stage.skipped" => {
-            if let Some(s) = &e.stage_name {
-                let state = match e.event_type.as_str() {
-                    "stage.completed" => "succeeded",
-                    "stage.failed" => "failed",
-                    _ => "skipped",
-                };
-                if r.stage_states.insert(s.clone(), state.into()).as_deref() == Some("running") {
-                    r.active_stage_count = r.active_stage_count.saturating_sub(1);
-                }
-            }
-        }
-        "stage.queued" => {
-            if let Some(s) = &e.stage_name {
-                r.stage_states.insert(s.clone(), "queued".into());
-            }
-        }
-        "box.started" if e.message.contains("microvm") => r.active_microvm_count += 1,
-        "run.output_ready" => r.output_ready = true,
-        _ => {}
-    }
-    r.status != before
-}
-
-fn initial_record(id: &str, file: &str, policy: &RunPolicy) -> RunRecord {
-    let now = now_rfc3339();
-    RunRecord {
-        id: id.into(),
-        status: RunStatus::Pending,
-        file: file.into(),
-        report: None,
-        error: None,
-        events: Vec::new(),
-        attempt_id: 1,
-        started_at: now.clone(),
-        updated_at: now,
-        finished_at: None,
-        terminal_reason: None,
-        exit_code: None,
-        active_stage_count: 0,
-        active_microvm_count: 0,
-        policy: policy.clone(),
-        terminal_event_id: None,
-        stage_states: Default::default(),
-        artifact_publication: ArtifactPublication::default(),
-        output_ready: false,
-        artifacts_dir: None,
-    }
-}
-
-fn terminal_event(run_id: &str, seq: u64, ty: &str, message: &str) -> Event {
+fn terminal_event(run_id: &str, attempt_id: u32, seq: u64, ty: &str, message: &str) -> Event {
     let now = std::time::SystemTime::now();
     Event {
         event_id: event_id(seq),
@@ -362,10 +322,43 @@ fn terminal_event(run_id: &str, seq: u64, ty: &str, message: &str) -> Event {
         event_type_v2: v2_name(ty),
         message: message.into(),
         run_id: run_id.into(),
+        attempt_id,
         stage_name: None,
         box_name: None,
         payload: Some(serde_json::json!({"terminal_reason": "daemon_restarted"})),
     }
+}
+
+const TELEMETRY_FILE: &str = "telemetry.json";
+
+/// Keeps a finished run's samples beside its artifacts.
+fn save_telemetry(run_dir: &std::path::Path, samples: &[husk_runtime::telemetry::Sample]) {
+    if samples.is_empty() {
+        return;
+    }
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::create_dir_all(run_dir)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(run_dir.join(TELEMETRY_FILE))?;
+        f.write_all(&serde_json::to_vec(samples).unwrap_or_default())
+    };
+    if let Err(e) = write() {
+        tracing::warn!("keeping telemetry in {}: {e}", run_dir.display());
+    }
+}
+
+fn load_telemetry(run_dir: &std::path::Path) -> Telemetry {
+    let samples = std::fs::read(run_dir.join(TELEMETRY_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    Telemetry::from_samples(samples)
 }
 
 /// Caller-chosen run ids become URL segments and directory names.

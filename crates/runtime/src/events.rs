@@ -37,6 +37,8 @@ pub struct Event {
     pub event_type_v2: String,
     pub message: String,
     pub run_id: String,
+    /// The run's attempt (contract §2: every event carries it).
+    pub attempt_id: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -132,6 +134,7 @@ impl EventSink for MemoryLog {
 /// Stamps events of one run (ids, sequence, time) and hands them to a sink.
 pub struct Emitter {
     run_id: String,
+    attempt_id: u32,
     seq: AtomicU64,
     sink: Arc<dyn EventSink>,
 }
@@ -154,9 +157,10 @@ impl Scope {
 
 impl Emitter {
     /// `first_seq` lets a resumed run continue its numbering.
-    pub fn new(run_id: &str, first_seq: u64, sink: Arc<dyn EventSink>) -> Self {
+    pub fn new(run_id: &str, attempt_id: u32, first_seq: u64, sink: Arc<dyn EventSink>) -> Self {
         Emitter {
             run_id: run_id.to_string(),
+            attempt_id,
             seq: AtomicU64::new(first_seq),
             sink,
         }
@@ -191,6 +195,7 @@ impl Emitter {
             event_type_v2: v2_name(event_type),
             message: message.into(),
             run_id: self.run_id.clone(),
+            attempt_id: self.attempt_id,
             stage_name: scope.stage.clone(),
             box_name: scope.box_name.clone(),
             payload,
@@ -220,7 +225,7 @@ mod tests {
     #[test]
     fn emitter_orders_and_stamps() {
         let log = Arc::new(MemoryLog::default());
-        let em = Emitter::new("run-1", 0, log.clone());
+        let em = Emitter::new("run-1", 1, 0, log.clone());
         em.info("run.started", &Scope::default(), "go");
         em.emit(
             Level::Warn,
@@ -240,5 +245,6 @@ mod tests {
         let json = serde_json::to_value(&evs[0]).unwrap();
         assert!(json.get("stage_name").is_none());
         assert_eq!(json["run_id"], "run-1");
+        assert_eq!(json["attempt_id"], 1);
     }
 }

@@ -5,6 +5,10 @@
 //! - An agent stage ([`stage`]) gets a fresh sandbox, its skills and input
 //!   ([`provision`]), the agent launched by a launcher ([`agents`]), its
 //!   timeout, and its structured output checked ([`output`], [`collect`]).
+//! - Service mode ([`service`]) keeps an agent running and publishes its
+//!   output file whenever it changes.
+//! - The run's state lives in one [`live::LiveRun`] record, changed only by
+//!   typed transitions; resource samples go to [`telemetry`].
 //! - Workflows ([`workflow`]) run steps in one sandbox in dependency order;
 //!   pipelines ([`pipeline`]) run boxes stage by stage with fan-out.
 //!
@@ -17,6 +21,7 @@ pub mod context;
 pub mod error;
 pub mod events;
 pub mod lines;
+pub mod live;
 pub mod output;
 pub mod pipeline;
 pub mod preflight;
@@ -26,8 +31,10 @@ pub mod provision;
 pub mod record;
 pub mod run;
 pub mod sandboxes;
+pub mod service;
 pub mod stage;
 pub mod store;
+pub mod telemetry;
 pub mod workflow;
 
 pub use error::RunError;

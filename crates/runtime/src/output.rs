@@ -1,7 +1,10 @@
 //! Structured output of a task: the JSON file an agent leaves at its
 //! `output_file`. It must be a JSON object with a `status` string;
-//! `summary`, `metrics{}`, `artifacts[{name, path, media_type}]` and
-//! `intents[]` are optional but checked when present. Missing or malformed
+//! `summary`, `metrics{}`, `artifacts[{name, path?, stage?, media_type?}]`
+//! and `intents[]` are optional but checked when present. An artifact's
+//! `path` defaults to its `name` (relative to `/workspace`), as void-box
+//! and void-control write none; `stage`, when given, must name the stage
+//! that wrote the file. Artifact names are unique per stage. Missing or malformed
 //! output turns a successful exit into a failed stage, with a reason that
 //! says which.
 
@@ -62,8 +65,13 @@ impl StructuredOutput {
     }
 }
 
-/// Parses the bytes of `path` (`None`: the file does not exist).
-pub fn parse(path: &str, bytes: Option<&[u8]>) -> Result<StructuredOutput, OutputError> {
+/// Parses the bytes of `path` (`None`: the file does not exist), written
+/// by stage `stage`.
+pub fn parse(
+    path: &str,
+    stage: &str,
+    bytes: Option<&[u8]>,
+) -> Result<StructuredOutput, OutputError> {
     let bad = |reason: String| OutputError::Malformed {
         path: path.to_string(),
         reason,
@@ -97,12 +105,7 @@ pub fn parse(path: &str, bytes: Option<&[u8]>) -> Result<StructuredOutput, Outpu
     check_type(obj.get("intents"), "intents", Value::is_array, "a list").map_err(bad)?;
     let artifacts = match obj.get("artifacts") {
         None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(i, a)| artifact(i, a))
-            .collect::<Result<_, _>>()
-            .map_err(bad)?,
+        Some(Value::Array(items)) => artifacts(items, stage).map_err(bad)?,
         Some(other) => {
             return Err(bad(format!(
                 "`artifacts` must be a list, found {}",
@@ -131,17 +134,57 @@ fn check_type(
     }
 }
 
-fn artifact(i: usize, a: &Value) -> Result<ArtifactRef, String> {
-    let field = |k: &str| a.get(k).and_then(Value::as_str).map(str::to_string);
-    let name = field("name").ok_or(format!("artifacts[{i}] needs a string `name`"))?;
-    let path = field("path").ok_or(format!("artifacts[{i}] needs a string `path`"))?;
+fn artifacts(items: &[Value], stage: &str) -> Result<Vec<ArtifactRef>, String> {
+    let mut out: Vec<ArtifactRef> = Vec::with_capacity(items.len());
+    for (i, a) in items.iter().enumerate() {
+        let a = artifact(i, a, stage)?;
+        if let Some(j) = out.iter().position(|o| o.name == a.name) {
+            return Err(format!(
+                "artifacts[{i}].name: `{}` is already the name of artifacts[{j}]; names are unique per stage",
+                a.name
+            ));
+        }
+        out.push(a);
+    }
+    Ok(out)
+}
+
+fn artifact(i: usize, a: &Value, stage: &str) -> Result<ArtifactRef, String> {
+    if !a.is_object() {
+        return Err(format!(
+            "artifacts[{i}] must be an object {{name, path?, stage?, media_type?}}, found {}",
+            kind(a)
+        ));
+    }
+    let field = |k: &str| -> Result<Option<String>, String> {
+        match a.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(format!(
+                "artifacts[{i}].{k} must be a string, found {}",
+                kind(other)
+            )),
+        }
+    };
+    let name = field("name")?.ok_or(format!("artifacts[{i}] needs a string `name`"))?;
     check_artifact_name(&name).map_err(|e| format!("artifacts[{i}].name: {e}"))?;
+    let path = field("path")?.unwrap_or_else(|| name.clone());
+    if path.is_empty() {
+        return Err(format!("artifacts[{i}].path is empty"));
+    }
+    if let Some(s) = field("stage")?
+        && s != stage
+    {
+        return Err(format!(
+            "artifacts[{i}].stage is `{s}`, but stage `{stage}` wrote this output"
+        ));
+    }
     if name == "result.json" {
         return Err(format!(
             "artifacts[{i}].name: `result.json` is reserved for the output file"
         ));
     }
-    let media_type = field("media_type").unwrap_or_else(|| media_type_for(&path).to_string());
+    let media_type = field("media_type")?.unwrap_or_else(|| media_type_for(&path).to_string());
     Ok(ArtifactRef {
         name,
         path,
@@ -205,6 +248,7 @@ mod tests {
     fn good_output() {
         let o = parse(
             P,
+            "main",
             Some(br#"{"status":"success","summary":"done","artifacts":[{"name":"report.md","path":"report.md"}]}"#),
         )
         .unwrap();
@@ -234,26 +278,53 @@ mod tests {
                 "artifacts[0].name",
             ),
             (
-                br#"{"status":"ok","artifacts":[{"name":"x"}]}"#,
-                "artifacts[0] needs a string `path`",
+                br#"{"status":"ok","artifacts":[{"path":"x"}]}"#,
+                "artifacts[0] needs a string `name`",
+            ),
+            (
+                br#"{"status":"ok","artifacts":[{"name":"x","stage":"other"}]}"#,
+                "artifacts[0].stage is `other`, but stage `main` wrote this output",
+            ),
+            (
+                br#"{"status":"ok","artifacts":[{"name":"x"},{"name":"y"},{"name":"x","path":"z"}]}"#,
+                "artifacts[2].name: `x` is already the name of artifacts[0]",
+            ),
+            (br#"{"status":"ok","artifacts":["x"]}"#, "artifacts[0] must be an object"),
+            (
+                br#"{"status":"ok","artifacts":[{"name":"x","path":3}]}"#,
+                "artifacts[0].path must be a string",
             ),
         ];
         for (bytes, needle) in cases {
-            let e = parse(P, Some(bytes)).unwrap_err();
+            let e = parse(P, "main", Some(bytes)).unwrap_err();
             assert_eq!(e.code(), "STRUCTURED_OUTPUT_MALFORMED");
             assert!(
                 e.to_string().contains(needle),
                 "{e} should mention {needle}"
             );
         }
-        let missing = parse(P, None).unwrap_err();
+        let missing = parse(P, "main", None).unwrap_err();
         assert_eq!(missing.code(), "STRUCTURED_OUTPUT_MISSING");
         assert!(missing.to_string().contains(P));
     }
 
     #[test]
+    fn void_control_artifacts_need_no_path() {
+        let o = parse(
+            P,
+            "main",
+            Some(br#"{"status":"ok","artifacts":[{"name":"report.md","stage":"main","media_type":"text/plain"},{"name":"b.json"}]}"#),
+        )
+        .unwrap();
+        assert_eq!(o.artifacts[0].path, "report.md");
+        assert_eq!(o.artifacts[0].media_type, "text/plain");
+        assert_eq!(o.artifacts[1].path, "b.json");
+        assert_eq!(o.artifacts[1].media_type, "application/json");
+    }
+
+    #[test]
     fn failure_statuses() {
-        let o = parse(P, Some(br#"{"status":"FAILED"}"#)).unwrap();
+        let o = parse(P, "main", Some(br#"{"status":"FAILED"}"#)).unwrap();
         assert!(o.reports_failure());
     }
 

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::context::RunContext;
 use crate::events::{Level, Scope};
 use crate::run::Outcome;
-use crate::stage::{self, AgentStage, StageResult};
+use crate::stage::{self, AgentStage, StageMode, StageResult};
 
 pub async fn run(ctx: &RunContext, spec: &Spec, p: &PipelineSpec) -> Outcome {
     let boxes: BTreeMap<&str, &BoxSpec> = p.boxes.iter().map(|b| (b.name.as_str(), b)).collect();
@@ -113,7 +113,9 @@ async fn run_box(ctx: &RunContext, spec: &Spec, b: &BoxSpec, input: Option<Value
         llm: b.llm.as_ref().unwrap_or(&spec.llm),
         sandbox: b.sandbox.as_ref().unwrap_or(&spec.sandbox),
         output_file: "/workspace/output.json",
-        timeout_secs: b.effective_timeout_secs(),
+        mode: StageMode::Task {
+            timeout_secs: b.effective_timeout_secs(),
+        },
         input: input.as_ref(),
     };
     stage::run_agent(ctx, &st).await

@@ -48,6 +48,12 @@ pub struct RunPolicy {
     pub max_stage_retries: u32,
     pub stage_timeout_secs: u64,
     pub cancel_grace_period_secs: u64,
+    /// Most artifacts one stage's output may name.
+    pub max_artifacts_per_stage: u32,
+    /// Most bytes a stage publishes (output file and artifacts).
+    pub max_artifact_bytes_per_stage: u64,
+    /// Most bytes all stages of the run publish together.
+    pub max_artifact_bytes_per_run: u64,
 }
 
 impl Default for RunPolicy {
@@ -57,6 +63,9 @@ impl Default for RunPolicy {
             max_stage_retries: 3,
             stage_timeout_secs: 3600,
             cancel_grace_period_secs: 30,
+            max_artifacts_per_stage: 64,
+            max_artifact_bytes_per_stage: 1 << 30,
+            max_artifact_bytes_per_run: 4 << 30,
         }
     }
 }
@@ -69,6 +78,12 @@ impl RunPolicy {
         }
         if self.stage_timeout_secs == 0 {
             return Err("policy.stage_timeout_secs must be greater than 0".into());
+        }
+        if self.max_artifact_bytes_per_run < self.max_artifact_bytes_per_stage {
+            return Err(
+                "policy.max_artifact_bytes_per_run must be at least max_artifact_bytes_per_stage"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -84,11 +99,58 @@ pub struct ArtifactEntry {
     pub retrieval_path: String,
 }
 
+/// Where a run's artifact publication is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PublicationStatus {
+    #[default]
+    NotStarted,
+    Publishing,
+    Published,
+    Failed,
+}
+
+/// Where one stage is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StageStatus {
+    #[default]
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Skipped,
+}
+
+impl StageStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageStatus::Queued => "queued",
+            StageStatus::Running => "running",
+            StageStatus::Succeeded => "succeeded",
+            StageStatus::Failed => "failed",
+            StageStatus::Skipped => "skipped",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            StageStatus::Succeeded | StageStatus::Failed | StageStatus::Skipped
+        )
+    }
+}
+
+impl std::fmt::Display for StageStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// Publication of a run's artifacts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ArtifactPublication {
-    /// `not_started`, `publishing`, `published` or `failed`.
-    pub status: String,
+    pub status: PublicationStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub published_at: Option<String>,
     pub manifest: Vec<ArtifactEntry>,
@@ -97,7 +159,7 @@ pub struct ArtifactPublication {
 impl Default for ArtifactPublication {
     fn default() -> Self {
         ArtifactPublication {
-            status: "not_started".into(),
+            status: PublicationStatus::NotStarted,
             published_at: None,
             manifest: Vec::new(),
         }
@@ -108,8 +170,7 @@ impl Default for ArtifactPublication {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageReport {
     pub name: String,
-    /// `queued`, `running`, `succeeded`, `failed` or `skipped`.
-    pub status: String,
+    pub status: StageStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub box_name: Option<String>,
     pub attempts: u32,
@@ -137,7 +198,7 @@ impl StageReport {
     pub fn queued(name: &str) -> Self {
         StageReport {
             name: name.into(),
-            status: "queued".into(),
+            status: StageStatus::Queued,
             box_name: None,
             attempts: 0,
             started_at: None,
@@ -195,7 +256,7 @@ pub struct RunRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub terminal_event_id: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub stage_states: BTreeMap<String, String>,
+    pub stage_states: BTreeMap<String, StageStatus>,
     pub artifact_publication: ArtifactPublication,
     pub output_ready: bool,
     /// Where the CLI keeps this run's artifacts on the host.

@@ -12,12 +12,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::context::RunContext;
 use crate::events::{Emitter, EventSink, Fanout, Level, MemoryLog, Scope};
+use crate::live::LiveRun;
 use crate::provision::{HostTools, ToolLocator};
 use crate::record::{
-    ArtifactPublication, Report, RunPolicy, RunRecord, RunStatus, StageReport, new_run_id,
-    now_rfc3339,
+    ArtifactPublication, PublicationStatus, Report, RunPolicy, RunRecord, RunStatus, StageReport,
+    StageStatus, new_run_id, now_rfc3339,
 };
-use crate::stage::{AgentStage, StageResult};
+use crate::stage::{AgentStage, StageMode, StageResult};
+use crate::telemetry::Telemetry;
 use crate::{pipeline, stage, workflow};
 
 /// How to run a spec.
@@ -32,6 +34,29 @@ pub struct RunOptions {
     pub artifacts_root: PathBuf,
     pub policy: RunPolicy,
     pub tools: Option<Arc<dyn ToolLocator + Send + Sync>>,
+    /// The live record to keep current (the daemon serves it while the
+    /// run runs); a fresh one when `None`.
+    pub live: Option<Arc<LiveRun>>,
+    /// Where resource samples go; a fresh store when `None`.
+    pub telemetry: Option<Arc<Telemetry>>,
+}
+
+impl RunOptions {
+    /// Options with defaults for everything but the spec file and where
+    /// artifacts go.
+    pub fn new(file: impl Into<String>, spec_dir: PathBuf, artifacts_root: PathBuf) -> Self {
+        RunOptions {
+            run_id: None,
+            file: file.into(),
+            spec_dir,
+            input: None,
+            artifacts_root,
+            policy: RunPolicy::default(),
+            tools: None,
+            live: None,
+            telemetry: None,
+        }
+    }
 }
 
 /// What the kinds hand back.
@@ -51,9 +76,15 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> RunRecord {
     let run_id = opts.run_id.clone().unwrap_or_else(new_run_id);
+    let live = opts
+        .live
+        .clone()
+        .unwrap_or_else(|| Arc::new(LiveRun::pending(&run_id, &opts.file, &opts.policy)));
+    let attempt_id = live.snapshot().attempt_id;
     let log = Arc::new(MemoryLog::default());
     let emitter = Arc::new(Emitter::new(
         &run_id,
+        attempt_id,
         0,
         Arc::new(Fanout(vec![sink, log.clone()])),
     ));
@@ -67,10 +98,23 @@ pub async fn run(
         format!("spec {} ({kind}) loaded from {}", spec.name, opts.file),
         Some(json!({"name": spec.name, "kind": kind})),
     );
+    for w in spec_warnings(spec) {
+        emitter.emit(
+            Level::Warn,
+            "spec.warning",
+            &none,
+            w.to_string(),
+            Some(json!({"path": w.path, "line": w.line, "column": w.column, "message": w.message})),
+        );
+    }
+    live.set_status(RunStatus::Starting);
     emitter.info("run.started", &none, format!("run {run_id} started"));
     let ctx = RunContext {
         run_id: run_id.clone(),
         emitter: emitter.clone(),
+        live: live.clone(),
+        telemetry: opts.telemetry.clone().unwrap_or_default(),
+        published_bytes: Default::default(),
         artifacts_dir: opts.artifacts_root.join(&run_id),
         cancel: cancel.clone(),
         policy: opts.policy.clone(),
@@ -88,9 +132,16 @@ pub async fn run(
                 llm: &spec.llm,
                 sandbox: &spec.sandbox,
                 output_file: &agent.output_file,
-                timeout_secs: agent
-                    .effective_timeout_secs()
-                    .unwrap_or(ctx.policy.stage_timeout_secs),
+                mode: match agent.mode {
+                    husk_spec::AgentMode::Service => StageMode::Service {
+                        ready_timeout_secs: agent.ready_timeout_secs,
+                    },
+                    husk_spec::AgentMode::Task => StageMode::Task {
+                        timeout_secs: agent
+                            .effective_timeout_secs()
+                            .unwrap_or(ctx.policy.stage_timeout_secs),
+                    },
+                },
                 input: ctx.input.as_ref(),
             };
             single(stage::run_agent(&ctx, &st).await)
@@ -99,6 +150,11 @@ pub async fn run(
         Body::Pipeline(p) => pipeline::run(&ctx, spec, p).await,
     };
     finish(spec, &ctx, outcome, log, started_at, opts)
+}
+
+// MERGE-TODO: spec.warnings once the spec crate has them.
+fn spec_warnings(_spec: &Spec) -> Vec<husk_spec::SpecError> {
+    Vec::new()
 }
 
 /// The outcome of a one-stage run.
@@ -121,8 +177,11 @@ fn finish(
 ) -> RunRecord {
     let none = Scope::default();
     let cancelled = ctx.cancel.is_cancelled();
-    let ok =
-        o.error.is_none() && !cancelled && o.stages.iter().all(|s| s.report.status != "failed");
+    let ok = o.error.is_none()
+        && !cancelled
+        && o.stages
+            .iter()
+            .all(|s| s.report.status != StageStatus::Failed);
     let reports: Vec<StageReport> = o.stages.iter().map(|s| s.report.clone()).collect();
     let total_cost: f64 = reports.iter().map(|r| r.cost_usd).sum();
     let (tin, tout) = reports.iter().fold((0, 0), |(a, b), r| {
@@ -149,20 +208,19 @@ fn finish(
     let level = if ok { Level::Info } else { Level::Error };
     let terminal = ctx.emitter.emit(level, ty, &none, msg, Some(payload));
     let finished_at = now_rfc3339();
-    let stage_states = reports
-        .iter()
-        .map(|r| (r.name.clone(), r.status.clone()))
-        .collect();
+    let stage_states = reports.iter().map(|r| (r.name.clone(), r.status)).collect();
+    let earlier = ctx.live.snapshot().artifact_publication;
     let publication = ArtifactPublication {
         status: if manifest.is_empty() {
-            "not_started".into()
+            PublicationStatus::NotStarted
         } else {
-            "published".into()
+            PublicationStatus::Published
         },
-        published_at: (!manifest.is_empty()).then(|| finished_at.clone()),
+        published_at: (!manifest.is_empty())
+            .then(|| earlier.published_at.unwrap_or_else(|| finished_at.clone())),
         manifest,
     };
-    RunRecord {
+    let record = RunRecord {
         id: ctx.run_id.clone(),
         status,
         file: opts.file,
@@ -178,7 +236,7 @@ fn finish(
         }),
         error,
         events: log.snapshot(),
-        attempt_id: 1,
+        attempt_id: ctx.live.snapshot().attempt_id,
         started_at,
         updated_at: finished_at.clone(),
         finished_at: Some(finished_at),
@@ -192,7 +250,9 @@ fn finish(
         artifact_publication: publication,
         output_ready: o.output.is_some(),
         artifacts_dir: Some(ctx.artifacts_dir.display().to_string()),
-    }
+    };
+    ctx.live.replace(record.clone());
+    record
 }
 
 fn first_stage_error(reports: &[StageReport]) -> Option<String> {

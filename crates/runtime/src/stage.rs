@@ -1,7 +1,9 @@
-//! One agent stage in task mode: a fresh sandbox, skills and input
-//! provisioned, the agent launched with its prompt, its output turned into
-//! events, the timeout enforced, then the structured output checked and
-//! the artifacts copied out. The sandbox is stopped whatever happens.
+//! One agent stage: a fresh sandbox, skills and input provisioned, the
+//! agent launched with its prompt, its output turned into events. In task
+//! mode the timeout is enforced, then the structured output checked and the
+//! artifacts copied out; in service mode ([`crate::service`]) the output
+//! file is published whenever it changes while the agent keeps running.
+//! The sandbox is stopped whatever happens.
 
 use std::time::{Duration, Instant};
 
@@ -16,7 +18,7 @@ use crate::context::RunContext;
 use crate::error::RunError;
 use crate::events::{Level, Scope};
 use crate::provision::{self, AgentChoice, CODEX_CONFIG, HOME, Provision, TOOL_DIR, WORKSPACE};
-use crate::record::{ArtifactEntry, StageReport, now_rfc3339};
+use crate::record::{ArtifactEntry, StageReport, StageStatus, now_rfc3339};
 use crate::{process, sandboxes};
 
 /// What an agent stage runs.
@@ -28,9 +30,18 @@ pub struct AgentStage<'a> {
     pub llm: &'a LlmSpec,
     pub sandbox: &'a SandboxSpec,
     pub output_file: &'a str,
-    pub timeout_secs: u64,
+    pub mode: StageMode,
     /// The stage's input (the run input, or a previous stage's output).
     pub input: Option<&'a Value>,
+}
+
+/// Task or service, with what bounds each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageMode {
+    /// Runs to completion within `timeout_secs`.
+    Task { timeout_secs: u64 },
+    /// Long-lived; optionally fails if nothing is published in time.
+    Service { ready_timeout_secs: Option<u64> },
 }
 
 /// How a stage ended.
@@ -43,7 +54,7 @@ pub struct StageResult {
 
 impl StageResult {
     pub fn succeeded(&self) -> bool {
-        self.report.status == "succeeded"
+        self.report.status == StageStatus::Succeeded
     }
 }
 
@@ -58,7 +69,8 @@ pub async fn run_agent(ctx: &RunContext, st: &AgentStage<'_>) -> StageResult {
     report.box_name = st.box_name.map(str::to_string);
     report.attempts = 1;
     report.started_at = Some(now_rfc3339());
-    report.status = "running".into();
+    report.status = StageStatus::Running;
+    ctx.live.stage_running(st.name);
     ctx.emitter.info(
         "stage.started",
         &scope,
@@ -95,9 +107,14 @@ pub async fn run_agent(ctx: &RunContext, st: &AgentStage<'_>) -> StageResult {
     r.finished_at = Some(now_rfc3339());
     match outcome {
         Ok(()) => {
-            r.status = "succeeded".into();
+            r.status = StageStatus::Succeeded;
+            ctx.live.stage_ended(st.name, r.status);
+            let how = match st.mode {
+                StageMode::Service { .. } => "service exited cleanly",
+                StageMode::Task { .. } => "succeeded",
+            };
             let msg = format!(
-                "stage {} succeeded in {:.1} s",
+                "stage {} {how} after {:.1} s",
                 st.name,
                 t0.elapsed().as_secs_f64()
             );
@@ -110,8 +127,9 @@ pub async fn run_agent(ctx: &RunContext, st: &AgentStage<'_>) -> StageResult {
             );
         }
         Err(e) => {
-            r.status = "failed".into();
+            r.status = StageStatus::Failed;
             r.error = Some(e.to_string());
+            ctx.live.stage_ended(st.name, r.status);
             let msg = format!("stage {} failed: {e}", st.name);
             ctx.emitter.emit(
                 Level::Error,
@@ -144,6 +162,13 @@ async fn attempt(
             other => other,
         })?;
     res.report.sandbox = Some(started.description.clone());
+    ctx.live.sandbox_started(started.microvm);
+    let _sampler =
+        crate::telemetry::start(
+        &ctx.telemetry,
+        crate::telemetry::Label::Stage(st.name.to_string()),
+        started.sandbox.host_pid(),
+    );
     ctx.emitter.emit(
         Level::Info,
         "box.started",
@@ -161,7 +186,9 @@ async fn attempt(
         ctx, st, scope, res, &sandbox, &prov, &agent, credential, &copy,
     )
     .await;
-    if let Err(e) = sandbox.stop().await {
+    let stopped = sandbox.stop().await;
+    ctx.live.sandbox_stopped(started.microvm);
+    if let Err(e) = stopped {
         ctx.emitter.emit(
             Level::Warn,
             "box.stop_failed",
@@ -192,7 +219,12 @@ async fn in_sandbox(
         } else {
             agent.program.clone()
         },
-        prompt: crate::prompt::compose(st.prompt, st.input, st.output_file),
+        prompt: crate::prompt::compose(
+            st.prompt,
+            st.input,
+            st.output_file,
+            matches!(st.mode, StageMode::Service { .. }),
+        ),
         model: st.llm.model.clone(),
         mcp_config: (!prov.mcp_servers.is_empty()).then(|| provision::MCP_JSON.to_string()),
         base_url: st.llm.base_url.clone(),
@@ -210,9 +242,15 @@ async fn in_sandbox(
         ),
     ));
     req.cwd = Some(WORKSPACE.into());
-    let timeout = Duration::from_secs(st.timeout_secs.min(ctx.policy.stage_timeout_secs));
-    req.timeout_ms = Some(timeout.as_millis() as u64);
     let mut parser = agent.kind.parser();
+    let timeout_secs = match st.mode {
+        StageMode::Task { timeout_secs } => timeout_secs,
+        StageMode::Service { ready_timeout_secs } => {
+            return run_service(ctx, st, scope, res, sandbox, &req, parser.as_mut(), ready_timeout_secs).await;
+        }
+    };
+    let timeout = Duration::from_secs(timeout_secs.min(ctx.policy.stage_timeout_secs));
+    req.timeout_ms = Some(timeout.as_millis() as u64);
     let fin = process::run(
         sandbox,
         &req,
@@ -243,17 +281,11 @@ async fn in_sandbox(
         return Err(RunError::Timeout(timeout.as_secs()));
     }
     check_exit(&fin)?;
-    let collected = collect::collect(
-        sandbox,
-        &ctx.run_id,
-        st.name,
-        st.output_file,
-        &ctx.artifacts_dir,
-    )
-    .await?;
+    let collected = collect::collect(ctx, sandbox, st.name, st.output_file).await?;
     res.output = Some(collected.output.value.clone());
     res.report.output = res.output.clone();
     res.manifest = collected.manifest;
+    ctx.live.published(st.name, &res.manifest);
     if collected.output.reports_failure() {
         let why = collected
             .output
@@ -266,6 +298,56 @@ async fn in_sandbox(
         )));
     }
     Ok(())
+}
+
+/// A service stage: supervised until it exits, crashes or is cancelled;
+/// its last publication is the stage's output.
+#[allow(clippy::too_many_arguments)]
+async fn run_service(
+    ctx: &RunContext,
+    st: &AgentStage<'_>,
+    scope: &Scope,
+    res: &mut StageResult,
+    sandbox: &Sandbox,
+    req: &ExecRequest,
+    parser: &mut dyn crate::agents::StreamParser,
+    ready_timeout_secs: Option<u64>,
+) -> Result<(), RunError> {
+    let watch = crate::service::Watch {
+        stage: st.name,
+        output_file: st.output_file,
+        ready_timeout: ready_timeout_secs.map(Duration::from_secs),
+        alias: None,
+        on_first_publish: None,
+    };
+    let ended = crate::service::supervise(
+        ctx,
+        sandbox,
+        scope,
+        req,
+        process::Io::default(),
+        parser,
+        &watch,
+    )
+    .await;
+    if let Some(f) = &ended.finished {
+        res.report.exit_code = f.status.code.or(f.status.signal.map(|s| 128 + s));
+        if let Some(AgentEvent::Result {
+            cost_usd,
+            input_tokens,
+            output_tokens,
+            ..
+        }) = &f.result
+        {
+            res.report.cost_usd = *cost_usd;
+            res.report.input_tokens = *input_tokens;
+            res.report.output_tokens = *output_tokens;
+        }
+    }
+    res.output = ended.output;
+    res.report.output = res.output.clone();
+    res.manifest = ended.manifest;
+    ended.outcome
 }
 
 /// Start failures worth another try (a boot that went wrong), as opposed

@@ -5,6 +5,12 @@
 //! the workflow's structured output, stored under the output step's name
 //! and under `main` (required for a single-step workflow, checked when
 //! present otherwise).
+//!
+//! A service step (`mode: service`) keeps running; its `output_file` is
+//! published like an agent service's. Steps that depend on a service step
+//! start when it first publishes; the workflow stays `running` until every
+//! step has ended (the service exits or the run is cancelled). When the
+//! output step is a service, its publications are the workflow's output.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -21,7 +27,7 @@ use crate::context::RunContext;
 use crate::error::RunError;
 use crate::events::{Level, Scope};
 use crate::process::{self, Io};
-use crate::record::{StageReport, now_rfc3339};
+use crate::record::{StageReport, StageStatus, now_rfc3339};
 use crate::run::Outcome;
 use crate::sandboxes;
 use crate::stage::StageResult;
@@ -31,17 +37,6 @@ pub const RESULT_FILE: &str = "/workspace/result.json";
 
 pub async fn run(ctx: &RunContext, spec: &Spec, wf: &WorkflowSpec) -> Outcome {
     let none = Scope::default();
-    if let Some(s) = wf.steps.iter().find(|s| s.mode == StepMode::Service) {
-        let e = format!(
-            "step {}: service steps are not supported yet (service mode comes with its own issue)",
-            s.name
-        );
-        return Outcome {
-            stages: Vec::new(),
-            output: None,
-            error: Some(e),
-        };
-    }
     let output_step = output_step(wf);
     let order: Vec<&str> = wf.steps.iter().map(|s| s.name.as_str()).collect();
     ctx.emitter.emit(
@@ -52,6 +47,7 @@ pub async fn run(ctx: &RunContext, spec: &Spec, wf: &WorkflowSpec) -> Outcome {
         Some(json!({"steps": order, "output_step": output_step})),
     );
     for s in &wf.steps {
+        ctx.live.stage_queued(&s.name);
         ctx.emitter.info(
             "stage.queued",
             &Scope::stage(&s.name),
@@ -68,17 +64,22 @@ pub async fn run(ctx: &RunContext, spec: &Spec, wf: &WorkflowSpec) -> Outcome {
             };
         }
     };
+    ctx.live.sandbox_started(started.microvm);
     ctx.emitter.info(
         "box.started",
         &none,
         format!("sandbox up: {}", started.description),
     );
     let sandbox = started.sandbox;
-    let mut out = schedule(ctx, wf, &sandbox).await;
-    if out.error.is_none() {
-        finish_output(ctx, wf, &sandbox, &output_step, &mut out).await;
-    }
-    if let Err(e) = sandbox.stop().await {
+    let _sampler = crate::telemetry::start(
+        &ctx.telemetry,
+        crate::telemetry::Label::RunningSteps(ctx.live.clone()),
+        sandbox.host_pid(),
+    );
+    let mut out = schedule(ctx, wf, &sandbox, &output_step).await;
+    let stopped = sandbox.stop().await;
+    ctx.live.sandbox_stopped(started.microvm);
+    if let Err(e) = stopped {
         ctx.emitter.emit(
             Level::Warn,
             "box.stop_failed",
@@ -112,30 +113,57 @@ fn output_step(wf: &WorkflowSpec) -> String {
         .unwrap_or_default()
 }
 
-/// Runs every step whose dependencies succeeded, at most `limit` at once.
-async fn schedule(ctx: &RunContext, wf: &WorkflowSpec, sandbox: &Sandbox) -> Outcome {
+/// Where a step is, for scheduling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StepState {
+    Queued,
+    Running,
+    /// A service step that has published and keeps running: its
+    /// dependents may start.
+    Published,
+    Succeeded,
+    Failed,
+    Skipped,
+}
+
+impl StepState {
+    /// Dependents of a step in this state may start.
+    fn satisfies(self) -> bool {
+        matches!(self, StepState::Succeeded | StepState::Published)
+    }
+}
+
+/// Runs every step whose dependencies are satisfied, at most `limit` at
+/// once. A service step satisfies its dependents once it has published.
+async fn schedule(
+    ctx: &RunContext,
+    wf: &WorkflowSpec,
+    sandbox: &Sandbox,
+    output_step: &str,
+) -> Outcome {
     let limit = ctx.policy.max_parallel_microvms_per_run.max(1) as usize;
-    let mut state: HashMap<&str, &'static str> = wf
+    let mut state: HashMap<&str, StepState> = wf
         .steps
         .iter()
-        .map(|s| (s.name.as_str(), "queued"))
+        .map(|s| (s.name.as_str(), StepState::Queued))
         .collect();
     let mut stdout: HashMap<String, Vec<u8>> = HashMap::new();
     let mut reports: BTreeMap<usize, StageResult> = BTreeMap::new();
     let mut running = FuturesUnordered::new();
+    let (published_tx, mut published_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
     loop {
         skip_blocked(ctx, wf, &mut state, &mut reports);
         for (i, step) in wf.steps.iter().enumerate() {
             if running.len() >= limit || ctx.cancel.is_cancelled() {
                 break;
             }
-            let ready = state[step.name.as_str()] == "queued"
+            let ready = state[step.name.as_str()] == StepState::Queued
                 && step
                     .depends_on
                     .iter()
-                    .all(|d| state.get(d.as_str()) == Some(&"succeeded"));
+                    .all(|d| state.get(d.as_str()).is_some_and(|s| s.satisfies()));
             if ready {
-                state.insert(step.name.as_str(), "running");
+                state.insert(step.name.as_str(), StepState::Running);
                 let stdin = step
                     .run
                     .stdin_from
@@ -145,20 +173,39 @@ async fn schedule(ctx: &RunContext, wf: &WorkflowSpec, sandbox: &Sandbox) -> Out
                     .steps
                     .iter()
                     .any(|s| s.run.stdin_from.as_deref() == Some(step.name.as_str()));
-                running
-                    .push(async move { (i, run_step(ctx, sandbox, step, stdin, capture).await) });
+                let job = StepJob {
+                    step,
+                    stdin,
+                    capture,
+                    output: (step.name == output_step).then_some(OutputRole {
+                        required: wf.steps.len() == 1,
+                    }),
+                    published: published_tx.clone(),
+                    index: i,
+                };
+                running.push(async move { (i, run_step(ctx, sandbox, job).await) });
             }
         }
-        let Some((i, (result, captured))) = running.next().await else {
-            break;
+        let (i, (result, captured)) = tokio::select! {
+            next = running.next() => match next {
+                Some(done) => done,
+                None => break,
+            },
+            Some(i) = published_rx.recv() => {
+                let name = wf.steps[i].name.as_str();
+                if state[name] == StepState::Running {
+                    state.insert(name, StepState::Published);
+                }
+                continue;
+            }
         };
         let name = wf.steps[i].name.as_str();
         state.insert(
             name,
             if result.succeeded() {
-                "succeeded"
+                StepState::Succeeded
             } else {
-                "failed"
+                StepState::Failed
             },
         );
         if let Some(bytes) = captured {
@@ -173,9 +220,13 @@ async fn schedule(ctx: &RunContext, wf: &WorkflowSpec, sandbox: &Sandbox) -> Out
             .as_ref()
             .map(|e| format!("step {}: {e}", s.report.name))
     });
+    let output = stages
+        .iter()
+        .find(|s| s.report.name == output_step)
+        .and_then(|s| s.output.clone());
     Outcome {
         stages,
-        output: None,
+        output,
         error,
     }
 }
@@ -184,24 +235,28 @@ async fn schedule(ctx: &RunContext, wf: &WorkflowSpec, sandbox: &Sandbox) -> Out
 fn skip_blocked<'a>(
     ctx: &RunContext,
     wf: &'a WorkflowSpec,
-    state: &mut HashMap<&'a str, &'static str>,
+    state: &mut HashMap<&'a str, StepState>,
     reports: &mut BTreeMap<usize, StageResult>,
 ) {
     loop {
         let blocked = wf.steps.iter().enumerate().find(|(_, s)| {
-            state[s.name.as_str()] == "queued"
+            state[s.name.as_str()] == StepState::Queued
                 && (ctx.cancel.is_cancelled()
                     || s.depends_on.iter().any(|d| {
-                        matches!(state.get(d.as_str()), Some(&"failed") | Some(&"skipped"))
+                        matches!(
+                            state.get(d.as_str()),
+                            Some(StepState::Failed | StepState::Skipped)
+                        )
                     }))
         });
         let Some((i, step)) = blocked else { return };
-        state.insert(step.name.as_str(), "skipped");
+        state.insert(step.name.as_str(), StepState::Skipped);
         let why = if ctx.cancel.is_cancelled() {
             "the run was cancelled".to_string()
         } else {
             "a dependency did not succeed".to_string()
         };
+        ctx.live.stage_ended(&step.name, StageStatus::Skipped);
         ctx.emitter.emit(
             Level::Warn,
             "stage.skipped",
@@ -210,7 +265,7 @@ fn skip_blocked<'a>(
             None,
         );
         let mut report = StageReport::queued(&step.name);
-        report.status = "skipped".into();
+        report.status = StageStatus::Skipped;
         reports.insert(
             i,
             StageResult {
@@ -222,18 +277,42 @@ fn skip_blocked<'a>(
     }
 }
 
+/// The output step's duty: its `/workspace/result.json` (task) or its
+/// publications (service) are the workflow's output, also served as `main`.
+#[derive(Debug, Clone, Copy)]
+struct OutputRole {
+    /// A single-step workflow must leave `result.json`.
+    required: bool,
+}
+
+/// One step to run.
+struct StepJob<'a> {
+    step: &'a Step,
+    stdin: Option<Vec<u8>>,
+    capture: bool,
+    output: Option<OutputRole>,
+    /// Told this step's index when a service step first publishes.
+    published: tokio::sync::mpsc::UnboundedSender<usize>,
+    index: usize,
+}
+
 async fn run_step(
     ctx: &RunContext,
     sandbox: &Sandbox,
-    step: &Step,
-    stdin: Option<Vec<u8>>,
-    capture: bool,
+    job: StepJob<'_>,
 ) -> (StageResult, Option<Vec<u8>>) {
+    let step = job.step;
     let scope = Scope::stage(&step.name);
     let t0 = Instant::now();
-    let mut report = StageReport::queued(&step.name);
-    report.attempts = 1;
-    report.started_at = Some(now_rfc3339());
+    let mut res = StageResult {
+        report: StageReport::queued(&step.name),
+        output: None,
+        manifest: Vec::new(),
+    };
+    res.report.attempts = 1;
+    res.report.started_at = Some(now_rfc3339());
+    res.report.status = StageStatus::Running;
+    ctx.live.stage_running(&step.name);
     ctx.emitter.info(
         "stage.started",
         &scope,
@@ -243,166 +322,164 @@ async fn run_step(
         std::iter::once(step.run.program.clone()).chain(step.run.args.iter().cloned()),
     );
     req.cwd = Some("/workspace".into());
-    let timeout = Duration::from_secs(
-        step.timeout_secs
-            .unwrap_or(ctx.policy.stage_timeout_secs)
-            .min(ctx.policy.stage_timeout_secs),
-    );
-    req.timeout_ms = Some(timeout.as_millis() as u64);
     let io = Io {
-        stdin,
-        capture_stdout: capture,
+        stdin: job.stdin,
+        capture_stdout: job.capture,
     };
-    let fin = process::run(
-        sandbox,
-        &req,
-        io,
-        &mut NoParser,
-        &ctx.emitter,
-        &scope,
-        &ctx.cancel,
-        ctx.grace(),
-    )
-    .await;
-    report.duration_ms = t0.elapsed().as_millis() as u64;
-    report.finished_at = Some(now_rfc3339());
-    let (outcome, captured) = match fin {
-        Ok(f) => {
-            report.exit_code = f.status.code.or(f.status.signal.map(|s| 128 + s));
-            let r = if f.cancelled {
-                Err(RunError::Cancelled("the run was cancelled".into()))
-            } else if f.status.timed_out {
-                Err(RunError::Timeout(timeout.as_secs()))
-            } else if !f.status.success() {
-                let tail = f
-                    .stderr_tail
-                    .last()
-                    .map(|l| format!(": {l}"))
-                    .unwrap_or_default();
-                Err(RunError::Agent(format!(
-                    "{} exited with {}{tail}",
-                    step.run.program,
-                    report.exit_code.unwrap_or(-1)
-                )))
-            } else {
-                Ok(())
+    let (outcome, captured) = match step.mode {
+        StepMode::Service => {
+            let notify = || {
+                let _ = job.published.send(job.index);
             };
-            (r, capture.then_some(f.stdout))
+            let watch = crate::service::Watch {
+                stage: &step.name,
+                output_file: step.output_file.as_deref().unwrap_or(RESULT_FILE),
+                ready_timeout: step.ready_timeout_secs.map(Duration::from_secs),
+                alias: job.output.map(|_| MAIN),
+                on_first_publish: Some(&notify),
+            };
+            let ended =
+                crate::service::supervise(ctx, sandbox, &scope, &req, io, &mut NoParser, &watch)
+                    .await;
+            if let Some(f) = &ended.finished {
+                res.report.exit_code = f.status.code.or(f.status.signal.map(|s| 128 + s));
+            }
+            res.output = ended.output;
+            res.manifest = ended.manifest;
+            (ended.outcome, None)
         }
-        Err(e) => (Err(e), None),
+        StepMode::Task => {
+            let timeout = Duration::from_secs(
+                step.timeout_secs
+                    .unwrap_or(ctx.policy.stage_timeout_secs)
+                    .min(ctx.policy.stage_timeout_secs),
+            );
+            req.timeout_ms = Some(timeout.as_millis() as u64);
+            let fin = process::run(
+                sandbox,
+                &req,
+                io,
+                &mut NoParser,
+                &ctx.emitter,
+                &scope,
+                &ctx.cancel,
+                ctx.grace(),
+            )
+            .await;
+            let (r, captured) = task_outcome(step, fin, timeout, job.capture, &mut res.report);
+            let r = match (r, job.output) {
+                (Ok(()), Some(role)) => collect_output(ctx, sandbox, step, role, &mut res).await,
+                (r, _) => r,
+            };
+            (r, captured)
+        }
     };
+    res.report.output = res.output.clone();
+    res.report.duration_ms = t0.elapsed().as_millis() as u64;
+    res.report.finished_at = Some(now_rfc3339());
     match outcome {
         Ok(()) => {
-            report.status = "succeeded".into();
+            res.report.status = StageStatus::Succeeded;
+            ctx.live.stage_ended(&step.name, res.report.status);
+            let how = match step.mode {
+                StepMode::Service => "service exited cleanly",
+                StepMode::Task => "succeeded",
+            };
             ctx.emitter.emit(
                 Level::Info,
                 "stage.completed",
                 &scope,
-                format!("step {} succeeded", step.name),
-                Some(json!({"exit_code": 0})),
+                format!("step {} {how}", step.name),
+                Some(json!({"exit_code": res.report.exit_code})),
             );
         }
         Err(e) => {
-            report.status = "failed".into();
-            report.error = Some(e.to_string());
+            res.report.status = StageStatus::Failed;
+            res.report.error = Some(e.to_string());
+            ctx.live.stage_ended(&step.name, res.report.status);
             ctx.emitter.emit(
                 Level::Error,
                 "stage.failed",
                 &scope,
                 format!("step {} failed: {e}", step.name),
-                None,
+                Some(json!({"error": e.to_string(), "exit_code": res.report.exit_code})),
             );
         }
     }
-    (
-        StageResult {
-            report,
-            output: None,
-            manifest: Vec::new(),
-        },
-        captured,
-    )
+    (res, captured)
 }
 
-/// Reads `result.json` after the output step and publishes it (and its
-/// artifacts) under the output step's name and under `main`.
-async fn finish_output(
+/// How a task step's process ended, in the step's terms.
+fn task_outcome(
+    step: &Step,
+    fin: Result<process::Finished, RunError>,
+    timeout: Duration,
+    capture: bool,
+    report: &mut StageReport,
+) -> (Result<(), RunError>, Option<Vec<u8>>) {
+    let f = match fin {
+        Ok(f) => f,
+        Err(e) => return (Err(e), None),
+    };
+    report.exit_code = f.status.code.or(f.status.signal.map(|s| 128 + s));
+    let r = if f.cancelled {
+        Err(RunError::Cancelled("the run was cancelled".into()))
+    } else if f.status.timed_out {
+        Err(RunError::Timeout(timeout.as_secs()))
+    } else if !f.status.success() {
+        let tail = f
+            .stderr_tail
+            .last()
+            .map(|l| format!(": {l}"))
+            .unwrap_or_default();
+        Err(RunError::Agent(format!(
+            "{} exited with {}{tail}",
+            step.run.program,
+            report.exit_code.unwrap_or(-1)
+        )))
+    } else {
+        Ok(())
+    };
+    (r, capture.then_some(f.stdout))
+}
+
+/// The output step (task) ended well: its `result.json` is the workflow's
+/// output, published under its name and under `main` (once when the step
+/// is itself `main`). Absent is fine unless the workflow has one step.
+async fn collect_output(
     ctx: &RunContext,
-    wf: &WorkflowSpec,
     sandbox: &Sandbox,
-    output_step: &str,
-    out: &mut Outcome,
-) {
-    let required = wf.steps.len() == 1;
-    let exists = sandbox.client().stat(RESULT_FILE, true).await.is_ok();
-    if !exists && !required {
-        return;
+    step: &Step,
+    role: OutputRole,
+    res: &mut StageResult,
+) -> Result<(), RunError> {
+    let exists = sandbox.client().stat(RESULT_FILE, false).await.is_ok();
+    if !exists && !role.required {
+        return Ok(());
     }
-    let result = async {
-        let c = collect::collect(
-            sandbox,
-            &ctx.run_id,
-            output_step,
-            RESULT_FILE,
-            &ctx.artifacts_dir,
-        )
-        .await?;
-        copy_stage_dir(ctx, output_step, "main")?;
-        Ok::<_, RunError>(c)
+    let c = collect::collect(ctx, sandbox, &step.name, RESULT_FILE).await?;
+    let mut manifest = c.manifest.clone();
+    manifest.extend(collect::alias(ctx, &c.manifest, &step.name, MAIN)?);
+    for stage in [step.name.as_str(), MAIN] {
+        let entries: Vec<_> = manifest
+            .iter()
+            .filter(|e| e.stage == stage)
+            .cloned()
+            .collect();
+        ctx.live.published(stage, &entries);
     }
-    .await;
-    let Some(idx) = out.stages.iter().position(|s| s.report.name == output_step) else {
-        return;
-    };
-    let stage = &mut out.stages[idx];
-    match result {
-        Ok(c) => {
-            let mut main = c.manifest.clone();
-            for m in &mut main {
-                m.retrieval_path = m.retrieval_path.replacen(
-                    &format!("/stages/{output_step}/"),
-                    "/stages/main/",
-                    1,
-                );
-                m.stage = "main".into();
-            }
-            stage.output = Some(c.output.value.clone());
-            stage.report.output = stage.output.clone();
-            stage.manifest = c.manifest.into_iter().chain(main).collect();
-            out.output = Some(c.output.value);
-            ctx.emitter.info(
-                "run.output_ready",
-                &Scope::stage(output_step),
-                format!("structured output from step {output_step}"),
-            );
-        }
-        Err(e) => {
-            stage.report.status = "failed".into();
-            stage.report.error = Some(e.to_string());
-            out.error = Some(format!("step {output_step}: {e}"));
-            ctx.emitter.emit(
-                Level::Error,
-                "stage.failed",
-                &Scope::stage(output_step),
-                format!("step {output_step}: {e}"),
-                None,
-            );
-        }
-    }
-}
-
-fn copy_stage_dir(ctx: &RunContext, from: &str, to: &str) -> Result<(), RunError> {
-    let (src, dst) = (ctx.artifacts_dir.join(from), ctx.artifacts_dir.join(to));
-    let io = |e: std::io::Error| {
-        RunError::Internal(format!("copying artifacts to {}: {e}", dst.display()))
-    };
-    std::fs::create_dir_all(&dst).map_err(io)?;
-    for entry in std::fs::read_dir(&src).map_err(io)? {
-        let entry = entry.map_err(io)?;
-        std::fs::copy(entry.path(), dst.join(entry.file_name())).map_err(io)?;
-    }
+    res.output = Some(c.output.value);
+    res.manifest = manifest;
+    ctx.emitter.info(
+        "run.output_ready",
+        &Scope::stage(&step.name),
+        format!("structured output from step {}", step.name),
+    );
     Ok(())
 }
+
+/// The stage name a workflow's output is also served under.
+const MAIN: &str = "main";
 
 #[cfg(test)]
 mod tests {

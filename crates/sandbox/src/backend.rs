@@ -157,6 +157,11 @@ pub trait SandboxControl: Send + Sync {
     fn console_tail(&self, _lines: usize) -> Option<String> {
         None
     }
+    /// The host process that holds the sandbox (bwrap, QEMU), for host-side
+    /// resource accounting. `None` once stopped.
+    fn host_pid(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// A way to create sandboxes.
@@ -226,6 +231,12 @@ impl Sandbox {
     /// The last `lines` lines of the sandbox's console, if it has one.
     pub fn console_tail(&self, lines: usize) -> Option<String> {
         self.control.console_tail(lines)
+    }
+
+    /// The host process holding the sandbox (its process tree is the
+    /// sandbox's host-side cost), while it runs.
+    pub fn host_pid(&self) -> Option<u32> {
+        self.control.host_pid()
     }
 
     /// Stops the sandbox and waits until nothing of it is left.

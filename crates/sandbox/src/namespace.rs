@@ -488,6 +488,10 @@ struct NamespaceControl {
 
 #[async_trait]
 impl SandboxControl for NamespaceControl {
+    fn host_pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     async fn stop(&mut self, client: &Client) -> Result<()> {
         let Some(mut child) = self.child.take() else {
             return Ok(());

@@ -101,6 +101,11 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "get",
+        path: "/v1/runs/{id}/telemetry",
+        summary: "Per-stage resource samples (from_seq, stage_name)",
+    },
+    Route {
+        method: "get",
         path: "/v1/openapi.json",
         summary: "This API's OpenAPI document",
     },
@@ -120,6 +125,7 @@ fn handler(r: &Route) -> MethodRouter<AppState> {
         ("put", "/v1/runs/{id}/inbox") => put(runs::no_sidecar),
         ("get", "/v1/runs/{id}/intents") => get(runs::no_sidecar),
         ("post", "/v1/runs/{id}/messages") => post(runs::no_sidecar),
+        ("get", "/v1/runs/{id}/telemetry") => get(runs::telemetry),
         ("get", "/v1/openapi.json") => get(openapi::document),
         _ => unreachable_route(),
     }

@@ -102,6 +102,40 @@ pub async fn stages(State(s): State<AppState>, Path(id): Path<String>) -> ApiRes
     Ok(Json(json!({ "run_id": r.id, "stages": stages })))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryQuery {
+    from_seq: Option<String>,
+    stage_name: Option<String>,
+}
+
+/// `GET /v1/runs/{id}/telemetry?from_seq=N&stage_name=S`.
+pub async fn telemetry(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    q: Result<Query<TelemetryQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = q.map_err(|e| ApiError::params(e.body_text()))?;
+    let from_seq = match q.from_seq.as_deref() {
+        None => 0,
+        Some(v) => v.parse::<u64>().map_err(|_| {
+            ApiError::params(format!(
+                "from_seq {v:?}: give a whole number from 0 to {}",
+                u64::MAX
+            ))
+        })?,
+    };
+    let (r, page) = s
+        .manager
+        .telemetry(&id, from_seq, q.stage_name.as_deref())?;
+    Ok(Json(json!({
+        "run_id": r.id,
+        "attempt_id": r.attempt_id,
+        "next_seq": page.next_seq,
+        "samples": page.samples,
+    })))
+}
+
 /// Inbox, intents and messages belong to the messaging sidecar, which a run
 /// only has with `messaging.enabled` (a later part of husk).
 pub async fn no_sidecar(

@@ -358,6 +358,10 @@ struct VmControl {
 
 #[async_trait]
 impl SandboxControl for VmControl {
+    fn host_pid(&self) -> Option<u32> {
+        self.vm.as_ref().and_then(|vm| vm.child.id())
+    }
+
     async fn stop(&mut self, client: &Client) -> Result<()> {
         let Some(mut vm) = self.vm.take() else {
             return Ok(());
