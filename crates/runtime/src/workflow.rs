@@ -430,6 +430,8 @@ mod tests {
                     depends_on: deps.iter().map(|d| d.to_string()).collect(),
                     mode: StepMode::Task,
                     timeout_secs: None,
+                    output_file: None,
+                    ready_timeout_secs: None,
                 })
                 .collect(),
             output_step: output.map(str::to_string),

@@ -400,6 +400,15 @@ pub struct Step {
     /// Task steps only. `None`: the run policy's stage timeout applies.
     #[serde(default)]
     pub timeout_secs: Option<u64>,
+    /// Service steps only (required there): the file in the sandbox the
+    /// service writes when its result is ready (contract §4). A task
+    /// step's output is always `/workspace/result.json`.
+    #[serde(default)]
+    pub output_file: Option<String>,
+    /// Service steps only: fail the step if `output_file` has not appeared
+    /// after this long. `None`: wait until the service exits.
+    #[serde(default)]
+    pub ready_timeout_secs: Option<u64>,
 }
 
 /// A command of a workflow step (no shell: `program` gets `args` as argv).

@@ -537,7 +537,13 @@ workflow:
   output_step: biuld
 "#;
     let errs = errors(s);
-    assert_eq!(errs.len(), 7, "{}", render(&errs));
+    assert_eq!(errs.len(), 8, "{}", render(&errs));
+    has_error(
+        s,
+        "workflow.steps[4].mode",
+        15,
+        "mode: service requires output_file",
+    );
     has_error(
         s,
         "workflow.steps[1].name",
@@ -574,6 +580,137 @@ workflow:
         "workflow.output_step",
         20,
         "unknown step `biuld`; did you mean `build`?",
+    );
+}
+
+#[test]
+fn service_step_requires_output_file() {
+    only_error(
+        r#"
+kind: workflow
+name: x
+workflow:
+  steps:
+    - name: svc
+      mode: service
+      run: {program: sleep}
+"#,
+        "workflow.steps[0].mode",
+        6,
+        "mode: service requires output_file: set `output_file`",
+    );
+}
+
+#[test]
+fn service_step_and_timeout_are_mutually_exclusive() {
+    only_error(
+        r#"
+kind: workflow
+name: x
+workflow:
+  steps:
+    - name: svc
+      mode: service
+      output_file: /workspace/ready.json
+      timeout_secs: 5
+      run: {program: sleep}
+"#,
+        "workflow.steps[0].timeout_secs",
+        8,
+        "mode: service and timeout_secs are mutually exclusive",
+    );
+}
+
+#[test]
+fn service_step_output_file_is_checked_like_the_agents() {
+    for (file, needle) in [
+        ("ready.json", "must be an absolute path in the sandbox"),
+        ("/workspace/", "names a directory"),
+        ("/workspace/../etc/x", "cannot contain `..`"),
+    ] {
+        let s = format!(
+            "\nkind: workflow\nname: x\nworkflow:\n  steps:\n    - name: svc\n      \
+             mode: service\n      output_file: \"{file}\"\n      run: {{program: sleep}}\n"
+        );
+        only_error(&s, "workflow.steps[0].output_file", 7, needle);
+    }
+}
+
+#[test]
+fn service_step_ready_timeout_is_bounded() {
+    only_error(
+        r#"
+kind: workflow
+name: x
+workflow:
+  steps:
+    - name: svc
+      mode: service
+      output_file: /workspace/ready.json
+      ready_timeout_secs: 0
+      run: {program: sleep}
+"#,
+        "workflow.steps[0].ready_timeout_secs",
+        8,
+        "ready_timeout_secs must be more than 0",
+    );
+}
+
+#[test]
+fn task_step_takes_neither_output_file_nor_ready_timeout() {
+    let s = r#"
+kind: workflow
+name: x
+workflow:
+  steps:
+    - name: build
+      output_file: /workspace/out.json
+      ready_timeout_secs: 30
+      run: {program: make}
+"#;
+    let errs = errors(s);
+    assert_eq!(errs.len(), 2, "{}", render(&errs));
+    has_error(
+        s,
+        "workflow.steps[0].output_file",
+        6,
+        "output_file applies only to mode: service: a task step's output is \
+         /workspace/result.json",
+    );
+    has_error(
+        s,
+        "workflow.steps[0].ready_timeout_secs",
+        7,
+        "ready_timeout_secs applies only to mode: service",
+    );
+}
+
+#[test]
+fn step_output_file_and_ready_timeout_are_typed() {
+    let s = r#"
+kind: workflow
+name: x
+workflow:
+  steps:
+    - name: svc
+      mode: service
+      output_file: 12
+      ready_timeout_secs: "30"
+      run: {program: sleep}
+"#;
+    let errs = errors(s);
+    assert_eq!(errs.len(), 2, "{}", render(&errs));
+    has_error(
+        s,
+        "workflow.steps[0].output_file",
+        7,
+        "expected a string, found an integer",
+    );
+    has_error(
+        s,
+        "workflow.steps[0].ready_timeout_secs",
+        8,
+        "remove the quotes",
     );
 }
 

@@ -261,6 +261,8 @@ workflow:
     - name: serve
       mode: service
       depends_on: [transform]
+      output_file: /workspace/serve.json
+      ready_timeout_secs: 60
       run: {program: sleep, args: [infinity]}
   output_step: transform
 "#;
@@ -288,6 +290,8 @@ fn full_workflow_spec() {
                 depends_on: vec![],
                 mode: StepMode::Task,
                 timeout_secs: None,
+                output_file: None,
+                ready_timeout_secs: None,
             },
             Step {
                 name: "transform".into(),
@@ -299,6 +303,8 @@ fn full_workflow_spec() {
                 depends_on: strings(&["fetch"]),
                 mode: StepMode::Task,
                 timeout_secs: Some(30),
+                output_file: None,
+                ready_timeout_secs: None,
             },
             Step {
                 name: "serve".into(),
@@ -310,6 +316,8 @@ fn full_workflow_spec() {
                 depends_on: strings(&["transform"]),
                 mode: StepMode::Service,
                 timeout_secs: None,
+                output_file: Some("/workspace/serve.json".into()),
+                ready_timeout_secs: Some(60),
             },
         ],
         output_step: Some("transform".into()),
@@ -471,6 +479,7 @@ fn json_spec_parses_like_its_yaml_twin() {
 			{"name": "transform", "depends_on": ["fetch"], "timeout_secs": 30,
 			 "run": {"program": "tr", "args": ["a-z", "A-Z"], "stdin_from": "fetch"}},
 			{"name": "serve", "mode": "service", "depends_on": ["transform"],
+			 "output_file": "/workspace/serve.json", "ready_timeout_secs": 60,
 			 "run": {"program": "sleep", "args": ["infinity"]}}
 		],
 		"output_step": "transform"

@@ -45,6 +45,8 @@ fn step(ctx: &mut Ctx, node: &Node, path: &str) -> Step {
             depends_on: Vec::new(),
             mode: StepMode::Task,
             timeout_secs: None,
+            output_file: None,
+            ready_timeout_secs: None,
         };
     };
     let name = m.require_string(ctx, "name", ": every step needs a name");
@@ -60,6 +62,8 @@ fn step(ctx: &mut Ctx, node: &Node, path: &str) -> Step {
         _ => StepMode::Task,
     };
     let timeout_secs = m.uint(ctx, "timeout_secs", u64::MAX);
+    let output_file = m.string(ctx, "output_file");
+    let ready_timeout_secs = m.uint(ctx, "ready_timeout_secs", u64::MAX);
     m.finish(ctx);
     let run = run.unwrap_or(empty_run);
     Step {
@@ -68,6 +72,8 @@ fn step(ctx: &mut Ctx, node: &Node, path: &str) -> Step {
         depends_on,
         mode,
         timeout_secs,
+        output_file,
+        ready_timeout_secs,
     }
 }
 

@@ -61,7 +61,7 @@ pub(crate) fn prompt(ctx: &mut Ctx, prompt: &str, path: &str) {
 }
 
 /// Why `p` is not a file path in the sandbox, if it is not.
-fn sandbox_file_problem(p: &str) -> Option<String> {
+pub(crate) fn sandbox_file_problem(p: &str) -> Option<String> {
     if !p.starts_with('/') {
         Some(format!(
             "{} must be an absolute path in the sandbox, like /workspace/output.json",

@@ -4,10 +4,10 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use crate::ctx::Ctx;
-use crate::model::{PipelineSpec, SandboxSpec, Stage, StepMode, WorkflowSpec};
+use crate::model::{PipelineSpec, SandboxSpec, Stage, Step, StepMode, WorkflowSpec};
 use crate::text::{MAX_NAME_LEN, did_you_mean, index, is_identifier, join, quote};
 
-use super::agent::{prompt, skills};
+use super::agent::{prompt, sandbox_file_problem, skills};
 use super::{llm, sandbox, timeout};
 
 /// Most steps in a workflow and boxes in a pipeline.
@@ -87,12 +87,7 @@ pub(crate) fn workflow(ctx: &mut Ctx, w: &WorkflowSpec, path: &str) {
                 ctx.rule(&at, "cannot contain a NUL character".into());
             }
         }
-        if step.mode == StepMode::Service && step.timeout_secs.is_some() {
-            let message = "mode: service and timeout_secs are mutually exclusive: a service step \
-                           has no timeout; remove `timeout_secs`";
-            ctx.rule(&join(&p, "timeout_secs"), message.into());
-        }
-        timeout(ctx, step.timeout_secs, &p, "timeout_secs");
+        step_mode(ctx, step, &p);
     }
     let names: Vec<&str> = w.steps.iter().map(|s| s.name.as_str()).collect();
     let unknown = |kind: &str, name: &str| {
@@ -172,6 +167,49 @@ pub(crate) fn workflow(ctx: &mut Ctx, w: &WorkflowSpec, path: &str) {
     {
         ctx.rule(&join(path, "output_step"), unknown("output_step", out));
     }
+}
+
+/// The rules that tie a step's keys to its mode: a service step names
+/// its `output_file` and has no `timeout_secs`; a task step has neither
+/// `output_file` nor `ready_timeout_secs`, because its output is always
+/// `/workspace/result.json` and it runs to completion.
+fn step_mode(ctx: &mut Ctx, step: &Step, path: &str) {
+    match step.mode {
+        StepMode::Service => {
+            if step.timeout_secs.is_some() {
+                let message = "mode: service and timeout_secs are mutually exclusive: a service \
+                               step runs until it exits or the workflow ends; remove \
+                               `timeout_secs` (`ready_timeout_secs` bounds the wait for \
+                               output_file)";
+                ctx.rule(&join(path, "timeout_secs"), message.into());
+            }
+            // `present`, not `is_some`: an output_file of the wrong type
+            // was reported already.
+            if !ctx.present(&join(path, "output_file")) {
+                let message = "mode: service requires output_file: set `output_file` to the \
+                               file the service writes when its result is ready";
+                ctx.rule(&join(path, "mode"), message.into());
+            }
+            if let Some(problem) = step.output_file.as_deref().and_then(sandbox_file_problem) {
+                ctx.rule(&join(path, "output_file"), format!("output_file {problem}"));
+            }
+        }
+        StepMode::Task => {
+            if step.output_file.is_some() {
+                let message = "output_file applies only to mode: service: a task step's output \
+                               is /workspace/result.json; remove `output_file` or write that file";
+                ctx.rule(&join(path, "output_file"), message.into());
+            }
+            if step.ready_timeout_secs.is_some() {
+                let message = "ready_timeout_secs applies only to mode: service: a task step \
+                               runs to completion and its output is /workspace/result.json; use \
+                               timeout_secs";
+                ctx.rule(&join(path, "ready_timeout_secs"), message.into());
+            }
+        }
+    }
+    timeout(ctx, step.timeout_secs, path, "timeout_secs");
+    timeout(ctx, step.ready_timeout_secs, path, "ready_timeout_secs");
 }
 
 /// Every cycle met by a depth-first search (one per back edge), each as
