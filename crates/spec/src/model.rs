@@ -11,6 +11,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::SpecError;
+
 /// The only `api_version` husk understands.
 pub const API_VERSION: &str = "v1";
 /// `sandbox.memory_mb` when the spec does not say.
@@ -35,6 +37,12 @@ pub struct Spec {
     pub observe: ObserveSpec,
     /// The section named by `kind`.
     pub body: Body,
+    /// Problems that do not stop the spec from running, sorted by
+    /// position, in the same form as errors: today, a section that does
+    /// not apply to `kind` (it is ignored). Empty when there are none
+    /// (and then left out of the JSON record).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<SpecError>,
 }
 
 impl Spec {

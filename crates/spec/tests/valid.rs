@@ -159,6 +159,7 @@ fn full_agent_spec() {
                 provider_bridge: Some("claude_channels".into()),
             },
         }),
+        warnings: Vec::new(),
     };
     assert_eq!(spec, expected);
     assert_eq!(
