@@ -53,8 +53,8 @@ pub use error::{SpecError, SpecErrors};
 pub use model::*;
 pub use node::{MAX_DEPTH, MAX_WEIGHT};
 pub use validate::{
-    MAX_MEMORY_MB, MAX_SPEC_NAME_LEN, MAX_TELEMETRY_BUFFER, MAX_TIMEOUT_SECS, MAX_VCPUS,
-    MIN_MEMORY_MB,
+    MAX_DISK_MB, MAX_MEMORY_MB, MAX_SPEC_NAME_LEN, MAX_TELEMETRY_BUFFER, MAX_TIMEOUT_SECS,
+    MAX_VCPUS, MIN_DISK_MB, MIN_MEMORY_MB,
 };
 
 /// Largest spec accepted, in bytes.

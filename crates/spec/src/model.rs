@@ -126,6 +126,10 @@ impl Body {
 pub struct SandboxSpec {
     pub mode: SandboxMode,
     pub memory_mb: u32,
+    /// Size in MiB of the sandbox's writable tmpfs space (`/workspace`,
+    /// `/tmp`, `/home/sandbox`); it counts against host RAM. `None`: the
+    /// backend's default.
+    pub disk_mb: Option<u32>,
     pub vcpus: u32,
     pub network: bool,
     /// Variables set in the sandbox. An empty value means "take the host's
@@ -144,6 +148,7 @@ impl Default for SandboxSpec {
         SandboxSpec {
             mode: SandboxMode::Auto,
             memory_mb: DEFAULT_MEMORY_MB,
+            disk_mb: None,
             vcpus: DEFAULT_VCPUS,
             network: false,
             env: BTreeMap::new(),

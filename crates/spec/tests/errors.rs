@@ -376,6 +376,49 @@ agent: {prompt: p}
 }
 
 #[test]
+fn sandbox_disk_mb_is_bounded_and_named() {
+    for (value, needle) in [
+        (
+            "15",
+            "disk_mb must be between 16 and 1048576 (MiB; at most 1 TiB), found 15",
+        ),
+        ("0", "found 0"),
+        ("1048577", "disk_mb must be between 16 and 1048576"),
+        ("99999999999", "too large"),
+        ("\"64\"", "remove the quotes"),
+        ("1.5", "expected a whole number"),
+    ] {
+        only_error(
+            &format!(
+                "\nkind: agent\nname: x\nsandbox:\n  disk_mb: {value}\nagent: {{prompt: p}}\n"
+            ),
+            "sandbox.disk_mb",
+            4,
+            needle,
+        );
+    }
+}
+
+#[test]
+fn a_box_disk_mb_is_checked_at_the_box() {
+    only_error(
+        r#"
+kind: pipeline
+name: p
+sandbox: {disk_mb: 32}
+pipeline:
+  boxes:
+    - name: a
+      prompt: x
+      sandbox: {disk_mb: 8}
+"#,
+        "pipeline.boxes[0].sandbox.disk_mb",
+        8,
+        "found 8",
+    );
+}
+
+#[test]
 fn sandbox_mode_word_is_checked() {
     let m = only_error(
         "\nkind: agent\nname: x\nsandbox: {mode: docker}\nagent: {prompt: p}\n",

@@ -137,6 +137,12 @@ pub(crate) fn sandbox(ctx: &mut Ctx, node: &Node, path: &str, base: &SandboxSpec
         s.memory_mb = v;
     }
     if let Some(v) = m
+        .uint(ctx, "disk_mb", u32_max)
+        .and_then(|v| u32::try_from(v).ok())
+    {
+        s.disk_mb = Some(v);
+    }
+    if let Some(v) = m
         .uint(ctx, "vcpus", u32_max)
         .and_then(|v| u32::try_from(v).ok())
     {
