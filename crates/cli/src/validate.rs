@@ -18,7 +18,9 @@ pub struct ValidateArgs {
     json: bool,
 }
 
-/// Exit 0 when every spec is valid, 1 otherwise.
+/// Exit 0 when every spec is valid (warnings do not count), 1 otherwise.
+/// Warnings of a valid spec go to stderr as `warning: FILE:LINE:COL: PATH:
+/// MESSAGE`, or into the JSON as `warnings`, shaped like `errors`.
 pub async fn run(args: ValidateArgs) -> CliResult<i32> {
     let mut results = Vec::new();
     let mut ok = true;
@@ -26,6 +28,9 @@ pub async fn run(args: ValidateArgs) -> CliResult<i32> {
         match husk_spec::load_file(path) {
             Ok(spec) => {
                 if !args.json {
+                    for w in &spec.warnings {
+                        eprintln!("warning: {w}");
+                    }
                     println!(
                         "ok: {} — {} `{}`",
                         path.display(),
@@ -33,7 +38,8 @@ pub async fn run(args: ValidateArgs) -> CliResult<i32> {
                         spec.name
                     );
                 }
-                results.push(json!({"file": path, "valid": true, "kind": spec.kind.as_str(), "name": spec.name}));
+                let warnings: Vec<_> = spec.warnings.iter().map(problem_json).collect();
+                results.push(json!({"file": path, "valid": true, "kind": spec.kind.as_str(), "name": spec.name, "warnings": warnings}));
             }
             Err(errors) => {
                 ok = false;
@@ -49,11 +55,7 @@ pub async fn run(args: ValidateArgs) -> CliResult<i32> {
                         eprintln!("  {e}");
                     }
                 }
-                let list: Vec<_> = errors
-                    .0
-                    .iter()
-                    .map(|e| json!({"path": e.path, "line": e.line, "column": e.column, "message": e.message, "text": e.to_string()}))
-                    .collect();
+                let list: Vec<_> = errors.iter().map(problem_json).collect();
                 results.push(json!({"file": path, "valid": false, "errors": list}));
             }
         }
@@ -65,4 +67,9 @@ pub async fn run(args: ValidateArgs) -> CliResult<i32> {
         );
     }
     Ok(if ok { 0 } else { 1 })
+}
+
+/// An error or a warning in `--json` output.
+fn problem_json(e: &husk_spec::SpecError) -> serde_json::Value {
+    json!({"path": e.path, "line": e.line, "column": e.column, "message": e.message, "text": e.to_string()})
 }

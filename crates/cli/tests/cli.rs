@@ -334,3 +334,44 @@ fn a_failed_boot_quotes_the_serial_console() {
         "the console tail should show the panic: {err}"
     );
 }
+
+#[test]
+fn validate_accepts_a_workflow_with_an_agent_override_and_warns() {
+    let dir = std::env::temp_dir().join(format!("husk-cli-validate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let spec = dir.join("candidate.yaml");
+    std::fs::write(
+        &spec,
+        "api_version: v1\nkind: workflow\nname: candidate\nagent:\n  prompt: Try the faster \
+         path.\nworkflow:\n  steps:\n    - name: build\n      run: {program: make}\n",
+    )
+    .expect("write the spec");
+
+    let (code, stdout, stderr) = out(husk().arg("validate").arg(&spec));
+    assert_eq!(code, 0, "{stderr}");
+    let want = format!(
+        "warning: {}:4:1: agent: section `agent` does not apply to kind=workflow; it is ignored",
+        spec.display()
+    );
+    assert_eq!(stderr.trim_end(), want);
+    assert!(stdout.starts_with("ok: "), "{stdout}");
+
+    let (code, stdout, stderr) = out(husk().args(["validate", "--json"]).arg(&spec));
+    assert_eq!(code, 0, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON on stdout");
+    assert_eq!(v["valid"], true);
+    let w = &v["specs"][0]["warnings"][0];
+    assert_eq!(
+        (w["path"].as_str(), w["line"].as_u64()),
+        (Some("agent"), Some(4))
+    );
+    assert_eq!(w["column"], 1);
+    assert!(
+        w["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("it is ignored")),
+        "{stdout}"
+    );
+    assert_eq!(w["text"], want.trim_start_matches("warning: "));
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}

@@ -43,29 +43,38 @@ impl Roots {
         Roots { roots, owner }
     }
 
-    /// Splits `path` into (open root directory, relative rest).
-    fn locate(&self, path: &str) -> FileResult<(OwnedFd, PathBuf)> {
+    /// The lexical half of confinement, a pure function: the root `path`
+    /// lies under and the rest of it below that root (empty for the root
+    /// itself). The kernel does the other half when the rest is opened
+    /// beneath the root. Public for the `guest_paths` fuzz target.
+    pub fn confine(&self, path: &str) -> FileResult<(&Path, PathBuf)> {
         let clean = normalize(path)?;
         for root in &self.roots {
             if let Ok(rest) = clean.strip_prefix(root) {
-                let fd = rustix::fs::open(
-                    root,
-                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(|e| errno_reply(e, root.to_string_lossy().as_ref()))?;
-                let rest = if rest.as_os_str().is_empty() {
-                    PathBuf::from(".")
-                } else {
-                    rest.into()
-                };
-                return Ok((fd, rest));
+                return Ok((root, rest.to_path_buf()));
             }
         }
         Err(reply(
             ErrorKind::OutsideRoots,
             format!("{path}: outside the allowed roots ({})", self.describe()),
         ))
+    }
+
+    /// Splits `path` into (open root directory, relative rest).
+    fn locate(&self, path: &str) -> FileResult<(OwnedFd, PathBuf)> {
+        let (root, rest) = self.confine(path)?;
+        let fd = rustix::fs::open(
+            root,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| errno_reply(e, root.to_string_lossy().as_ref()))?;
+        let rest = if rest.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            rest
+        };
+        Ok((fd, rest))
     }
 
     fn describe(&self) -> String {
@@ -323,6 +332,29 @@ mod tests {
         assert_eq!(normalize("/a\0b").unwrap_err().kind, ErrorKind::InvalidPath);
         assert_eq!(
             normalize(&"/a".repeat(3000)).unwrap_err().kind,
+            ErrorKind::InvalidPath
+        );
+    }
+
+    #[test]
+    fn confine_matches_whole_components_and_prefers_nested_roots() {
+        let roots = Roots::new(&["/workspace/data/".into()], None);
+        let (root, rest) = roots.confine("/workspace//data/./x").unwrap();
+        assert_eq!(
+            (root, rest.as_path()),
+            (Path::new("/workspace/data"), Path::new("x"))
+        );
+        let (root, rest) = roots.confine("/tmp").unwrap();
+        assert_eq!(
+            (root, rest.as_os_str().is_empty()),
+            (Path::new("/tmp"), true)
+        );
+        assert_eq!(
+            roots.confine("/workspacex/a").unwrap_err().kind,
+            ErrorKind::OutsideRoots
+        );
+        assert_eq!(
+            roots.confine("/tmp/../etc").unwrap_err().kind,
             ErrorKind::InvalidPath
         );
     }

@@ -18,9 +18,25 @@ use crate::text::{parent, quote};
 /// At most this many problems are listed; the rest are counted.
 pub const MAX_REPORTED_ERRORS: usize = 100;
 
+/// Whether the section being decoded is used or ignored. A section that
+/// does not apply to the spec's `kind` is decoded for shape only (unknown
+/// keys, types, enum words) so typos still surface, but its required keys
+/// are optional: it may be a partial override such as `agent: {prompt: …}`
+/// in a copy of a workflow template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Section {
+    Used,
+    Ignored,
+}
+
 pub(crate) struct Ctx {
     source: String,
+    /// The section being decoded; see [`Section`].
+    pub section: Section,
     problems: Vec<(Option<Mark>, String, String)>,
+    /// Things that do not stop the spec from running, e.g. an ignored
+    /// section.
+    warnings: Vec<(Mark, String, String)>,
     /// Position of every visited path, and whether its value is non-null.
     locations: HashMap<String, (Mark, bool)>,
     /// Paths the decoder rejected.
@@ -31,7 +47,9 @@ impl Ctx {
     pub fn new(source: &str) -> Ctx {
         Ctx {
             source: source.to_string(),
+            section: Section::Used,
             problems: Vec::new(),
+            warnings: Vec::new(),
             locations: HashMap::new(),
             rejected: HashSet::new(),
         }
@@ -54,6 +72,36 @@ impl Ctx {
     pub fn error(&mut self, mark: Option<Mark>, path: &str, message: String) {
         self.rejected.insert(path.to_string());
         self.problems.push((mark, path.to_string(), message));
+    }
+
+    /// A required key is missing at `path`: an error, except in an
+    /// ignored section (see [`Section`]).
+    pub fn missing(&mut self, mark: Option<Mark>, path: &str, message: String) {
+        match self.section {
+            Section::Used => self.error(mark, path, message),
+            Section::Ignored => self.reject(path),
+        }
+    }
+
+    /// Something worth saying that does not make the spec invalid.
+    pub fn warning(&mut self, mark: Mark, path: &str, message: String) {
+        self.warnings.push((mark, path.to_string(), message));
+    }
+
+    /// The warnings so far, as [`SpecError`]s sorted by position.
+    pub fn take_warnings(&mut self) -> Vec<SpecError> {
+        let mut out: Vec<SpecError> = std::mem::take(&mut self.warnings)
+            .into_iter()
+            .map(|(mark, path, message)| SpecError {
+                source: self.source.clone(),
+                line: Some(mark.line),
+                column: Some(mark.column),
+                path,
+                message,
+            })
+            .collect();
+        out.sort_by(|a, b| (a.line, a.column, &a.path).cmp(&(b.line, b.column, &b.path)));
+        out
     }
 
     /// Marks `path` as rejected without a message of its own.

@@ -53,8 +53,8 @@ pub use error::{SpecError, SpecErrors};
 pub use model::*;
 pub use node::{MAX_DEPTH, MAX_WEIGHT};
 pub use validate::{
-    MAX_MEMORY_MB, MAX_SPEC_NAME_LEN, MAX_TELEMETRY_BUFFER, MAX_TIMEOUT_SECS, MAX_VCPUS,
-    MIN_MEMORY_MB,
+    MAX_DISK_MB, MAX_MEMORY_MB, MAX_SPEC_NAME_LEN, MAX_TELEMETRY_BUFFER, MAX_TIMEOUT_SECS,
+    MAX_VCPUS, MIN_DISK_MB, MIN_MEMORY_MB,
 };
 
 /// Largest spec accepted, in bytes.
@@ -68,13 +68,7 @@ pub fn load_file(path: &Path) -> Result<Spec, SpecErrors> {
 }
 
 fn read_limited(path: &Path) -> Result<String, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read the spec: {e}"))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("cannot read the spec: {e}"))?;
-    if meta.is_dir() {
-        return Err("is a directory, not a spec file".into());
-    }
+    let file = open_regular(path)?;
     let mut bytes = Vec::new();
     let limit = u64::try_from(MAX_SPEC_BYTES)
         .unwrap_or(u64::MAX)
@@ -93,6 +87,47 @@ fn read_limited(path: &Path) -> Result<String, String> {
     })
 }
 
+/// Opens `path` for reading if it is a regular file (after following
+/// symlinks). The open is non-blocking, so a FIFO with no writer (or a
+/// device) cannot hang the caller, and the type is checked on the open
+/// file itself, so nothing can be swapped in between the check and the
+/// read. Non-blocking mode changes nothing for reads of a regular file.
+fn open_regular(path: &Path) -> Result<std::fs::File, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("cannot read the spec: {e}"))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read the spec: {e}"))?;
+    match not_regular(meta.file_type()) {
+        Some(what) => Err(format!("is {what}, not a spec file")),
+        None => Ok(file),
+    }
+}
+
+/// What a file is, when it is not a regular file.
+fn not_regular(t: std::fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_file() {
+        None
+    } else if t.is_dir() {
+        Some("a directory")
+    } else if t.is_fifo() {
+        Some("a FIFO")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else if t.is_char_device() {
+        Some("a character device")
+    } else if t.is_block_device() {
+        Some("a block device")
+    } else {
+        Some("not a regular file")
+    }
+}
+
 fn too_large() -> String {
     format!(
         "the spec is larger than {} KiB; specs are limited to that size",
@@ -108,6 +143,7 @@ pub fn parse_str(text: &str, source: &str) -> Result<Spec, SpecErrors> {
         return Err(SpecErrors::single(source, too_large()));
     }
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    no_nul(text, source)?;
     if is_json(source) {
         json_syntax(text, source)?;
     }
@@ -121,6 +157,22 @@ pub fn parse_str(text: &str, source: &str) -> Result<Spec, SpecErrors> {
         validate::spec(&mut ctx, spec);
     }
     ctx.finish(spec)
+}
+
+/// Refuses NUL bytes: the YAML parser stops at the first one, so whatever
+/// follows it would be silently ignored.
+fn no_nul(text: &str, source: &str) -> Result<(), SpecErrors> {
+    let Some(at) = text.find('\0') else {
+        return Ok(());
+    };
+    let (line, column) = text::position(text, at);
+    Err(SpecErrors(vec![SpecError {
+        source: source.to_string(),
+        line: Some(line),
+        column: Some(column),
+        path: String::new(),
+        message: format!("NUL byte (\\0) at line {line}, column {column}; specs are text"),
+    }]))
 }
 
 fn is_json(source: &str) -> bool {
@@ -138,11 +190,28 @@ fn json_syntax(text: &str, source: &str) -> Result<(), SpecErrors> {
     let full = e.to_string();
     let suffix = format!(" at line {} column {}", e.line(), e.column());
     let message = full.strip_suffix(&suffix).unwrap_or(&full);
+    let place =
+        (e.line() > 0).then(|| text::position(text, json_offset(text, e.line(), e.column())));
     Err(SpecErrors(vec![SpecError {
         source: source.to_string(),
-        line: (e.line() > 0).then_some(e.line()),
-        column: (e.line() > 0).then_some(e.column().max(1)),
+        line: place.map(|(line, _)| line),
+        column: place.map(|(_, column)| column),
         path: String::new(),
         message: format!("invalid JSON: {message}"),
     }]))
+}
+
+/// The byte offset of serde_json's position. serde_json counts only LF as
+/// a line break and its column in bytes (the last byte it read), while
+/// every other position husk reports counts lines as YAML does and columns
+/// in characters; going through the offset makes them agree.
+fn json_offset(text: &str, line: usize, column: usize) -> usize {
+    let line_start = match line {
+        0 | 1 => 0,
+        n => text
+            .match_indices('\n')
+            .nth(n - 2)
+            .map_or(text.len(), |(i, _)| i + 1),
+    };
+    line_start.saturating_add(column.saturating_sub(1))
 }

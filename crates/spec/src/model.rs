@@ -11,6 +11,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::SpecError;
+
 /// The only `api_version` husk understands.
 pub const API_VERSION: &str = "v1";
 /// `sandbox.memory_mb` when the spec does not say.
@@ -35,6 +37,12 @@ pub struct Spec {
     pub observe: ObserveSpec,
     /// The section named by `kind`.
     pub body: Body,
+    /// Problems that do not stop the spec from running, sorted by
+    /// position, in the same form as errors: today, a section that does
+    /// not apply to `kind` (it is ignored). Empty when there are none
+    /// (and then left out of the JSON record).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<SpecError>,
 }
 
 impl Spec {
@@ -118,6 +126,10 @@ impl Body {
 pub struct SandboxSpec {
     pub mode: SandboxMode,
     pub memory_mb: u32,
+    /// Size in MiB of the sandbox's writable tmpfs space (`/workspace`,
+    /// `/tmp`, `/home/sandbox`); it counts against host RAM. `None`: the
+    /// backend's default.
+    pub disk_mb: Option<u32>,
     pub vcpus: u32,
     pub network: bool,
     /// Variables set in the sandbox. An empty value means "take the host's
@@ -136,6 +148,7 @@ impl Default for SandboxSpec {
         SandboxSpec {
             mode: SandboxMode::Auto,
             memory_mb: DEFAULT_MEMORY_MB,
+            disk_mb: None,
             vcpus: DEFAULT_VCPUS,
             network: false,
             env: BTreeMap::new(),

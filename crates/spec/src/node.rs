@@ -24,7 +24,7 @@ use yaml_rust2::Event;
 use yaml_rust2::parser::{Parser, Tag};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
-use crate::text::join;
+use crate::text::{join, position};
 
 /// Deepest nesting of lists and mappings accepted. A real spec needs about
 /// eight levels.
@@ -45,11 +45,25 @@ pub(crate) struct Mark {
 }
 
 impl Mark {
-    fn of(m: Marker) -> Mark {
+    /// The position of a parser marker. At the end of a text that does not
+    /// end with a line break, the YAML scanner moves its marker to the start
+    /// of a line that does not exist; such a marker is put back at the real
+    /// end of the text (`end`), so every position lies inside the text as
+    /// YAML counts its lines (LF, CR LF or a lone CR each end one).
+    fn of(m: Marker, end: Mark) -> Mark {
+        if m.line() > end.line {
+            return end;
+        }
         Mark {
             line: m.line().max(1),
             column: m.col() + 1,
         }
+    }
+
+    /// Just past the last character of `text`.
+    fn end_of(text: &str) -> Mark {
+        let (line, column) = position(text, text.len());
+        Mark { line, column }
     }
 }
 
@@ -196,11 +210,12 @@ pub(crate) struct Loaded {
 pub(crate) fn load(text: &str) -> Loaded {
     let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(text);
+    let end = Mark::end_of(text);
     loop {
         let step = match parser.next_token() {
-            Ok((event, marker)) => builder.event(event, Mark::of(marker)),
+            Ok((event, marker)) => builder.event(event, Mark::of(marker, end)),
             Err(e) => Err(Problem {
-                mark: Some(Mark::of(*e.marker())),
+                mark: Some(Mark::of(*e.marker(), end)),
                 path: String::new(),
                 message: format!("invalid YAML: {}", e.info()),
             }),
@@ -647,6 +662,16 @@ mod tests {
         let p = &loaded.problems[0];
         assert!(p.message.starts_with("invalid YAML"), "{}", p.message);
         assert_eq!(p.mark.map(|m| m.line), Some(2));
+    }
+
+    #[test]
+    fn an_error_at_the_end_is_placed_on_the_last_line() {
+        // The scanner's marker is on line 2 here, a line the text does not
+        // have.
+        let loaded = load("a: [1");
+        assert_eq!(loaded.problems[0].mark, Some(Mark { line: 1, column: 6 }));
+        let loaded = load("a: [1\r");
+        assert_eq!(loaded.problems[0].mark, Some(Mark { line: 2, column: 1 }));
     }
 
     #[test]

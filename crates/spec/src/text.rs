@@ -1,5 +1,29 @@
 //! Small text helpers shared by the decoder and the validator: paths,
-//! "did you mean" suggestions, name rules.
+//! "did you mean" suggestions, name rules, and positions in the text.
+
+/// The 1-based line and column (in characters) of byte `at` of `text`,
+/// with lines counted the way YAML counts them: LF, CR LF and a lone CR
+/// each end a line (a lone CR is a line break to the YAML parser, so every
+/// position husk reports must count it too). An `at` inside a character
+/// points at that character; past the end, at the end.
+pub(crate) fn position(text: &str, at: usize) -> (usize, usize) {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    let bytes = text.as_bytes();
+    let (mut line, mut column) = (1, 1);
+    for (i, c) in text[..at].char_indices() {
+        let crlf = c == '\r' && bytes.get(i + 1) == Some(&b'\n');
+        if (c == '\n' || c == '\r') && !crlf {
+            line += 1;
+            column = 1;
+        } else {
+            column += 1;
+        }
+    }
+    (line, column)
+}
 
 /// `parent.key`, or `key` at the top.
 pub(crate) fn join(parent: &str, key: &str) -> String {
@@ -157,6 +181,21 @@ mod tests {
         assert_eq!(parent("a.b"), Some("a"));
         assert_eq!(parent("a"), Some(""));
         assert_eq!(parent(""), None);
+    }
+
+    #[test]
+    fn positions_count_lf_crlf_and_lone_cr_as_line_breaks() {
+        assert_eq!(position("ab", 0), (1, 1));
+        assert_eq!(position("ab", 1), (1, 2));
+        assert_eq!(position("a\nb", 2), (2, 1));
+        assert_eq!(position("a\r\nb", 3), (2, 1));
+        // The LF of a CR LF still belongs to the first line.
+        assert_eq!(position("a\r\nb", 2), (1, 3));
+        assert_eq!(position("\r#\rn", 3), (3, 1));
+        // Columns count characters; a byte inside one points at it.
+        assert_eq!(position("é\0", 2), (1, 2));
+        assert_eq!(position("é", 1), (1, 1));
+        assert_eq!(position("a\n", 99), (2, 1));
     }
 
     #[test]

@@ -24,22 +24,20 @@ agent: {prompt: p}
 }
 
 #[test]
-fn kind_requires_its_section_and_other_sections_are_rejected() {
-    let s = r#"
+fn kind_requires_its_section() {
+    // The `workflow` section does not apply (a warning, not an error), so
+    // the missing `agent` section is the one problem.
+    only_error(
+        r#"
 api_version: v1
 kind: agent
 name: x
 workflow:
   steps: []
-"#;
-    let errs = errors(s);
-    assert_eq!(errs.len(), 2, "{}", render(&errs));
-    has_error(s, "agent", 2, "kind=agent requires 'agent' section");
-    has_error(
-        s,
-        "workflow",
-        4,
-        "section `workflow` does not match kind=agent",
+"#,
+        "agent",
+        2,
+        "kind=agent requires 'agent' section",
     );
 }
 
@@ -374,6 +372,49 @@ agent: {prompt: p}
         "sandbox.memory_mb",
         3,
         "too large",
+    );
+}
+
+#[test]
+fn sandbox_disk_mb_is_bounded_and_named() {
+    for (value, needle) in [
+        (
+            "15",
+            "disk_mb must be between 16 and 1048576 (MiB; at most 1 TiB), found 15",
+        ),
+        ("0", "found 0"),
+        ("1048577", "disk_mb must be between 16 and 1048576"),
+        ("99999999999", "too large"),
+        ("\"64\"", "remove the quotes"),
+        ("1.5", "expected a whole number"),
+    ] {
+        only_error(
+            &format!(
+                "\nkind: agent\nname: x\nsandbox:\n  disk_mb: {value}\nagent: {{prompt: p}}\n"
+            ),
+            "sandbox.disk_mb",
+            4,
+            needle,
+        );
+    }
+}
+
+#[test]
+fn a_box_disk_mb_is_checked_at_the_box() {
+    only_error(
+        r#"
+kind: pipeline
+name: p
+sandbox: {disk_mb: 32}
+pipeline:
+  boxes:
+    - name: a
+      prompt: x
+      sandbox: {disk_mb: 8}
+"#,
+        "pipeline.boxes[0].sandbox.disk_mb",
+        8,
+        "found 8",
     );
 }
 

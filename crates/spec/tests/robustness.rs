@@ -13,8 +13,14 @@ const SEEDS: [&str; 4] = [
 
 const ALPHABET: &[char] = &[
     '[', ']', '{', '}', ':', '-', '?', ',', '&', '*', '!', '|', '>', '\'', '"', '#', '%', '@', ' ',
-    '\n', '\t', '\\', 'a', 'k', '0', '9', '.', '~', '\u{feff}', 'é',
+    '\n', '\t', '\\', 'a', 'k', '0', '9', '.', '~', '\u{feff}', 'é', '\r', '\0',
 ];
+
+/// Lines of `text` as YAML counts them (LF, CR LF and a lone CR each end a
+/// line), plus one for a position just past a final line break.
+fn yaml_lines(text: &str) -> usize {
+    text.replace("\r\n", "\n").matches(['\n', '\r']).count() + 1
+}
 
 /// xorshift64: deterministic, no dependency.
 struct Rng(u64);
@@ -64,7 +70,7 @@ fn check(text: &str, source: &str) {
         }
         Err(errs) => {
             assert!(!errs.is_empty(), "empty error list for {text:?}");
-            let lines = text.lines().count() + 1;
+            let lines = yaml_lines(text);
             for e in errs.iter() {
                 assert!(!e.message.is_empty());
                 if let Some(line) = e.line {

@@ -25,6 +25,7 @@ name: hn-researcher
 sandbox:
   mode: microvm
   memory_mb: 2048
+  disk_mb: 512
   vcpus: 2
   network: true
   env:
@@ -91,6 +92,7 @@ fn full_agent_spec() {
         sandbox: SandboxSpec {
             mode: SandboxMode::Microvm,
             memory_mb: 2048,
+            disk_mb: Some(512),
             vcpus: 2,
             network: true,
             env: env(&[("ANTHROPIC_API_KEY", ""), ("PORT", "8080"), ("EMPTY", "")]),
@@ -159,6 +161,7 @@ fn full_agent_spec() {
                 provider_bridge: Some("claude_channels".into()),
             },
         }),
+        warnings: Vec::new(),
     };
     assert_eq!(spec, expected);
     assert_eq!(
@@ -181,6 +184,7 @@ agent:
     assert_eq!(spec.sandbox, SandboxSpec::default());
     assert_eq!(spec.sandbox.mode, SandboxMode::Auto);
     assert_eq!(spec.sandbox.memory_mb, 1024);
+    assert_eq!(spec.sandbox.disk_mb, None, "absent: the backend's default");
     assert_eq!(spec.sandbox.vcpus, 1);
     assert!(!spec.sandbox.network);
     assert_eq!(spec.llm, LlmSpec::default());
@@ -352,6 +356,7 @@ pipeline:
       llm: {provider: codex, model: gpt-5}
       sandbox:
         memory_mb: 4096
+        disk_mb: 64
         env: {OVERRIDDEN: box, EXTRA: x}
         mounts:
           - {host: /srv/extra, guest: /extra, mode: rw}
@@ -408,6 +413,7 @@ fn full_pipeline_spec() {
     // The box's sandbox is the top-level one with the box's keys laid over.
     let expected_sandbox = SandboxSpec {
         memory_mb: 4096,
+        disk_mb: Some(64),
         network: true,
         env: env(&[("SHARED", "1"), ("OVERRIDDEN", "box"), ("EXTRA", "x")]),
         mounts: vec![

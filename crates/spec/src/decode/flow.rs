@@ -194,7 +194,7 @@ fn stage(ctx: &mut Ctx, node: &Node, path: &str) -> Stage {
             if !boxes_present {
                 let message =
                     "missing required key `boxes`: the boxes this stage runs side by side";
-                ctx.error(Some(m.mark()), &m.child("boxes"), message.to_string());
+                ctx.missing(Some(m.mark()), &m.child("boxes"), message.to_string());
             }
             Stage::FanOut { boxes }
         }

@@ -10,7 +10,7 @@ mod agent;
 mod flow;
 mod read;
 
-use crate::ctx::Ctx;
+use crate::ctx::{Ctx, Section};
 use crate::model::{
     API_VERSION, AgentSpec, Body, Kind, LlmSpec, Mount, MountMode, ObserveSpec, PipelineSpec,
     SandboxMode, SandboxSpec, Spec, WorkflowSpec,
@@ -60,19 +60,15 @@ pub(crate) fn spec(ctx: &mut Ctx, root: &Node) -> Option<Spec> {
         let path = section_kind.as_str();
         match kind {
             Some(k) if k != section_kind => {
-                let message =
-                    format!("section `{path}` does not match kind={k}; remove it or change `kind`");
-                ctx.error(Some(entry.key_mark), path, message);
+                let message = format!("section `{path}` does not apply to kind={k}; it is ignored");
+                ctx.warning(entry.key_mark, path, message);
+                // Checked for shape only, then dropped: see `Section`.
+                ctx.section = Section::Ignored;
+                section(ctx, section_kind, &entry.value, &sandbox);
+                ctx.section = Section::Used;
             }
             _ => {
-                let decoded = match section_kind {
-                    Kind::Agent => Body::Agent(agent::agent(ctx, &entry.value, path)),
-                    Kind::Workflow => Body::Workflow(flow::workflow(ctx, &entry.value, path)),
-                    Kind::Pipeline => {
-                        Body::Pipeline(flow::pipeline(ctx, &entry.value, path, &sandbox))
-                    }
-                };
-                body.get_or_insert(decoded);
+                body.get_or_insert(section(ctx, section_kind, &entry.value, &sandbox));
             }
         }
     }
@@ -101,7 +97,18 @@ pub(crate) fn spec(ctx: &mut Ctx, root: &Node) -> Option<Spec> {
         llm,
         observe,
         body,
+        warnings: ctx.take_warnings(),
     })
+}
+
+/// Decodes the `agent`, `workflow` or `pipeline` section.
+fn section(ctx: &mut Ctx, kind: Kind, node: &Node, sandbox: &SandboxSpec) -> Body {
+    let path = kind.as_str();
+    match kind {
+        Kind::Agent => Body::Agent(agent::agent(ctx, node, path)),
+        Kind::Workflow => Body::Workflow(flow::workflow(ctx, node, path)),
+        Kind::Pipeline => Body::Pipeline(flow::pipeline(ctx, node, path, sandbox)),
+    }
 }
 
 fn placeholder(kind: Kind) -> Body {
@@ -128,6 +135,12 @@ pub(crate) fn sandbox(ctx: &mut Ctx, node: &Node, path: &str, base: &SandboxSpec
         .and_then(|v| u32::try_from(v).ok())
     {
         s.memory_mb = v;
+    }
+    if let Some(v) = m
+        .uint(ctx, "disk_mb", u32_max)
+        .and_then(|v| u32::try_from(v).ok())
+    {
+        s.disk_mb = Some(v);
     }
     if let Some(v) = m
         .uint(ctx, "vcpus", u32_max)

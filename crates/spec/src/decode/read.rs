@@ -183,7 +183,7 @@ impl<'n> MapReader<'n> {
         for (key, hint) in &self.missing {
             if !meant.contains(key) {
                 let message = format!("missing required key `{key}`{hint}");
-                ctx.error(Some(self.mark), &self.child(key), message);
+                ctx.missing(Some(self.mark), &self.child(key), message);
             }
         }
     }

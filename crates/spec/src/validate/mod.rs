@@ -19,6 +19,11 @@ use crate::text::{index, is_env_lookup_name, join, quote};
 pub const MIN_MEMORY_MB: u32 = 128;
 /// Largest `sandbox.memory_mb` (1 TiB).
 pub const MAX_MEMORY_MB: u32 = 1024 * 1024;
+/// Smallest `sandbox.disk_mb`: room for a checkout and a result file.
+pub const MIN_DISK_MB: u32 = 16;
+/// Largest `sandbox.disk_mb` (1 TiB). The space is tmpfs, so it counts
+/// against host RAM.
+pub const MAX_DISK_MB: u32 = 1024 * 1024;
 /// Largest `sandbox.vcpus`.
 pub const MAX_VCPUS: u32 = 64;
 /// Largest timeout in seconds (30 days). Long-lived work belongs in
@@ -88,6 +93,16 @@ pub(crate) fn sandbox(ctx: &mut Ctx, s: &SandboxSpec, path: &str, inherited: Opt
                 ),
             );
         }
+    }
+    if let Some(disk) = s.disk_mb
+        && own(ctx, "disk_mb")
+        && !(MIN_DISK_MB..=MAX_DISK_MB).contains(&disk)
+    {
+        let message = format!(
+            "disk_mb must be between {MIN_DISK_MB} and {MAX_DISK_MB} (MiB; at most 1 TiB), found \
+             {disk}"
+        );
+        ctx.rule(&join(path, "disk_mb"), message);
     }
     if own(ctx, "vcpus") && !(1..=MAX_VCPUS).contains(&s.vcpus) {
         let message = format!("vcpus must be between 1 and {MAX_VCPUS}, found {}", s.vcpus);
