@@ -2,12 +2,12 @@
 //! Names are checked before any path is built: no separators, no `..`.
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::Response;
 
-use super::AppState;
 use super::error::{ApiError, ApiResult, Code};
+use super::{AppState, PathParam};
 
 fn check_segment(what: &str, s: &str) -> ApiResult<()> {
     husk_runtime::output::check_artifact_name(s)
@@ -16,7 +16,7 @@ fn check_segment(what: &str, s: &str) -> ApiResult<()> {
 
 pub async fn output_file(
     State(s): State<AppState>,
-    Path((id, stage)): Path<(String, String)>,
+    PathParam((id, stage)): PathParam<(String, String)>,
 ) -> ApiResult<Response> {
     check_segment("stage", &stage)?;
     s.manager.record(&id)?;
@@ -46,7 +46,7 @@ pub async fn output_file(
 
 pub async fn artifact(
     State(s): State<AppState>,
-    Path((id, stage, name)): Path<(String, String, String)>,
+    PathParam((id, stage, name)): PathParam<(String, String, String)>,
 ) -> ApiResult<Response> {
     check_segment("stage", &stage)?;
     check_segment("artifact name", &name)?;
