@@ -676,8 +676,9 @@ fn the_active_run_limit_is_a_retryable_error() {
 fn half_sent(addr: &str) -> std::net::TcpStream {
     use std::io::Write;
     let mut c = std::net::TcpStream::connect(addr).unwrap();
-    c.write_all(b"GET /v1/health HTTP/1.1\r\nHost: husk\r\n")
-        .unwrap();
+    // A server that already closed it (over the cap) may refuse the bytes:
+    // that is a closed connection too, which the callers check.
+    let _ = c.write_all(b"GET /v1/health HTTP/1.1\r\nHost: husk\r\n");
     c
 }
 
