@@ -1,6 +1,7 @@
 //! A client of the husk daemon over its unix socket (hyper, HTTP/1.1):
 //! JSON requests, API errors turned into one readable line, and the SSE
-//! event stream for `husk logs -f`.
+//! event stream for `husk logs -f`. Paths are built with
+//! [`husk_daemon::api::url::path`]: every segment percent-encoded.
 
 use std::path::PathBuf;
 
@@ -85,7 +86,7 @@ impl DaemonClient {
         let mut send = self.connect().await?;
         let req = Self::request(
             Method::GET,
-            &format!("/v1/runs/{run}/events"),
+            &husk_daemon::api::url::path(&["v1", "runs", run, "events"]),
             None,
             "text/event-stream",
         )?;

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::CliResult;
 use crate::client::DaemonClient;
+use husk_daemon::api::url;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -28,6 +29,14 @@ pub struct ServeArgs {
     /// Most runs active at once.
     #[arg(long, value_name = "N", default_value_t = husk_daemon::DEFAULT_MAX_ACTIVE_RUNS)]
     max_active_runs: usize,
+    /// Close a connection that has not sent a complete request head within
+    /// this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = husk_daemon::listen::DEFAULT_HEADER_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout_secs: u64,
+    /// Most open TCP connections (more are closed at once).
+    #[arg(long, value_name = "N", default_value_t = husk_daemon::listen::DEFAULT_MAX_TCP_CONNECTIONS)]
+    max_tcp_connections: usize,
 }
 
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {
@@ -44,6 +53,8 @@ pub async fn serve(a: ServeArgs) -> CliResult<i32> {
         token_file: a.token_file,
         data_dir: a.data_dir,
         max_active_runs: a.max_active_runs.max(1),
+        header_timeout: std::time::Duration::from_secs(a.header_timeout_secs),
+        max_tcp_connections: a.max_tcp_connections.max(1),
     };
     husk_daemon::serve(opts, |line| eprintln!("husk serve: {line}")).await?;
     eprintln!("husk serve: stopped");
@@ -109,7 +120,7 @@ pub struct RunRef {
 
 pub async fn inspect(a: RunRef) -> CliResult<i32> {
     let v = DaemonClient::from_env()
-        .call(Method::GET, &format!("/v1/runs/{}", a.run), None)
+        .call(Method::GET, &url::path(&["v1", "runs", &a.run]), None)
         .await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -173,7 +184,11 @@ pub async fn logs(a: LogsArgs) -> CliResult<i32> {
         client.follow(&a.run, print).await?;
     } else {
         let v = client
-            .call(Method::GET, &format!("/v1/runs/{}/events", a.run), None)
+            .call(
+                Method::GET,
+                &url::path(&["v1", "runs", &a.run, "events"]),
+                None,
+            )
             .await?;
         v.as_array().into_iter().flatten().for_each(print);
     }
@@ -195,7 +210,7 @@ pub async fn cancel(a: CancelArgs) -> CliResult<i32> {
     let v = DaemonClient::from_env()
         .call(
             Method::POST,
-            &format!("/v1/runs/{}/cancel", a.run),
+            &url::path(&["v1", "runs", &a.run, "cancel"]),
             Some(&body),
         )
         .await?;

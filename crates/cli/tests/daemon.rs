@@ -31,8 +31,22 @@ impl Daemon {
     }
 
     fn start_in(dir: PathBuf, extra: &[&str]) -> Daemon {
+        Self::start_wrapped(dir, extra, "")
+    }
+
+    /// Starts the daemon through `sh -c "<shell>; exec husk serve …"`, to
+    /// set its umask or open-files limit.
+    fn start_wrapped(dir: PathBuf, extra: &[&str], shell: &str) -> Daemon {
         let socket = dir.join("husk.sock");
-        let mut child = husk()
+        let mut cmd = if shell.is_empty() {
+            husk()
+        } else {
+            let mut c = Command::new("sh");
+            c.args(["-c", &format!("{shell}; exec \"$0\" \"$@\"")])
+                .arg(env!("CARGO_BIN_EXE_husk"));
+            c
+        };
+        let mut child = cmd
             .args(["serve", "--socket"])
             .arg(&socket)
             .arg("--data-dir")
@@ -184,7 +198,7 @@ fn routes_errors_and_the_openapi_document_agree() {
     // Every documented route exists (anything but the fallback's "no route").
     let (_, doc) = d.json("GET", "/v1/openapi.json", None);
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 12, "{paths:?}");
+    assert_eq!(paths.len(), 13, "{paths:?}");
     for (path, ops) in paths {
         for method in ops.as_object().unwrap().keys() {
             let concrete = path
@@ -508,8 +522,26 @@ fn tcp_requires_the_bearer_token_everywhere() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let token_file = dir.join("token");
-    std::fs::write(&token_file, "s3cret-token\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
+    // Under 16 bytes: refused, saying so.
+    std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let short = husk()
+        .args(["serve", "--socket"])
+        .arg(dir.join("a.sock"))
+        .args(["--listen", "tcp://127.0.0.1:0", "--token-file"])
+        .arg(&token_file)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .output()
+        .unwrap();
+    assert!(!short.status.success());
+    let err = String::from_utf8_lossy(&short.stderr);
+    assert!(
+        err.contains("12 bytes") && err.contains("at least 16"),
+        "{err}"
+    );
+    std::fs::write(&token_file, "s3cret-token-0123456789\n").unwrap();
     std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let bad = husk()
         .args(["serve", "--socket"])
@@ -547,15 +579,19 @@ fn tcp_requires_the_bearer_token_everywhere() {
         for auth in [
             None,
             Some("Authorization: Bearer wrong"),
-            Some("Authorization: s3cret-token"),
+            Some("Authorization: s3cret-token-0123456789"),
+            Some("Authorization: Basic s3cret-token-0123456789"),
         ] {
             let (code, body) = get(path, auth);
             assert_eq!(code, 401, "{path} {auth:?}: {body}");
             assert!(body.contains("UNAUTHORIZED"), "{body}");
         }
     }
-    let (code, body) = get("/v1/health", Some("Authorization: Bearer s3cret-token"));
-    assert_eq!(code, 200, "{body}");
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let header = format!("Authorization: {scheme} s3cret-token-0123456789");
+        let (code, body) = get("/v1/health", Some(&header));
+        assert_eq!(code, 200, "{scheme}: {body}");
+    }
     let _ = std::fs::remove_dir_all(&d.dir);
 }
 
@@ -633,5 +669,309 @@ fn the_active_run_limit_is_a_retryable_error() {
         Some(&json!({"file": write_spec(&d.dir, "ok", OK_SCRIPT)}).to_string()),
     );
     assert_eq!(code, 200, "a slot is free again after the cancel: {third}");
+    let _ = std::fs::remove_dir_all(&d.dir);
+}
+
+/// A TCP connection that sent half a request head and waits.
+fn half_sent(addr: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    // A server that already closed it (over the cap) may refuse the bytes:
+    // that is a closed connection too, which the callers check.
+    let _ = c.write_all(b"GET /v1/health HTTP/1.1\r\nHost: husk\r\n");
+    c
+}
+
+/// Whether the server closed `c` within `limit` (EOF or reset), reading
+/// and discarding whatever it answered first.
+fn closed_by_server(c: &mut std::net::TcpStream, limit: Duration) -> bool {
+    use std::io::Read;
+    c.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false, // timed out: still open
+        }
+    }
+}
+
+fn write_token(dir: &Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let f = dir.join("token");
+    std::fs::write(&f, "flood-test-token-0123456789\n").unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    f.display().to_string()
+}
+
+fn test_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("husk-daemon-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn a_tcp_flood_neither_pins_connections_nor_starves_the_unix_socket() {
+    if !have_curl() {
+        return;
+    }
+    // A low open-files limit: 150 idle TCP peers would use up every
+    // descriptor if the daemon kept them all.
+    let dir = test_dir("flood");
+    let tf = write_token(&dir);
+    let d = Daemon::start_wrapped(
+        dir,
+        &[
+            "--listen",
+            "tcp://127.0.0.1:0",
+            "--token-file",
+            &tf,
+            "--header-timeout-secs",
+            "1",
+        ],
+        "ulimit -n 64",
+    );
+    let addr = d.tcp.clone().unwrap();
+    let mut conns: Vec<_> = (0..150).map(|_| half_sent(&addr)).collect();
+    let mut c = Command::new("curl");
+    c.args([
+        "-s",
+        "--max-time",
+        "20",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+        "--unix-socket",
+    ])
+    .arg(&d.socket)
+    .arg("http://husk/v1/health");
+    let (code, body) = split(c.output().unwrap().stdout);
+    assert_eq!(
+        code, 200,
+        "the unix socket must answer during a TCP flood: {body}"
+    );
+    // Every half-sent connection is closed by the server: over the cap at
+    // once, the others when the 1 s header timeout passes.
+    for (i, c) in conns.iter_mut().enumerate() {
+        assert!(
+            closed_by_server(c, Duration::from_secs(30)),
+            "connection {i} is still open"
+        );
+    }
+    drop(conns);
+    let _ = std::fs::remove_dir_all(&d.dir);
+}
+
+#[test]
+fn over_the_tcp_connection_cap_new_connections_are_closed_at_once() {
+    use std::io::{Read, Write};
+    if !have_curl() {
+        return;
+    }
+    let dir = test_dir("cap");
+    let tf = write_token(&dir);
+    // A header timeout far beyond the wait below: only the cap can close.
+    let d = Daemon::start_in(
+        dir,
+        &[
+            "--listen",
+            "tcp://127.0.0.1:0",
+            "--token-file",
+            &tf,
+            "--header-timeout-secs",
+            "300",
+            "--max-tcp-connections",
+            "4",
+        ],
+    );
+    let addr = d.tcp.clone().unwrap();
+    // Four kept-alive connections, each answered once (so the server holds
+    // them: the cap is full).
+    let held: Vec<std::net::TcpStream> = (0..4)
+        .map(|i| {
+            let mut c = std::net::TcpStream::connect(&addr).unwrap();
+            c.write_all(
+                b"GET /v1/health HTTP/1.1\r\nHost: husk\r\nAuthorization: bearer flood-test-token-0123456789\r\n\r\n",
+            )
+            .unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !got.ends_with(b"}") {
+                let n = c.read(&mut buf).unwrap_or(0);
+                assert!(n > 0, "connection {i}: no answer: {:?}", String::from_utf8_lossy(&got));
+                got.extend_from_slice(&buf[..n]);
+            }
+            assert!(got.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got));
+            c
+        })
+        .collect();
+    let mut fifth = half_sent(&addr);
+    assert!(
+        closed_by_server(&mut fifth, Duration::from_secs(60)),
+        "the fifth connection should be closed at once"
+    );
+    let (code, _) = d.curl("GET", "/v1/health", None, &[]);
+    assert_eq!(code, 200);
+    drop(held);
+    let _ = std::fs::remove_dir_all(&d.dir);
+}
+
+#[test]
+fn sessions_envelopes_and_encoded_cli_paths_over_the_socket() {
+    if !have_curl() {
+        return;
+    }
+    let d = Daemon::start("sessions", &[]);
+    let (code, v) = d.json("GET", "/v1/sessions/chat/messages", None);
+    assert_eq!((code, v), (200, json!([])));
+    for (role, content) in [("user", "hello"), ("assistant", "hi there")] {
+        let body = json!({"role": role, "content": content}).to_string();
+        let (code, v) = d.json("POST", "/v1/sessions/chat/messages", Some(&body));
+        assert_eq!((code, v["content"].as_str()), (200, Some(content)), "{v}");
+    }
+    let (_, log) = d.json("GET", "/v1/sessions/chat/messages", None);
+    let roles: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["user", "assistant"]);
+    let big = json!({"role": "user", "content": "x".repeat(70_000)}).to_string();
+    for (method, path, body, want, code) in [
+        (
+            "POST",
+            "/v1/sessions/chat/messages",
+            Some(big.as_str()),
+            413,
+            "PAYLOAD_TOO_LARGE",
+        ),
+        (
+            "POST",
+            "/v1/sessions/a%2Fb/messages",
+            Some(r#"{"role":"u","content":"x"}"#),
+            400,
+            "INVALID_PARAMS",
+        ),
+        (
+            "GET",
+            "/v1/sessions/../messages",
+            None,
+            400,
+            "INVALID_PARAMS",
+        ),
+        ("GET", "/v1/runs/%ff%fe", None, 400, "INVALID_PARAMS"),
+        (
+            "GET",
+            "/v1/runs/x/events?from_event_id=%ff",
+            None,
+            400,
+            "INVALID_PARAMS",
+        ),
+        ("POST", "/v1/runs", Some("not json"), 400, "INVALID_PARAMS"),
+    ] {
+        let (got, text) = d.curl(method, path, body, &[]);
+        let v: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{method} {path}: not the JSON envelope ({e}): {text}"));
+        assert_eq!(
+            (got, v["code"].as_str()),
+            (want, Some(code)),
+            "{method} {path}: {text}"
+        );
+    }
+    // A wrong content type does not matter: the body is what is parsed.
+    let (got, text) = d.curl(
+        "POST",
+        "/v1/sessions/chat/messages",
+        Some(r#"{"role":"user","content":"plain"}"#),
+        &["content-type: text/plain"],
+    );
+    assert_eq!(got, 200, "{text}");
+    // The CLI encodes each segment: `../../etc` is one (unknown) run id.
+    for cmd in [
+        &["logs", "../../etc"][..],
+        &["inspect", ".."],
+        &["cancel", "a/b"],
+    ] {
+        let out = d.cli().args(cmd).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        let id = cmd[1];
+        assert!(!out.status.success());
+        assert!(err.contains(&format!("no run {id}")), "{cmd:?}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&d.dir);
+}
+
+#[test]
+fn sigterm_cancels_runs_and_records_it_and_the_store_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    if !have_curl() || !have_bwrap() {
+        return;
+    }
+    let dir = test_dir("sigterm");
+    // A data directory another daemon left open to all, and a lax umask.
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::set_permissions(dir.join("data"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut d = Daemon::start_wrapped(dir, &[], "umask 000");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let data = d.dir.join("data");
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("runs")), 0o700);
+    assert_eq!(mode(&data.join("husk.db")), 0o600);
+    let slow = write_spec(&d.dir, "slow", SLOW_SCRIPT);
+    let (_, b) = d.json("POST", "/v1/runs", Some(&json!({"file": slow}).to_string()));
+    let id = b["run_id"].as_str().unwrap().to_string();
+    let t = Instant::now();
+    while !d
+        .json("GET", &format!("/v1/runs/{id}/events"), None)
+        .1
+        .to_string()
+        .contains("agent.message")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the agent never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for f in ["husk.db-wal", "husk.db-shm"] {
+        assert_eq!(mode(&data.join(f)), 0o600, "{f}");
+    }
+    assert_eq!(mode(&data.join("runs").join(&id)), 0o700);
+    let pid = d.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // The daemon exits by itself once the run's final record is written.
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = d.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "the daemon did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}");
+    assert!(!d.socket.exists(), "the socket is removed");
+    let dir = d.dir.clone();
+    std::mem::forget(d);
+    let d = Daemon::start_in(dir, &[]);
+    let r = d.wait_terminal(&id, Duration::from_secs(5));
+    assert_eq!(r["status"], "cancelled", "{r}");
+    assert_ne!(r["terminal_reason"], "daemon_restarted", "{r}");
+    let events = r["events"].as_array().unwrap();
+    assert_eq!(events.last().unwrap()["event_type"], "run.cancelled", "{r}");
     let _ = std::fs::remove_dir_all(&d.dir);
 }

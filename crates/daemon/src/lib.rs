@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod listen;
 pub mod manager;
 pub mod socket;
 pub mod store;
@@ -14,6 +15,7 @@ pub mod store;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use manager::DEFAULT_MAX_ACTIVE_RUNS;
 
@@ -29,6 +31,31 @@ pub struct ServeOptions {
     /// `$XDG_DATA_HOME/husk`).
     pub data_dir: Option<PathBuf>,
     pub max_active_runs: usize,
+    /// A connection must send a complete request head within this.
+    pub header_timeout: Duration,
+    /// Most open TCP connections (lowered under a low open-files limit).
+    pub max_tcp_connections: usize,
+}
+
+impl ServeOptions {
+    /// Defaults for everything but the listeners and the data directory.
+    pub fn new() -> Self {
+        ServeOptions {
+            socket: None,
+            tcp: None,
+            token_file: None,
+            data_dir: None,
+            max_active_runs: DEFAULT_MAX_ACTIVE_RUNS,
+            header_timeout: listen::DEFAULT_HEADER_TIMEOUT,
+            max_tcp_connections: listen::DEFAULT_MAX_TCP_CONNECTIONS,
+        }
+    }
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,8 +68,6 @@ pub enum ServeError {
     Token(#[from] auth::TokenError),
     #[error("listening on {0}: {1}")]
     Tcp(SocketAddr, std::io::Error),
-    #[error("serving: {0}")]
-    Serve(std::io::Error),
 }
 
 /// `$HUSK_DATA_DIR`, else `$XDG_DATA_HOME/husk`, else `~/.local/share/husk`.
@@ -53,12 +78,22 @@ pub fn default_data_dir() -> PathBuf {
         .unwrap_or_else(|| "/tmp/husk".into())
 }
 
+/// After the runs have ended at shutdown, how long open connections get to
+/// finish their responses.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
 /// Serves until SIGINT/SIGTERM; `ready` is called with a line per listener.
+///
+/// Shutdown: both listeners stop accepting, every active run is cancelled
+/// and its final record written (bounded by the largest cancel grace
+/// period plus a margin), open connections get [`DRAIN_LIMIT`] to finish,
+/// then the socket is removed.
 pub async fn serve(opts: ServeOptions, ready: impl Fn(&str)) -> Result<(), ServeError> {
     let data = opts.data_dir.clone().unwrap_or_else(default_data_dir);
     let store = Arc::new(store::Store::open(&data)?);
     let manager = manager::Manager::new(store, opts.max_active_runs)?;
     let path = opts.socket.clone().unwrap_or_else(socket::default_path);
+    let fd_limit = listen::raise_fd_limit();
     let unix = socket::bind(&path).await?;
     let _cleanup = socket::Cleanup(path.clone());
     let shutdown = shutdown_signal();
@@ -78,32 +113,40 @@ pub async fn serve(opts: ServeOptions, ready: impl Fn(&str)) -> Result<(), Serve
             .await
             .map_err(|e| ServeError::Tcp(addr, e))?;
         let local = tcp.local_addr().unwrap_or(addr);
+        let limits = listen::Limits {
+            header_timeout: opts.header_timeout,
+            // TCP may use half the descriptors, the unix socket a quarter.
+            max_connections: listen::cap_to_fd_limit(opts.max_tcp_connections, fd_limit, 2),
+        };
         ready(&format!(
-            "listening on tcp://{local} (bearer token from {source})"
+            "listening on tcp://{local} (bearer token from {source}; at most {} connections)",
+            limits.max_connections
         ));
         let app = api::router(api::AppState {
             manager: manager.clone(),
             token: Some(Arc::new(token)),
         });
-        let sd = shutdown.clone();
-        tasks.spawn(async move {
-            axum::serve(tcp, app)
-                .with_graceful_shutdown(sd.cancelled_owned())
-                .await
-        });
+        tasks.spawn(listen::serve(tcp, app, limits, shutdown.clone(), "tcp"));
     }
-    let sd = shutdown.clone();
-    tasks.spawn(async move {
-        axum::serve(unix, unix_app)
-            .with_graceful_shutdown(sd.cancelled_owned())
-            .await
-    });
+    let limits = listen::Limits {
+        header_timeout: opts.header_timeout,
+        max_connections: listen::cap_to_fd_limit(listen::MAX_UNIX_CONNECTIONS, fd_limit, 4),
+    };
+    tasks.spawn(listen::serve(
+        unix,
+        unix_app,
+        limits,
+        shutdown.clone(),
+        "unix",
+    ));
     shutdown.cancelled().await;
-    manager.cancel_all();
-    while let Some(r) = tasks.join_next().await {
-        if let Ok(Err(e)) = r {
-            return Err(ServeError::Serve(e));
-        }
+    manager.shutdown().await;
+    let drained = tokio::time::timeout(DRAIN_LIMIT, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("connections still open after {DRAIN_LIMIT:?}; closing them");
     }
     Ok(())
 }

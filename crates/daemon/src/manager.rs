@@ -6,6 +6,7 @@
 //! so what a client sees is durable.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,10 @@ use crate::store::Store;
 
 /// Most runs active at once (more: `RESOURCE_LIMIT_EXCEEDED`, retryable).
 pub const DEFAULT_MAX_ACTIVE_RUNS: usize = 256;
+
+/// At shutdown, how long past the largest cancel grace period to wait for
+/// the runs' final records (the sandbox teardown after the kill).
+pub const SHUTDOWN_MARGIN: Duration = Duration::from_secs(15);
 
 /// `POST /v1/runs`.
 #[derive(Debug, Deserialize)]
@@ -66,6 +71,10 @@ pub struct Manager {
     live: Mutex<HashMap<String, Arc<Live>>>,
     max_active: usize,
     started: Instant,
+    /// Set at shutdown (before the live map is read): no new runs.
+    closing: AtomicBool,
+    /// Runs started by this daemon (each spawned driver counts once).
+    runs_started: AtomicU64,
 }
 
 impl Manager {
@@ -105,6 +114,8 @@ impl Manager {
             live: Mutex::new(HashMap::new()),
             max_active,
             started: Instant::now(),
+            closing: AtomicBool::new(false),
+            runs_started: AtomicU64::new(0),
         }))
     }
 
@@ -114,6 +125,11 @@ impl Manager {
 
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// How many runs this daemon has started since it began.
+    pub fn runs_started(&self) -> u64 {
+        self.runs_started.load(Ordering::SeqCst)
     }
 
     pub fn active_count(&self) -> usize {
@@ -148,27 +164,39 @@ impl Manager {
     }
 
     /// Starts a run; idempotent for an active caller-chosen `run_id`.
+    ///
+    /// The id check and the insertion happen under the live-map lock (every
+    /// new run is stored and inserted under it), so two concurrent requests
+    /// with the same `run_id` start it once: the later one gets its state.
     pub fn create(self: &Arc<Self>, req: CreateRun) -> ApiResult<Created> {
         if let Some(id) = &req.run_id {
             check_run_id(id)?;
-            if let Some(existing) = self.store.get_run(id)? {
-                if existing.status.is_terminal() {
-                    return Err(ApiError::new(
-                        Code::AlreadyTerminal,
-                        format!("run {id} already ended ({})", existing.status.as_str()),
-                    ));
-                }
-                return Ok(Created {
-                    run_id: id.clone(),
-                    attempt_id: existing.attempt_id,
-                    state: existing.status,
-                });
+            // Fast answer without loading the spec; re-checked under the lock.
+            if let Some(done) = self.existing(id)? {
+                return done;
             }
         }
         let policy = parse_policy(req.policy)?;
         let (spec, file, spec_dir) = load_spec(req.file.as_deref(), req.spec.as_deref())?;
         let id = req.run_id.unwrap_or_else(new_run_id);
         let mut live_map = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = live_map.get(&id) {
+            let r = l.record.snapshot();
+            return Ok(Created {
+                run_id: id,
+                attempt_id: r.attempt_id,
+                state: r.status,
+            });
+        }
+        if let Some(done) = self.existing(&id)? {
+            return done;
+        }
+        if self.closing.load(Ordering::SeqCst) {
+            return Err(ApiError::new(
+                Code::ResourceLimitExceeded,
+                "the daemon is shutting down; start the run on its next start",
+            ));
+        }
         if live_map.len() >= self.max_active {
             return Err(ApiError::new(
                 Code::ResourceLimitExceeded,
@@ -178,6 +206,8 @@ impl Manager {
                 ),
             ));
         }
+        // The run's directory is private whatever the umask (artifacts).
+        create_private_dir(&self.store.runs_dir().join(&id))?;
         let record = Arc::new(LiveRun::pending(&id, &file, &policy));
         self.store.put_run(&record.snapshot())?;
         let live = Arc::new(Live {
@@ -196,6 +226,7 @@ impl Manager {
         opts.live = Some(live.record.clone());
         opts.telemetry = Some(live.telemetry.clone());
         let me = self.clone();
+        self.runs_started.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move { me.drive(spec, opts, live).await });
         Ok(Created {
             run_id: id,
@@ -270,10 +301,58 @@ impl Manager {
         Ok((record, tel.page(from_seq, stage)))
     }
 
-    /// Cancels every active run (daemon shutdown).
-    pub fn cancel_all(&self) {
-        for l in self.live.lock().unwrap_or_else(|e| e.into_inner()).values() {
+    /// A stored run with this id: its state when active, 409 when ended.
+    fn existing(&self, id: &str) -> ApiResult<Option<ApiResult<Created>>> {
+        let Some(r) = self.store.get_run(id)? else {
+            return Ok(None);
+        };
+        if r.status.is_terminal() {
+            return Ok(Some(Err(ApiError::new(
+                Code::AlreadyTerminal,
+                format!("run {id} already ended ({})", r.status.as_str()),
+            ))));
+        }
+        Ok(Some(Ok(Created {
+            run_id: id.to_string(),
+            attempt_id: r.attempt_id,
+            state: r.status,
+        })))
+    }
+
+    /// Daemon shutdown: refuses new runs, cancels every active one and
+    /// waits until each has written its final record (`cancelled`), bounded
+    /// by the largest cancel grace period plus [`SHUTDOWN_MARGIN`].
+    pub async fn shutdown(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        let lives: Vec<Arc<Live>> = self
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        if lives.is_empty() {
+            return;
+        }
+        let grace = lives
+            .iter()
+            .map(|l| {
+l.record.snapshot().policy.cancel_grace_period_secs
+            })
+            .max()
+            .unwrap_or(0);
+        tracing::info!("shutting down: cancelling {} active runs", lives.len());
+        let waits = lives.iter().map(|l| {
+            let mut done = l.done.subscribe();
             l.cancel.cancel();
+            async move {
+                let _ = done.wait_for(|d| *d).await;
+            }
+        });
+        let all = futures_util::future::join_all(waits);
+        let limit = Duration::from_secs(grace) + SHUTDOWN_MARGIN;
+        if tokio::time::timeout(limit, all).await.is_err() {
+            tracing::warn!("runs still active {limit:?} after cancelling them; exiting anyway");
         }
     }
 }
@@ -423,4 +502,10 @@ fn load_spec(
             "give `file` (a spec path on the daemon's host) or `spec` (the spec text)",
         )),
     }
+}
+
+/// Creates `dir` mode 0700 (whatever the umask), or makes an existing one
+/// 0700.
+fn create_private_dir(dir: &std::path::Path) -> ApiResult<()> {
+    crate::store::private_dir(dir).map_err(ApiError::internal)
 }

@@ -6,7 +6,16 @@
 //! SIGKILL at any moment loses nothing a client was told about. WAL with
 //! `synchronous=NORMAL` survives a process crash; only a power loss could
 //! lose the last transactions.
+//!
+//! Privacy: runs hold prompts, outputs and artifacts, so the data
+//! directory and `runs/` are 0700 and the database files 0600 whatever the
+//! umask; existing ones are fixed on open, and a store whose modes cannot
+//! be fixed is refused.
+//!
+//! Schema changes are numbered migrations tracked in `PRAGMA user_version`,
+//! applied in order on open, so an older database is upgraded in place.
 
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -23,11 +32,27 @@ pub enum StoreError {
     },
     #[error("run store: bad stored JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("run store {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error(
+        "run store {path} is mode {mode:o} and cannot be made {want:o} ({source}); \
+         fix its owner or mode, or choose another --data-dir"
+    )]
+    Mode {
+        path: PathBuf,
+        mode: u32,
+        want: u32,
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-const SCHEMA: &str = "
+/// Schema migrations: entry `i` takes `user_version` from `i` to `i + 1`.
+/// Only ever append.
+const MIGRATIONS: &[&str] = &[
+    // 1: runs and their events (the first schema, which had no version).
+    "
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
     status TEXT NOT NULL,
@@ -41,7 +66,36 @@ CREATE TABLE IF NOT EXISTS events (
     event TEXT NOT NULL,
     PRIMARY KEY (run_id, seq)
 );
-";
+",
+    // 2: session chat logs.
+    "
+CREATE TABLE IF NOT EXISTS session_messages (
+    session_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    content TEXT NOT NULL,
+    PRIMARY KEY (session_id, seq)
+);
+",
+];
+
+/// One message of a session's chat log.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SessionMessage {
+    pub ts_ms: u64,
+    pub role: String,
+    pub content: String,
+}
+
+/// Why a message was not appended.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendMessageError {
+    #[error("session {session} holds {limit} messages, the limit")]
+    SessionFull { session: String, limit: usize },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 pub struct Store {
     conn: Mutex<Connection>,
@@ -51,15 +105,28 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating) `<data>/husk.db` and `<data>/runs/`.
+    /// Opens (creating) `<data>/husk.db` and `<data>/runs/`, private to
+    /// this user (see the module doc), migrating an older schema.
     pub fn open(data_dir: &Path) -> Result<Store> {
         let path = data_dir.join("husk.db");
         let sql = |source| StoreError::Sqlite {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(data_dir.join("runs"))
-            .map_err(|e| sql(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+        if let Some(parent) = data_dir.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| StoreError::Io(parent.into(), e))?;
+        }
+        private_dir(data_dir)?;
+        private_dir(&data_dir.join("runs"))?;
+        // SQLite gives the -wal and -shm files the mode of the database file:
+        // create it 0600 before SQLite does.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| StoreError::Io(path.clone(), e))?;
+        private_file(&path)?;
         let conn = Connection::open(&path).map_err(sql)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(sql)?;
@@ -67,7 +134,15 @@ impl Store {
             .map_err(sql)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(sql)?;
-        conn.execute_batch(SCHEMA).map_err(sql)?;
+        migrate(&conn).map_err(sql)?;
+        for suffix in ["-wal", "-shm"] {
+            let mut p = path.clone().into_os_string();
+            p.push(suffix);
+            let p = PathBuf::from(p);
+            if p.exists() {
+                private_file(&p)?;
+            }
+        }
         Ok(Store {
             conn: Mutex::new(conn),
             runs_dir: data_dir.join("runs"),
@@ -172,10 +247,121 @@ impl Store {
         .map(|v| v as u64)
     }
 
+    /// Appends a message to a session's chat log (creating the session),
+    /// refusing it when the session already holds `limit` messages. The
+    /// count and the insert are one transaction.
+    pub fn append_message(
+        &self,
+        session: &str,
+        role: &str,
+        content: &str,
+        limit: usize,
+    ) -> std::result::Result<SessionMessage, AppendMessageError> {
+        let ts_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let inserted = self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            let count: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM session_messages WHERE session_id = ?1",
+                params![session],
+                |r| r.get(0),
+            )?;
+            if count as usize >= limit {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO session_messages (session_id, seq, ts_ms, role, content)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![session, count + 1, ts_ms as i64, role, content],
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })?;
+        if !inserted {
+            return Err(AppendMessageError::SessionFull {
+                session: session.into(),
+                limit,
+            });
+        }
+        Ok(SessionMessage {
+            ts_ms,
+            role: role.into(),
+            content: content.into(),
+        })
+    }
+
+    /// A session's chat log, oldest first (empty for an unknown session).
+    pub fn messages(&self, session: &str) -> Result<Vec<SessionMessage>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT ts_ms, role, content FROM session_messages
+                 WHERE session_id = ?1 ORDER BY seq",
+            )?;
+            let rows = st.query_map(params![session], |r| {
+                Ok(SessionMessage {
+                    ts_ms: r.get::<_, i64>(0)? as u64,
+                    role: r.get(1)?,
+                    content: r.get(2)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
     /// Runs that were not terminal when the daemon last stopped.
     pub fn unfinished(&self) -> Result<Vec<RunRecord>> {
         self.list_runs(Some(false))
     }
+}
+
+/// Applies the migrations the database has not had yet.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let have: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(have.max(0) as usize) {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// Creates `dir` (mode 0700 whatever the umask) or makes an existing one
+/// 0700; refuses a non-directory or one whose mode cannot be changed.
+pub fn private_dir(dir: &Path) -> Result<()> {
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(StoreError::Io(dir.into(), e)),
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| StoreError::Io(dir.into(), e))?;
+    if !meta.is_dir() {
+        let e = std::io::Error::other("exists and is not a directory");
+        return Err(StoreError::Io(dir.into(), e));
+    }
+    set_mode(dir, meta.permissions().mode() & 0o7777, 0o700)
+}
+
+/// Makes an existing file 0600.
+fn private_file(file: &Path) -> Result<()> {
+    let meta = std::fs::symlink_metadata(file).map_err(|e| StoreError::Io(file.into(), e))?;
+    set_mode(file, meta.permissions().mode() & 0o7777, 0o600)
+}
+
+fn set_mode(path: &Path, mode: u32, want: u32) -> Result<()> {
+    if mode == want {
+        return Ok(());
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(want)).map_err(|source| {
+        StoreError::Mode {
+            path: path.into(),
+            mode,
+            want,
+            source,
+        }
+    })
 }
 
 /// Whether a stored status is terminal (for tests and listings).

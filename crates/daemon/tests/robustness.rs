@@ -34,6 +34,7 @@ const SEEDS: &[&str] = &[
     r#"{"reason": 5}"#,
     r#"[1,2,3]"#,
     r#"null"#,
+    r#"{"role":"user","content":"hi"}"#,
     "",
 ];
 
@@ -85,6 +86,11 @@ async fn garbage_in_typed_errors_out() {
         "/v1/openapi.json",
         "/",
         "/v1/runs/x/inbox",
+        "/v1/runs/%ff%fe",
+        "/v1/runs/%c3/stages/%ff/output-file",
+        "/v1/sessions/s/messages",
+        "/v1/sessions/%ff/messages",
+        "/v1/sessions/..%2f/messages",
     ];
     let methods = ["GET", "POST", "PUT", "DELETE", "PATCH"];
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);

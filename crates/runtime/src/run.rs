@@ -98,7 +98,7 @@ pub async fn run(
         format!("spec {} ({kind}) loaded from {}", spec.name, opts.file),
         Some(json!({"name": spec.name, "kind": kind})),
     );
-    for w in spec_warnings(spec) {
+    for w in &spec.warnings {
         emitter.emit(
             Level::Warn,
             "spec.warning",
@@ -150,11 +150,6 @@ pub async fn run(
         Body::Pipeline(p) => pipeline::run(&ctx, spec, p).await,
     };
     finish(spec, &ctx, outcome, log, started_at, opts)
-}
-
-// MERGE-TODO: spec.warnings once the spec crate has them.
-fn spec_warnings(_spec: &Spec) -> Vec<husk_spec::SpecError> {
-    Vec::new()
 }
 
 /// The outcome of a one-stage run.

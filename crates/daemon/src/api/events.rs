@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -21,8 +21,8 @@ use husk_runtime::Event;
 use serde::Deserialize;
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use super::AppState;
-use super::error::{ApiError, ApiResult};
+use super::error::ApiResult;
+use super::{AppState, PathParam, QueryParams};
 use crate::manager::Manager;
 
 #[derive(Deserialize)]
@@ -47,11 +47,10 @@ fn is_terminal(e: &Event) -> bool {
 
 pub async fn events(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     headers: HeaderMap,
-    q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+    QueryParams(q): QueryParams<EventsQuery>,
 ) -> ApiResult<Response> {
-    let Query(q) = q.map_err(|e| ApiError::params(e.body_text()))?;
     s.manager.record(&id)?;
     let wants_sse = headers
         .get(header::ACCEPT)

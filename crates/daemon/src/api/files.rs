@@ -2,13 +2,13 @@
 //! Names are checked before any path is built: no separators, no `..`.
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::Response;
 
-use super::AppState;
 use super::error::{ApiError, ApiResult, Code};
 use husk_runtime::collect::{MALFORMED_NAME, RESULT_NAME};
+use super::{AppState, PathParam};
 
 fn check_segment(what: &str, s: &str) -> ApiResult<()> {
     husk_runtime::output::check_artifact_name(s)
@@ -17,7 +17,7 @@ fn check_segment(what: &str, s: &str) -> ApiResult<()> {
 
 pub async fn output_file(
     State(s): State<AppState>,
-    Path((id, stage)): Path<(String, String)>,
+    PathParam((id, stage)): PathParam<(String, String)>,
 ) -> ApiResult<Response> {
     check_segment("stage", &stage)?;
     let r = s.manager.record(&id)?;
@@ -47,7 +47,7 @@ pub async fn output_file(
 
 pub async fn artifact(
     State(s): State<AppState>,
-    Path((id, stage, name)): Path<(String, String, String)>,
+    PathParam((id, stage, name)): PathParam<(String, String, String)>,
 ) -> ApiResult<Response> {
     check_segment("stage", &stage)?;
     check_segment("artifact name", &name)?;

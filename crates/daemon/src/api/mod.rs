@@ -1,17 +1,26 @@
 //! The HTTP API (runtime contract §3, void-box v1 compatible). Routes are
 //! listed once in [`ROUTES`]; the router and the OpenAPI document are both
 //! built from it, and a test checks they agree.
+//!
+//! Every error answer is the JSON envelope `{code, message, retryable}`:
+//! handlers return [`ApiError`], path parameters go through [`PathParam`]
+//! (axum's own rejection is plain text), and [`json_errors`] turns any
+//! other non-JSON error response (extractor rejections, body limits) into
+//! the envelope with the same status.
 
 pub mod error;
 mod events;
 mod files;
 mod openapi;
 mod runs;
+pub mod sessions;
+pub mod url;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -106,6 +115,16 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "get",
+        path: "/v1/sessions/{id}/messages",
+        summary: "A session's chat log (JSON array, oldest first)",
+    },
+    Route {
+        method: "post",
+        path: "/v1/sessions/{id}/messages",
+        summary: "Append {role, content} to a session's chat log",
+    },
+    Route {
+        method: "get",
         path: "/v1/openapi.json",
         summary: "This API's OpenAPI document",
     },
@@ -126,6 +145,8 @@ fn handler(r: &Route) -> MethodRouter<AppState> {
         ("get", "/v1/runs/{id}/intents") => get(runs::no_sidecar),
         ("post", "/v1/runs/{id}/messages") => post(runs::no_sidecar),
         ("get", "/v1/runs/{id}/telemetry") => get(runs::telemetry),
+        ("get", "/v1/sessions/{id}/messages") => get(sessions::list),
+        ("post", "/v1/sessions/{id}/messages") => post(sessions::append),
         ("get", "/v1/openapi.json") => get(openapi::document),
         _ => unreachable_route(),
     }
@@ -158,7 +179,7 @@ pub fn router(state: AppState) -> Router {
     r.fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
-        .layer(middleware::from_fn(too_large_as_json))
+        .layer(middleware::from_fn(json_errors))
         .with_state(state)
 }
 
@@ -187,22 +208,102 @@ async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Respon
     next.run(req).await
 }
 
-/// axum's own 413 (body limit) becomes the JSON envelope; a declared
-/// Content-Length over the limit is refused before reading.
-async fn too_large_as_json(req: Request, next: Next) -> Response {
+/// The error envelope on every error answer: a declared Content-Length
+/// over the limit is refused before reading; any error response that is
+/// not JSON already (axum's rejections, its body limit) is rewritten with
+/// the same status and a code for it.
+async fn json_errors(req: Request, next: Next) -> Response {
     if declared_len(req.headers()).is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return too_large();
     }
     let resp = next.run(req).await;
-    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE
-        && resp
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .is_none_or(|v| v != "application/json")
-    {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v == "application/json");
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
         return too_large();
     }
-    resp
+    // Rejection texts are short; cap what is read anyway.
+    let text = axum::body::to_bytes(resp.into_body(), 16 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let code = match status {
+        StatusCode::UNAUTHORIZED => Code::Unauthorized,
+        StatusCode::NOT_FOUND => Code::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => Code::MethodNotAllowed,
+        StatusCode::TOO_MANY_REQUESTS => Code::TooManyRequests,
+        s if s.is_server_error() => Code::InternalError,
+        _ => Code::InvalidParams,
+    };
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    let mut out = ApiError::new(code, message).into_response();
+    *out.status_mut() = status;
+    out
+}
+
+/// Query parameters whose problems are the JSON envelope (400
+/// `INVALID_PARAMS`): unknown or repeated fields, and percent-encoding that
+/// is not UTF-8 (which a plain `Query` would decode lossily to U+FFFD).
+#[derive(Debug)]
+pub struct QueryParams<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for QueryParams<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let raw = parts.uri.query().unwrap_or("");
+        for pair in raw.split('&') {
+            if percent_encoding::percent_decode_str(pair)
+                .decode_utf8()
+                .is_err()
+            {
+                return Err(ApiError::params(format!(
+                    "query {pair:?}: percent-encoding that is not UTF-8"
+                )));
+            }
+        }
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|axum::extract::Query(t)| QueryParams(t))
+            .map_err(|e| ApiError::params(format!("query: {}", e.body_text())))
+    }
+}
+
+/// Path parameters whose rejection (bad percent-encoding, bad UTF-8) is
+/// the JSON envelope (400 `INVALID_PARAMS`) naming the path.
+#[derive(Debug)]
+pub struct PathParam<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for PathParam<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(t)) => Ok(PathParam(t)),
+            Err(e) => Err(ApiError::params(format!(
+                "path {}: {}",
+                parts.uri.path(),
+                e.body_text()
+            ))),
+        }
+    }
 }
 
 fn declared_len(h: &HeaderMap) -> Option<u64> {

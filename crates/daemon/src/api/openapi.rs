@@ -28,7 +28,7 @@ pub fn build() -> Value {
             }
         });
         if matches!(r.method, "post" | "put") {
-            op["requestBody"] = json!({"required": r.path == "/v1/runs", "content": {"application/json": {"schema": {"type": "object"}}}});
+            op["requestBody"] = json!({"required": matches!(r.path, "/v1/runs" | "/v1/sessions/{id}/messages"), "content": {"application/json": {"schema": {"type": "object"}}}});
         }
         let entry = paths.entry(r.path.to_string()).or_insert_with(|| json!({}));
         entry[r.method] = op;

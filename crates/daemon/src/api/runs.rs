@@ -2,12 +2,12 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::{ApiError, ApiResult};
-use super::{AppState, json_body};
+use super::{AppState, PathParam, QueryParams, json_body};
 use crate::manager::{CreateRun, Created};
 
 pub async fn health(State(s): State<AppState>) -> Json<Value> {
@@ -37,9 +37,8 @@ pub struct ListQuery {
 
 pub async fn list(
     State(s): State<AppState>,
-    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    QueryParams(q): QueryParams<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    let Query(q) = q.map_err(|e| ApiError::params(e.body_text()))?;
     let terminal = match q.state.as_deref() {
         None => None,
         Some("active") => Some(false),
@@ -62,7 +61,10 @@ pub async fn list(
     Ok(Json(json!({ "runs": runs })))
 }
 
-pub async fn show(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn show(
+    State(s): State<AppState>,
+    PathParam(id): PathParam<String>,
+) -> ApiResult<Json<Value>> {
     let mut r = s.manager.record(&id)?;
     r.events = s.manager.store().events_after(&id, 0)?;
     Ok(Json(serde_json::to_value(r).map_err(ApiError::internal)?))
@@ -76,7 +78,7 @@ struct CancelBody {
 
 pub async fn cancel(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     let req: CancelBody = if body.iter().all(u8::is_ascii_whitespace) {
@@ -88,7 +90,10 @@ pub async fn cancel(
     Ok(Json(serde_json::to_value(c).map_err(ApiError::internal)?))
 }
 
-pub async fn stages(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn stages(
+    State(s): State<AppState>,
+    PathParam(id): PathParam<String>,
+) -> ApiResult<Json<Value>> {
     let r = s.manager.record(&id)?;
     let stages = match &r.report {
         Some(rep) => serde_json::to_value(&rep.stages).map_err(ApiError::internal)?,
@@ -112,10 +117,9 @@ pub struct TelemetryQuery {
 /// `GET /v1/runs/{id}/telemetry?from_seq=N&stage_name=S`.
 pub async fn telemetry(
     State(s): State<AppState>,
-    Path(id): Path<String>,
-    q: Result<Query<TelemetryQuery>, axum::extract::rejection::QueryRejection>,
+    PathParam(id): PathParam<String>,
+    QueryParams(q): QueryParams<TelemetryQuery>,
 ) -> ApiResult<Json<Value>> {
-    let Query(q) = q.map_err(|e| ApiError::params(e.body_text()))?;
     let from_seq = match q.from_seq.as_deref() {
         None => 0,
         Some(v) => v.parse::<u64>().map_err(|_| {
@@ -140,7 +144,7 @@ pub async fn telemetry(
 /// only has with `messaging.enabled` (a later part of husk).
 pub async fn no_sidecar(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> ApiResult<Json<Value>> {
     s.manager.record(&id)?;
     Err(ApiError::not_found(format!(
