@@ -140,6 +140,9 @@ pub async fn supervise(
             watch.ready_timeout.unwrap_or_default().as_secs()
         ))),
         Ok(f) => ending(f),
+        Err(_) if ctx.cancel.is_cancelled() => {
+            Err(RunError::Cancelled("the run was cancelled".into()))
+        }
         Err(e) => Err(RunError::Agent(format!(
             "service crashed: the sandbox went away ({e})"
         ))),

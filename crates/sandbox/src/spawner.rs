@@ -7,6 +7,11 @@
 //! test thread, a blocking-pool thread) would be killed when that thread
 //! ends. So every sandbox process is forked from this one thread, which
 //! lives as long as the process.
+//!
+//! Each sandbox gets its own process group: a Ctrl-C in husk's terminal
+//! (SIGINT to the foreground group) reaches husk, which cancels its runs
+//! gracefully (SIGTERM to the agent, grace period, SIGKILL), instead of
+//! killing every sandbox at once behind its back.
 
 use std::sync::{LazyLock, Mutex, mpsc};
 
@@ -35,7 +40,8 @@ static SPAWNER: LazyLock<Mutex<mpsc::Sender<Job>>> = LazyLock::new(|| {
 
 /// Spawns `cmd` from the spawner thread, registered with the current
 /// tokio runtime.
-pub async fn spawn(cmd: Command) -> std::io::Result<Child> {
+pub async fn spawn(mut cmd: Command) -> std::io::Result<Child> {
+    cmd.process_group(0);
     let (tx, rx) = oneshot::channel();
     let job = (cmd, tokio::runtime::Handle::current(), tx);
     SPAWNER

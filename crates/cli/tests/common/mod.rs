@@ -1,6 +1,8 @@
 //! Helpers shared by the CLI's end-to-end tests.
 #![allow(dead_code)]
 
+pub mod daemon;
+
 use std::process::Command;
 
 /// The `husk` binary under test.
