@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
-use husk_runtime::record::{RunRecord, RunStatus};
 use husk_runtime::RunOptions;
+use husk_runtime::record::{RunRecord, RunStatus};
 use tokio_util::sync::CancellationToken;
 
 use crate::CliResult;

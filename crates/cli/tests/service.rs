@@ -83,7 +83,12 @@ fn publishes_while_running_republishes_and_cancels_within_grace() {
     let spec = service_spec(
         &d.dir,
         "gw",
-        &steps(&[publish("first"), sleep(1500), publish("second"), sleep(600_000)]),
+        &steps(&[
+            publish("first"),
+            sleep(1500),
+            publish("second"),
+            sleep(600_000),
+        ]),
         "",
     );
     let id = start(&d, &spec);
@@ -138,8 +143,7 @@ fn publishes_while_running_republishes_and_cancels_within_grace() {
             None,
         );
         assert_eq!(code, 200, "{tel}");
-        if tel["samples"].as_array().unwrap().len() >= 2 || t.elapsed() > Duration::from_secs(20)
-        {
+        if tel["samples"].as_array().unwrap().len() >= 2 || t.elapsed() > Duration::from_secs(20) {
             break tel;
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -153,7 +157,11 @@ fn publishes_while_running_republishes_and_cancels_within_grace() {
     let (code, c) = d.json("POST", &format!("/v1/runs/{id}/cancel"), Some("{}"));
     assert_eq!(code, 200, "{c}");
     assert_eq!(c["state"], "cancelled", "{c}");
-    assert!(t.elapsed() < Duration::from_secs(30), "cancel took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "cancel took {:?}",
+        t.elapsed()
+    );
     let r = d.wait_terminal(&id, Duration::from_secs(5));
     assert_eq!(r["status"], "cancelled");
     assert_eq!(r["output_ready"], true);
@@ -165,7 +173,10 @@ fn publishes_while_running_republishes_and_cancels_within_grace() {
     );
     assert_eq!(code, 200);
     assert!(body.contains("second"), "{body}");
-    assert!(no_process_with(&marker_of(&spec)), "the sandbox outlived the run");
+    assert!(
+        no_process_with(&marker_of(&spec)),
+        "the sandbox outlived the run"
+    );
 }
 
 #[test]
@@ -189,20 +200,32 @@ fn clean_exit_succeeds_error_exit_fails_and_never_publishing_times_out() {
     assert_eq!(ra["output_ready"], true);
     let done = events_of(&ra, "stage.completed");
     assert!(
-        done[0]["message"].as_str().unwrap().contains("service exited cleanly"),
+        done[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("service exited cleanly"),
         "{done:?}"
     );
     let rb = d.wait_terminal(&b, Duration::from_secs(60));
     assert_eq!(rb["status"], "failed", "{rb:#}");
     assert!(
-        rb["error"].as_str().unwrap().contains("service exited with error (code 3)"),
+        rb["error"]
+            .as_str()
+            .unwrap()
+            .contains("service exited with error (code 3)"),
         "{rb:#}"
     );
-    assert_eq!(rb["output_ready"], true, "the publication before the error stays");
+    assert_eq!(
+        rb["output_ready"], true,
+        "the publication before the error stays"
+    );
     let rc = d.wait_terminal(&c, Duration::from_secs(60));
     assert_eq!(rc["status"], "failed", "{rc:#}");
     assert!(
-        rc["error"].as_str().unwrap().contains("within 2 s (ready_timeout_secs)"),
+        rc["error"]
+            .as_str()
+            .unwrap()
+            .contains("within 2 s (ready_timeout_secs)"),
         "{rc:#}"
     );
     assert_eq!(rc["output_ready"], false);
@@ -277,7 +300,9 @@ fn a_crashed_sandbox_or_agent_fails_the_service_naming_the_cause() {
         wait_for(&d, id, "publication", |r| r["output_ready"] == true);
     }
     // Kill the whole bubblewrap tree of run a from the host.
-    let pid = *pids_with(&marker_of(&sandbox)).first().expect("the agent process");
+    let pid = *pids_with(&marker_of(&sandbox))
+        .first()
+        .expect("the agent process");
     let mut bwrap = pid;
     while comm(bwrap) != "bwrap" {
         bwrap = parent_of(bwrap).expect("an ancestor bwrap");
@@ -340,7 +365,9 @@ fn bad_output_files_are_reported_and_the_last_good_publication_stays() {
             sleep(600),
             shell("rm /workspace/output.json && ln -s /etc/passwd /workspace/output.json"),
             sleep(600),
-            shell("rm /workspace/output.json && head -c 5000000 /dev/zero > /workspace/output.json"),
+            shell(
+                "rm /workspace/output.json && head -c 5000000 /dev/zero > /workspace/output.json",
+            ),
             sleep(600),
             shell("rm /workspace/output.json"),
             sleep(600_000),
@@ -413,7 +440,10 @@ workflow:
     let r = wait_for(&d, &id, "main step done", |r| {
         r["stage_states"]["main"] == "succeeded"
     });
-    assert_eq!(r["status"], "running", "the service keeps the workflow running");
+    assert_eq!(
+        r["status"], "running",
+        "the service keeps the workflow running"
+    );
     assert_eq!(r["stage_states"]["server"], "running");
     // The output step is `main` itself: its output is stored once.
     let main_entries: Vec<&Value> = r["artifact_publication"]["manifest"]
@@ -484,7 +514,10 @@ fn husk_run_shows_output_ready_and_ctrl_c_cancels_with_130() {
     assert_eq!(out.status.code(), Some(130), "{seen}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("CANCELLED"), "{stdout}");
-    assert!(stdout.contains("hello"), "the publication is kept: {stdout}");
+    assert!(
+        stdout.contains("hello"),
+        "the publication is kept: {stdout}"
+    );
     assert!(no_process_with(&marker_of(&spec)));
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -528,7 +561,12 @@ fn a_service_lives_past_three_minutes() {
         return;
     }
     let d = Daemon::start("svc-long", &[]);
-    let spec = service_spec(&d.dir, "long", &steps(&[publish("up"), sleep(3_600_000)]), "");
+    let spec = service_spec(
+        &d.dir,
+        "long",
+        &steps(&[publish("up"), sleep(3_600_000)]),
+        "",
+    );
     let id = start(&d, &spec);
     wait_for(&d, &id, "publication", |r| r["output_ready"] == true);
     std::thread::sleep(Duration::from_secs(190));

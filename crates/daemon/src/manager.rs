@@ -336,9 +336,7 @@ impl Manager {
         }
         let grace = lives
             .iter()
-            .map(|l| {
-l.record.snapshot().policy.cancel_grace_period_secs
-            })
+            .map(|l| l.record.snapshot().policy.cancel_grace_period_secs)
             .max()
             .unwrap_or(0);
         tracing::info!("shutting down: cancelling {} active runs", lives.len());

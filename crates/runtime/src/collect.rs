@@ -58,7 +58,10 @@ pub enum Unreadable {
     /// Not a regular file (FIFO, device, directory, socket).
     NotRegular(FileKind),
     /// Larger than the limit.
-    TooLarge { size: u64, limit: u64 },
+    TooLarge {
+        size: u64,
+        limit: u64,
+    },
     /// Refused by the guest (e.g. a symlink leading outside the roots).
     Refused(String),
 }
@@ -329,7 +332,11 @@ mod tests {
         assert_eq!(meta.len(), data.len() as u64);
         assert_eq!(std::fs::read(&p).unwrap(), data);
         // 512-byte blocks actually allocated: far fewer than 10 MiB worth.
-        assert!(meta.blocks() * 512 < 1024 * 1024, "{} blocks", meta.blocks());
+        assert!(
+            meta.blocks() * 512 < 1024 * 1024,
+            "{} blocks",
+            meta.blocks()
+        );
         assert_eq!(meta.mode() & 0o777, 0o600);
     }
 }

@@ -191,7 +191,13 @@ struct Watcher {
 }
 
 impl Watcher {
-    async fn tick(&mut self, ctx: &RunContext, sandbox: &Sandbox, scope: &Scope, watch: &Watch<'_>) {
+    async fn tick(
+        &mut self,
+        ctx: &RunContext,
+        sandbox: &Sandbox,
+        scope: &Scope,
+        watch: &Watch<'_>,
+    ) {
         let path = watch.output_file;
         let st = match sandbox.client().stat(path, true).await {
             Ok(st) => st,
@@ -296,8 +302,16 @@ impl Watcher {
         self.publications += 1;
         self.published_hash = Some(hash);
         self.suspect = None;
-        for stage in manifest.iter().map(|e| e.stage.as_str()).collect::<HashSet<_>>() {
-            let entries: Vec<_> = manifest.iter().filter(|e| e.stage == stage).cloned().collect();
+        for stage in manifest
+            .iter()
+            .map(|e| e.stage.as_str())
+            .collect::<HashSet<_>>()
+        {
+            let entries: Vec<_> = manifest
+                .iter()
+                .filter(|e| e.stage == stage)
+                .cloned()
+                .collect();
             ctx.live.published(stage, &entries);
         }
         let n = self.publications;
@@ -306,7 +320,10 @@ impl Watcher {
             Level::Info,
             "run.output_ready",
             scope,
-            format!("output ready: {} {what} (#{n}, {size} bytes)", watch.output_file),
+            format!(
+                "output ready: {} {what} (#{n}, {size} bytes)",
+                watch.output_file
+            ),
             Some(json!({
                 "publication": n,
                 "size_bytes": size,

@@ -163,8 +163,7 @@ async fn attempt(
         })?;
     res.report.sandbox = Some(started.description.clone());
     ctx.live.sandbox_started(started.microvm);
-    let _sampler =
-        crate::telemetry::start(
+    let _sampler = crate::telemetry::start(
         &ctx.telemetry,
         crate::telemetry::Label::Stage(st.name.to_string()),
         started.sandbox.host_pid(),
@@ -246,7 +245,17 @@ async fn in_sandbox(
     let timeout_secs = match st.mode {
         StageMode::Task { timeout_secs } => timeout_secs,
         StageMode::Service { ready_timeout_secs } => {
-            return run_service(ctx, st, scope, res, sandbox, &req, parser.as_mut(), ready_timeout_secs).await;
+            return run_service(
+                ctx,
+                st,
+                scope,
+                res,
+                sandbox,
+                &req,
+                parser.as_mut(),
+                ready_timeout_secs,
+            )
+            .await;
         }
     };
     let timeout = Duration::from_secs(timeout_secs.min(ctx.policy.stage_timeout_secs));

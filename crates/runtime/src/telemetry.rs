@@ -225,7 +225,11 @@ fn parent_map() -> HashMap<u32, ProcStat> {
         return out;
     };
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         if let Some(s) = std::fs::read_to_string(format!("/proc/{pid}/stat"))

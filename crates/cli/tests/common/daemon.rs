@@ -162,4 +162,3 @@ pub fn have_curl() -> bool {
     }
     ok
 }
-

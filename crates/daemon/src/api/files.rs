@@ -7,8 +7,8 @@ use axum::http::header;
 use axum::response::Response;
 
 use super::error::{ApiError, ApiResult, Code};
-use husk_runtime::collect::{MALFORMED_NAME, RESULT_NAME};
 use super::{AppState, PathParam};
+use husk_runtime::collect::{MALFORMED_NAME, RESULT_NAME};
 
 fn check_segment(what: &str, s: &str) -> ApiResult<()> {
     husk_runtime::output::check_artifact_name(s)
