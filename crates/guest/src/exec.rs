@@ -296,19 +296,9 @@ fn sink(ctx: &ExecCtx, path: Option<&str>) -> Result<Stdio, ErrorReply> {
     let Some(path) = path else {
         return Ok(Stdio::null());
     };
-    let req = husk_protocol::WriteFile {
-        path: path.into(),
-        offset: 0,
-        data: Vec::new(),
-        mode: 0o644,
-        truncate: true,
-    };
-    ctx.roots.write(&req)?;
-    let file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(path)
-        .map_err(|e| reply(ErrorKind::Io, format!("{path}: {e}")))?;
-    Ok(Stdio::from(file))
+    // Confined like a file RPC, never blocking, regular files only: a FIFO
+    // left at the path would otherwise hang the guest in open().
+    Ok(Stdio::from(ctx.roots.open_output(path)?))
 }
 
 fn spawn_err(req: &ExecRequest, e: std::io::Error) -> ErrorReply {

@@ -262,10 +262,41 @@ pub enum ErrorKind {
     Unsupported,
     /// Any other I/O error.
     Io,
+    /// A file RPC met something that is not a regular file (a FIFO, a
+    /// socket, a device) where it reads or writes file contents. Protocol
+    /// version 2 and later; a version 1 peer is sent `Io` instead.
+    NotRegularFile,
+}
+
+impl ErrorKind {
+    /// The kind to send to a peer that agreed on protocol `version`: kinds
+    /// newer than the version become [`ErrorKind::Io`] (the message still
+    /// says what happened).
+    pub fn for_version(self, version: u16) -> ErrorKind {
+        match self {
+            ErrorKind::NotRegularFile if version < 2 => ErrorKind::Io,
+            other => other,
+        }
+    }
 }
 
 impl std::fmt::Display for ErrorReply {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newer_error_kinds_are_downgraded_for_older_peers() {
+        assert_eq!(ErrorKind::NotRegularFile.for_version(1), ErrorKind::Io);
+        assert_eq!(
+            ErrorKind::NotRegularFile.for_version(2),
+            ErrorKind::NotRegularFile
+        );
+        assert_eq!(ErrorKind::NotFound.for_version(1), ErrorKind::NotFound);
     }
 }

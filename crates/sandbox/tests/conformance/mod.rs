@@ -298,6 +298,81 @@ pub async fn escapes_are_refused<H: Harness>(h: &H, b: Arc<dyn Backend>) {
     );
 }
 
+/// Fails the test (instead of hanging it) when `fut` takes over 20 s.
+pub async fn within_20s<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within 20 s (the guest hangs)"))
+}
+
+/// An agent that leaves a FIFO where the host reads or writes a file must
+/// not wedge the guest: file RPCs on it fail at once, and the guest keeps
+/// answering everything else meanwhile.
+pub async fn fifos_do_not_hang_the_guest<H: Harness>(h: &H, b: Arc<dyn Backend>) {
+    let sb = shared(h, &b).await;
+    let c = sb.client();
+    let out = sh(sb, "mkdir -p /workspace/fifo && mkfifo /workspace/fifo/out").await;
+    assert_eq!(out.status.code, Some(0), "{}", text(&out.stderr));
+    let is_fifo_error = |e: SandboxError| {
+        assert_eq!(e.guest_kind(), Some(ErrorKind::NotRegularFile), "{e}");
+        assert!(
+            e.to_string()
+                .contains("/workspace/fifo/out: is a FIFO, not a regular file"),
+            "{e}"
+        );
+    };
+    // A read (no writer: a blocking open would wait forever) and a ping
+    // at the same time: both answer.
+    let (read, ping) = within_20s("read_file of a FIFO and a ping", async {
+        tokio::join!(c.read_file("/workspace/fifo/out", 1 << 20), c.ping())
+    })
+    .await;
+    is_fifo_error(read.unwrap_err());
+    ping.unwrap();
+    // A write with no reader, then with one waiting: refused both times,
+    // and nothing reaches the reader.
+    let err = within_20s(
+        "write_file to a FIFO",
+        c.write_file("/workspace/fifo/out", b"x", 0o644),
+    )
+    .await
+    .unwrap_err();
+    is_fifo_error(err);
+    let mut req = ExecRequest::new(["sh", "-c", "cat /workspace/fifo/out > /workspace/fifo/got"]);
+    req.output = OutputMode::Detached {
+        stdout: None,
+        stderr: None,
+    };
+    let reader = c.exec(&req).await.unwrap();
+    let err = within_20s(
+        "write_file to a FIFO",
+        c.write_file("/workspace/fifo/out", b"x", 0o644),
+    )
+    .await
+    .unwrap_err();
+    is_fifo_error(err);
+    // A detached process's output file must not be a FIFO either.
+    let mut req = ExecRequest::new(["true"]);
+    req.output = OutputMode::Detached {
+        stdout: Some("/workspace/fifo/out".into()),
+        stderr: None,
+    };
+    let err = within_20s("exec with a FIFO as output", c.exec(&req))
+        .await
+        .unwrap_err();
+    is_fifo_error(err);
+    // The reader may have ended already (it saw the refused writer close).
+    let _ = c.signal(reader.id(), 9).await;
+    c.wait(reader.id()).await.unwrap();
+    let got = c.read_file("/workspace/fifo/got", 100).await;
+    assert!(matches!(got.as_deref(), Ok(b"") | Err(_)), "{got:?}");
+    let out = within_20s("exec after the FIFO calls", async {
+        sh(sb, "echo alive").await
+    })
+    .await;
+    assert_eq!(text(&out.stdout), "alive\n");
+}
+
 pub async fn concurrent_execs_and_files<H: Harness>(h: &H, b: Arc<dyn Backend>) {
     let sb = shared(h, &b).await;
     let c = sb.client().clone();
@@ -441,7 +516,7 @@ macro_rules! suite {
         $crate::suite!(@cases $h;
             exit_codes_and_streams, env_cwd_and_user, stdin_round_trip, large_streamed_output,
             timeout_really_kills, signal_a_running_exec, missing_program, binary_file_round_trip,
-            escapes_are_refused, concurrent_execs_and_files, detached_and_wait,
+            escapes_are_refused, fifos_do_not_hang_the_guest, concurrent_execs_and_files, detached_and_wait,
             wrong_secret_is_refused, stop_leaves_nothing_behind, many_sandboxes_at_once);
     };
     (@cases $h:path; $($case:ident),*) => {
