@@ -70,6 +70,10 @@ pub struct SandboxConfig {
     pub present_secret: Option<Secret>,
     /// Seconds to wait for the guest's handshake.
     pub start_timeout_secs: u64,
+    /// Seconds the guest gets to answer a call it answers at once (file
+    /// RPCs, stat, ping, signal, the start of an exec) before the call fails
+    /// with `SandboxError::Timeout` (see `Client::rpc_timeout`).
+    pub rpc_timeout_secs: u64,
 }
 
 impl Default for SandboxConfig {
@@ -85,6 +89,7 @@ impl Default for SandboxConfig {
             guest_binary: None,
             present_secret: None,
             start_timeout_secs: 10,
+            rpc_timeout_secs: crate::client::DEFAULT_RPC_TIMEOUT.as_secs(),
         }
     }
 }
@@ -124,6 +129,9 @@ impl SandboxConfig {
                     m.host.display()
                 )));
             }
+        }
+        if self.rpc_timeout_secs == 0 {
+            return Err(Config("rpc_timeout_secs must be at least 1".into()));
         }
         for (k, _) in &self.env {
             if k.is_empty() || k.contains('=') || k.contains('\0') {
@@ -190,6 +198,7 @@ impl Sandbox {
         info: SandboxInfo,
         config: &SandboxConfig,
     ) -> Self {
+        client.set_rpc_timeout(std::time::Duration::from_secs(config.rpc_timeout_secs));
         Sandbox {
             client,
             control,

@@ -140,6 +140,45 @@ pub async fn large_streamed_output<H: Harness>(h: &H, b: Arc<dyn Backend>) {
     assert!(out.stdout == want.as_bytes() && out.stderr == want.as_bytes());
 }
 
+/// The runtime races `Process::next` against timers and cancellation in
+/// `select!`; a `next()` dropped while waiting must lose nothing.
+pub async fn next_survives_cancellation<H: Harness>(h: &H, b: Arc<dyn Backend>) {
+    let sb = shared(h, &b).await;
+    let mut p = sb
+        .client()
+        .exec(&ExecRequest::new(["seq", "1", "200000"]))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut dropped = 0usize;
+    let status = within_20s("seq under cancellation", async {
+        loop {
+            tokio::select! {
+                biased;
+                ev = p.next() => match ev.unwrap() {
+                    ProcessEvent::Stdout(d) => got.extend(d),
+                    ProcessEvent::Stderr(_) => {}
+                    ProcessEvent::Exit(s) => break s,
+                },
+                // Ready at once: a `next()` that waits is dropped.
+                _ = std::future::ready(()) => {
+                    dropped += 1;
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+    })
+    .await;
+    assert_eq!(status.code, Some(0));
+    assert!(
+        dropped > 0,
+        "next() was never dropped: the case proves nothing"
+    );
+    let want: String = (1..=200_000).map(|i| format!("{i}\n")).collect();
+    assert_eq!(got.len(), want.len(), "bytes lost when next() was dropped");
+    assert!(got == want.as_bytes(), "output changed");
+}
+
 pub async fn timeout_really_kills<H: Harness>(h: &H, b: Arc<dyn Backend>) {
     let sb = shared(h, &b).await;
     let mut req = ExecRequest::new(["sh", "-c", "sleep 61.4321 & sleep 61.4321; echo never"]);
@@ -515,6 +554,7 @@ macro_rules! suite {
     ($h:path) => {
         $crate::suite!(@cases $h;
             exit_codes_and_streams, env_cwd_and_user, stdin_round_trip, large_streamed_output,
+            next_survives_cancellation,
             timeout_really_kills, signal_a_running_exec, missing_program, binary_file_round_trip,
             escapes_are_refused, fifos_do_not_hang_the_guest, concurrent_execs_and_files, detached_and_wait,
             wrong_secret_is_refused, stop_leaves_nothing_behind, many_sandboxes_at_once);
