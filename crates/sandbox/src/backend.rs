@@ -50,6 +50,10 @@ pub struct SandboxConfig {
     /// Memory limit (namespace: per-process data limit unless cgroups are
     /// delegated; micro-VM: guest RAM).
     pub memory_mb: u32,
+    /// Writable storage, in MiB. Every writable filesystem of a sandbox is
+    /// a tmpfs (host RAM for namespace sandboxes, guest RAM for micro-VMs);
+    /// [`SandboxConfig::disk_split`] says how this is divided among them.
+    pub disk_mb: u32,
     /// CPUs (namespace: CPU affinity; micro-VM: vCPUs).
     pub vcpus: u32,
     /// Most processes the sandbox user may have at once.
@@ -80,6 +84,7 @@ impl Default for SandboxConfig {
     fn default() -> Self {
         SandboxConfig {
             memory_mb: 1024,
+            disk_mb: DEFAULT_DISK_MB,
             vcpus: 1,
             max_processes: 1024,
             network: false,
@@ -94,7 +99,64 @@ impl Default for SandboxConfig {
     }
 }
 
+/// Default [`SandboxConfig::disk_mb`].
+pub const DEFAULT_DISK_MB: u32 = 1024;
+/// Smallest [`SandboxConfig::disk_mb`].
+pub const MIN_DISK_MB: u32 = 8;
+
+/// Sizes, in MiB, of a sandbox's writable in-memory filesystems, from
+/// [`SandboxConfig::disk_mb`]. Both backends size their tmpfs mounts with
+/// it, so one `disk_mb` means the same everywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskSplit {
+    /// `/workspace`: all of `disk_mb`.
+    pub workspace_mb: u32,
+    /// `/tmp`: half of `disk_mb`.
+    pub tmp_mb: u32,
+    /// `/home/sandbox`: half of `disk_mb` (namespace: plus the size of the
+    /// host files copied into it).
+    pub home_mb: u32,
+    /// `/dev/shm`: half of `disk_mb`, at most 64.
+    pub shm_mb: u32,
+    /// `/run`: fixed and small (the guest's own files).
+    pub run_mb: u32,
+    /// Micro-VM with a rootfs image: the overlay that takes writes to the
+    /// rest of the root filesystem; half of `disk_mb`.
+    pub overlay_mb: u32,
+}
+
+impl DiskSplit {
+    /// The most RAM all of them together can hold.
+    pub fn total_mb(&self) -> u64 {
+        [
+            self.workspace_mb,
+            self.tmp_mb,
+            self.home_mb,
+            self.shm_mb,
+            self.run_mb,
+            self.overlay_mb,
+        ]
+        .iter()
+        .map(|&m| u64::from(m))
+        .sum()
+    }
+}
+
 impl SandboxConfig {
+    /// How [`SandboxConfig::disk_mb`] is divided among the sandbox's
+    /// writable filesystems.
+    pub fn disk_split(&self) -> DiskSplit {
+        let half = (self.disk_mb / 2).max(1);
+        DiskSplit {
+            workspace_mb: self.disk_mb,
+            tmp_mb: half,
+            home_mb: half,
+            shm_mb: half.min(64),
+            run_mb: 8,
+            overlay_mb: half,
+        }
+    }
+
     /// Checks limits every backend shares.
     pub fn validate(&self) -> Result<()> {
         use crate::error::SandboxError::Config;
@@ -102,6 +164,12 @@ impl SandboxConfig {
             return Err(Config(format!(
                 "memory_mb must be at least 64, got {}",
                 self.memory_mb
+            )));
+        }
+        if self.disk_mb < MIN_DISK_MB {
+            return Err(Config(format!(
+                "disk_mb must be at least {MIN_DISK_MB}, got {}",
+                self.disk_mb
             )));
         }
         if self.vcpus == 0 || self.vcpus > 64 {
@@ -241,5 +309,43 @@ impl Sandbox {
     pub async fn stop(mut self) -> Result<()> {
         self.stopped = true;
         self.control.stop(&self.client).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_mb_split_and_bounds() {
+        let cfg = SandboxConfig {
+            disk_mb: 16,
+            ..SandboxConfig::default()
+        };
+        let d = cfg.disk_split();
+        assert_eq!(
+            (
+                d.workspace_mb,
+                d.tmp_mb,
+                d.home_mb,
+                d.shm_mb,
+                d.run_mb,
+                d.overlay_mb
+            ),
+            (16, 8, 8, 8, 8, 8)
+        );
+        let big = SandboxConfig::default().disk_split();
+        assert_eq!((big.workspace_mb, big.shm_mb), (1024, 64));
+        assert_eq!(big.total_mb(), 1024 + 3 * 512 + 64 + 8);
+        let err = SandboxConfig {
+            disk_mb: 4,
+            ..SandboxConfig::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("disk_mb must be at least 8"),
+            "{err}"
+        );
     }
 }

@@ -1,7 +1,9 @@
 //! The namespace backend: bubblewrap puts the guest agent in fresh user,
 //! pid, ipc, uts, mount, cgroup and (unless networking is asked for) network
 //! namespaces, as PID 1, with a read-only view of the host's system
-//! directories and private writable `/workspace`, `/tmp`, `/home/sandbox`.
+//! directories and private writable `/workspace`, `/tmp`, `/home/sandbox`
+//! (tmpfs mounts, sized from `disk_mb` because their pages are host RAM;
+//! the root and `/dev` are read-only).
 //!
 //! The control channel is one end of a socketpair handed to the guest as
 //! file descriptor 3, and the session secret arrives on descriptor 4; so
@@ -67,7 +69,17 @@ impl NamespaceBackend {
             hint: "install it with `apt-get install bubblewrap`".into(),
         })?;
         let host_uid = host_uid(std::env::var_os(HOST_UID_VAR).as_deref())?;
+        check_size_option(&bwrap)?;
         Ok(NamespaceBackend { bwrap, host_uid })
+    }
+
+    /// Runs bubblewrap as host uid `uid` when husk is root, instead of
+    /// `HUSK_SANDBOX_HOST_UID` or 65534. `RLIMIT_NPROC` counts per host
+    /// uid, so sandboxes that must not share a process limit with others
+    /// (a test of that limit) need their own.
+    pub fn with_host_uid(mut self, uid: u32) -> Self {
+        self.host_uid = uid;
+        self
     }
 
     /// bubblewrap with exactly the sandbox's arguments, running `true`
@@ -99,6 +111,38 @@ impl NamespaceBackend {
         }
         cmd
     }
+}
+
+/// Sizing tmpfs mounts (`--size`, bubblewrap 0.7 and later) is how
+/// `disk_mb` is enforced; an older bubblewrap is refused with the reason
+/// rather than failing every start with "Unknown option". Checked once.
+fn check_size_option(bwrap: &Path) -> Result<()> {
+    static VERDICT: std::sync::OnceLock<std::result::Result<(), String>> =
+        std::sync::OnceLock::new();
+    VERDICT
+        .get_or_init(|| {
+            let out = std::process::Command::new(bwrap)
+                .arg("--help")
+                .env_clear()
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| format!("running {} --help: {e}", bwrap.display()))?;
+            let help = String::from_utf8_lossy(&out.stdout);
+            if help.contains("--size") {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} has no --size option (needed to bound each tmpfs by disk_mb); \
+                     install bubblewrap 0.7 or later",
+                    bwrap.display()
+                ))
+            }
+        })
+        .clone()
+        .map_err(|reason| SandboxError::Unavailable {
+            backend: "namespace",
+            reason,
+        })
 }
 
 /// Overrides [`DEFAULT_UNPRIVILEGED_UID`].
@@ -276,16 +320,29 @@ fn bwrap_args(config: &SandboxConfig, guest: &Path, copied: &[usize]) -> Vec<Str
             RootEntry::Link(name, target) => push(&["--symlink", &target, &format!("/{name}")]),
         }
     }
-    push(&["--dev", "/dev", "--proc", "/proc"]);
-    push(&[
-        "--tmpfs",
-        "/tmp",
-        "--tmpfs",
-        "/run",
-        "--tmpfs",
-        "/workspace",
-    ]);
-    push(&["--dir", "/home", "--tmpfs", "/home/sandbox"]);
+    // Every writable filesystem is a tmpfs, whose pages are host RAM:
+    // each gets its share of disk_mb (plus room for the host files copied
+    // onto it), and the ones bubblewrap cannot size (the root and /dev)
+    // are made read-only once set up.
+    push(&["--dev", "/dev", "--proc", "/proc", "--dir", "/home"]);
+    let split = config.disk_split();
+    let copied_bytes = |dir: &str| -> u64 {
+        copied
+            .iter()
+            .filter_map(|&i| config.mounts.get(i))
+            .filter(|m| m.guest.starts_with(&format!("{dir}/")))
+            .map(|m| std::fs::metadata(&m.host).map_or(0, |md| md.len()))
+            .sum()
+    };
+    let mut tmpfs = |dir: &str, mb: u32| {
+        let bytes = u64::from(mb) * 1024 * 1024 + copied_bytes(dir);
+        push(&["--size", &bytes.to_string(), "--tmpfs", dir]);
+    };
+    tmpfs("/tmp", split.tmp_mb);
+    tmpfs("/run", split.run_mb);
+    tmpfs("/workspace", split.workspace_mb);
+    tmpfs("/home/sandbox", split.home_mb);
+    tmpfs("/dev/shm", split.shm_mb);
     if root.join("etc").is_dir() {
         push(&[
             "--ro-bind-data",
@@ -307,6 +364,7 @@ fn bwrap_args(config: &SandboxConfig, guest: &Path, copied: &[usize]) -> Vec<Str
         push(&[how, &m.host.to_string_lossy(), &m.guest]);
     }
     push(&["--ro-bind", &guest.to_string_lossy(), GUEST_PATH]);
+    push(&["--remount-ro", "/dev", "--remount-ro", "/"]);
     push(&["--", GUEST_PATH, "--control-fd", "3", "--secret-fd", "4"]);
     a
 }

@@ -530,6 +530,47 @@ pub async fn stop_leaves_nothing_behind<H: Harness>(h: &H, b: Arc<dyn Backend>) 
     assert!(matches!(err, SandboxError::Closed(_)), "{err}");
 }
 
+/// Writable storage is bounded by `disk_mb` (tmpfs pages are RAM): past
+/// its share, a write fails with ENOSPC; the root and `/dev` take nothing.
+pub async fn disk_mb_bounds_writable_storage<H: Harness>(h: &H, b: Arc<dyn Backend>) {
+    let mut cfg = h.config();
+    cfg.disk_mb = 16;
+    let sb = b.start(&cfg).await.unwrap();
+    // /workspace gets all 16 MiB, /tmp and /home/sandbox 8 each, /dev/shm 8.
+    let script = "head -c 17000000 /dev/zero > /workspace/big; echo ws=$?; \
+                  head -c 9000000 /dev/zero > /tmp/big; echo tmp=$?; \
+                  head -c 9000000 /dev/zero > /home/sandbox/big; echo home=$?; \
+                  head -c 9000000 /dev/zero > /dev/shm/big; echo shm=$?; \
+                  rm -f /workspace/big /tmp/big /home/sandbox/big /dev/shm/big; \
+                  head -c 15000000 /dev/zero > /workspace/fits; echo fits=$?; \
+                  touch /x 2>/dev/null; echo root=$?; touch /dev/x 2>/dev/null; echo dev=$?";
+    let out = sh(&sb, script).await;
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    for line in ["ws=1", "tmp=1", "home=1", "shm=1", "fits=0"] {
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "{line}: {stdout}{stderr}"
+        );
+    }
+    assert!(!stdout.contains("root=0"), "the root is writable: {stdout}");
+    assert!(!stdout.contains("dev=0"), "/dev is writable: {stdout}");
+    assert_eq!(
+        stderr.matches("No space left on device").count(),
+        4,
+        "{stderr}"
+    );
+    // A file RPC past the limit fails the same way.
+    let err = sb
+        .client()
+        .write_file("/workspace/rpc", &vec![7u8; 2 << 20], 0o644)
+        .await
+        .unwrap_err();
+    assert_eq!(err.guest_kind(), Some(ErrorKind::TooLarge), "{err}");
+    assert!(err.to_string().contains("No space left on device"), "{err}");
+    sb.stop().await.unwrap();
+}
+
 pub async fn many_sandboxes_at_once<H: Harness>(h: &H, b: Arc<dyn Backend>) {
     let starts: Vec<_> = (0..4)
         .map(|_| {
@@ -557,7 +598,8 @@ macro_rules! suite {
             next_survives_cancellation,
             timeout_really_kills, signal_a_running_exec, missing_program, binary_file_round_trip,
             escapes_are_refused, fifos_do_not_hang_the_guest, concurrent_execs_and_files, detached_and_wait,
-            wrong_secret_is_refused, stop_leaves_nothing_behind, many_sandboxes_at_once);
+            wrong_secret_is_refused, stop_leaves_nothing_behind, many_sandboxes_at_once,
+            disk_mb_bounds_writable_storage);
     };
     (@cases $h:path; $($case:ident),*) => {
         $(
