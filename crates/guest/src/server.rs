@@ -50,6 +50,7 @@ fn for_version(msg: GuestMsg, version: u16) -> GuestMsg {
             e.kind = e.kind.for_version(version);
             GuestMsg::Error(e)
         }
+        GuestMsg::Finished(status) if version < 2 => GuestMsg::Exited(status.into()),
         other => other,
     }
 }
@@ -61,6 +62,8 @@ pub struct GuestConfig {
     pub default_user: Option<u32>,
     /// Owner for files the guest creates (micro-VM: the sandbox user).
     pub file_owner: Option<(u32, u32)>,
+    /// For telling why a process died.
+    pub memory: crate::oom::MemoryFacts,
 }
 
 /// Why a session ended.
@@ -153,6 +156,7 @@ fn handshake(hello: &Hello, cfg: &GuestConfig) -> Result<(Welcome, ExecCtx), Str
         reaper: crate::reaper(),
         roots: Roots::new(&hello.extra_roots, cfg.file_owner),
         default_user: cfg.default_user,
+        memory: cfg.memory,
     };
     Ok((welcome, ctx))
 }
@@ -212,7 +216,7 @@ async fn dispatch(ctx: &Arc<ExecCtx>, id: u64, msg: HostMsg, out: &Outbox) {
             let (ctx, out) = (ctx.clone(), out.clone());
             tokio::spawn(async move {
                 let msg = match exec::wait(&ctx, process).await {
-                    Ok(status) => GuestMsg::Exited(status),
+                    Ok(status) => GuestMsg::Finished(status),
                     Err(e) => GuestMsg::Error(e),
                 };
                 out.send(id, msg).await;
@@ -302,5 +306,41 @@ fn encode(env: &Envelope<GuestMsg>, buf: &mut Vec<u8>) {
             format!("reply not encodable: {e}"),
         ));
         let _ = encode_frame(&Envelope { id: env.id, msg }, buf);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use husk_protocol::{ExitCause, ExitStatus, ExitStatusV1};
+
+    #[test]
+    fn replies_take_the_form_the_agreed_version_knows() {
+        let status = ExitStatus {
+            code: Some(137),
+            cause: ExitCause::OutOfMemory { limit_mb: Some(64) },
+            ..ExitStatus::default()
+        };
+        let v1 = ExitStatusV1 {
+            code: Some(137),
+            ..ExitStatusV1::default()
+        };
+        assert_eq!(
+            for_version(GuestMsg::Finished(status.clone()), 1),
+            GuestMsg::Exited(v1)
+        );
+        assert_eq!(
+            for_version(GuestMsg::Finished(status.clone()), 2),
+            GuestMsg::Finished(status)
+        );
+        let err = |kind| GuestMsg::Error(reply(kind, "x: is a FIFO, not a regular file".into()));
+        assert_eq!(
+            for_version(err(ErrorKind::NotRegularFile), 1),
+            err(ErrorKind::Io)
+        );
+        assert_eq!(
+            for_version(err(ErrorKind::NotRegularFile), 2),
+            err(ErrorKind::NotRegularFile)
+        );
     }
 }

@@ -306,7 +306,8 @@ impl Client {
     /// Waits for a process (detached or not) to end.
     pub async fn wait(&self, process: u64) -> Result<ExitStatus> {
         match self.call(HostMsg::Wait { process }).await? {
-            GuestMsg::Exited(s) => Ok(s),
+            GuestMsg::Finished(s) => Ok(s),
+            GuestMsg::Exited(s) => Ok(s.into()),
             other => Err(unexpected("Exited", &other)),
         }
     }
@@ -543,7 +544,8 @@ impl Process {
                     Stream::Stderr => ProcessEvent::Stderr(data),
                 })
             }
-            GuestMsg::Exited(s) => Ok(ProcessEvent::Exit(s)),
+            GuestMsg::Finished(s) => Ok(ProcessEvent::Exit(s)),
+            GuestMsg::Exited(s) => Ok(ProcessEvent::Exit(s.into())),
             other => Err(unexpected("Output or Exited", &other)),
         }
     }
@@ -756,7 +758,7 @@ mod tests {
                 code: Some(0),
                 ..ExitStatus::default()
             };
-            guest.send(exec.id, GuestMsg::Exited(status)).await;
+            guest.send(exec.id, GuestMsg::Finished(status)).await;
             // Keep the guest's end open (and unread) until the test ends.
             guest
         });

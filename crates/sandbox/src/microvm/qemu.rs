@@ -66,7 +66,10 @@ pub fn qemu_args(spec: &VmSpec<'_>, dir: &Path, id: &str) -> Vec<String> {
     push(&["-m", &mem, "-smp", &smp]);
     let kernel = spec.image.kernel.to_string_lossy().into_owned();
     let initrd = spec.image.initramfs.to_string_lossy().into_owned();
-    let mut append = format!("console=ttyS0 quiet panic=-1 husk.id={id}");
+    let mut append = format!(
+        "console=ttyS0 quiet panic=-1 husk.id={id} husk.memory_mb={}",
+        spec.config.memory_mb
+    );
     // The guest sizes its tmpfs mounts (guest RAM) from disk_mb, split as
     // on the namespace backend.
     let d = spec.config.disk_split();
