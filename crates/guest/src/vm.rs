@@ -56,6 +56,12 @@ pub fn init_system() -> Result<(), String> {
     let owner = format!("mode=0755,uid={SANDBOX_UID},gid={SANDBOX_UID}");
     tmpfs("/workspace", &owner)?;
     tmpfs("/home/sandbox", &owner)?;
+    // The initramfs root is an unsized, world-writable tmpfs (mode 1777):
+    // keep the sandbox user to the sized mounts above. /var/tmp shares /tmp.
+    rustix::fs::chmod("/", Mode::from_raw_mode(0o755)).map_err(|e| format!("chmod /: {e}"))?;
+    if Path::new("/var/tmp").is_dir() {
+        mount_bind("/tmp", "/var/tmp").map_err(|e| format!("binding /var/tmp: {e}"))?;
+    }
     let _ = rustix::system::sethostname(b"husk");
     boot_mark("filesystems mounted");
     load_modules("core")?;
