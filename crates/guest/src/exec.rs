@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::{Semaphore, watch};
 
 use crate::files::{Roots, reply};
+use crate::oom::{Evidence, MemoryFacts, StderrScan};
 use crate::reaper::{ChildExit, Reaper};
 use crate::server::Outbox;
 
@@ -52,6 +54,8 @@ pub struct Proc {
     stdin: tokio::sync::Mutex<Option<pipe::Sender>>,
     credit: Arc<Semaphore>,
     exit: watch::Receiver<Option<ExitStatus>>,
+    /// The host sent SIGKILL itself (so a kill is not the OOM killer's).
+    killed_on_request: AtomicBool,
 }
 
 /// The table of processes, keyed by the id of the exec that started them.
@@ -69,6 +73,8 @@ pub struct ExecCtx {
     /// The uid processes run as when a request names none (`None`: as the
     /// guest itself).
     pub default_user: Option<u32>,
+    /// For telling why a process died.
+    pub memory: MemoryFacts,
 }
 
 impl Procs {
@@ -137,6 +143,7 @@ async fn run_inner(
         ));
     }
     let detached = matches!(req.output, OutputMode::Detached { .. });
+    let kills_before = ctx.memory.oom_kills();
     let (mut child, stdout, stderr) = spawn(ctx, &req)?;
     // No await between spawn and register: the reaper cannot miss the child.
     let pid = child.id();
@@ -153,11 +160,17 @@ async fn run_inner(
         stdin: tokio::sync::Mutex::new(stdin),
         credit: credit.clone(),
         exit: exit_watch,
+        killed_on_request: AtomicBool::new(false),
     });
-    ctx.procs.table.lock().expect("procs lock").insert(id, proc);
+    ctx.procs
+        .table
+        .lock()
+        .expect("procs lock")
+        .insert(id, proc.clone());
     out.send(id, GuestMsg::Started { pid }).await;
 
     let (done_tx, done_rx) = watch::channel(None::<Instant>);
+    let alloc_failure_said = Arc::new(AtomicBool::new(false));
     let pumps: Vec<_> = [(stdout, Stream::Stdout), (stderr, Stream::Stderr)]
         .into_iter()
         .filter_map(|(fd, stream)| fd.map(|fd| (fd, stream)))
@@ -168,6 +181,7 @@ async fn run_inner(
                 credit: credit.clone(),
                 out: out.clone(),
                 done: done_rx.clone(),
+                said: (stream == Stream::Stderr).then(|| alloc_failure_said.clone()),
             };
             tokio::spawn(pump.run(fd))
         })
@@ -179,6 +193,14 @@ async fn run_inner(
     for p in pumps {
         let _ = p.await;
     }
+    let evidence = Evidence {
+        exit,
+        timed_out,
+        killed_on_request: proc.killed_on_request.load(Ordering::Relaxed),
+        kills_before,
+        kills_after: ctx.memory.oom_kills(),
+        alloc_failure_said: alloc_failure_said.load(Ordering::Relaxed),
+    };
     let status = ExitStatus {
         code: match exit {
             ChildExit::Code(c) => Some(c),
@@ -190,12 +212,13 @@ async fn run_inner(
         },
         timed_out,
         duration_ms: started.elapsed().as_millis() as u64,
+        cause: ctx.memory.cause(&evidence),
     };
     let _ = exit_tx.send(Some(status.clone()));
     if detached {
         ctx.procs.retire(id);
     } else {
-        out.send(id, GuestMsg::Exited(status)).await;
+        out.send(id, GuestMsg::Finished(status)).await;
         ctx.procs.remove(id);
     }
     Ok(())
@@ -296,19 +319,9 @@ fn sink(ctx: &ExecCtx, path: Option<&str>) -> Result<Stdio, ErrorReply> {
     let Some(path) = path else {
         return Ok(Stdio::null());
     };
-    let req = husk_protocol::WriteFile {
-        path: path.into(),
-        offset: 0,
-        data: Vec::new(),
-        mode: 0o644,
-        truncate: true,
-    };
-    ctx.roots.write(&req)?;
-    let file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(path)
-        .map_err(|e| reply(ErrorKind::Io, format!("{path}: {e}")))?;
-    Ok(Stdio::from(file))
+    // Confined like a file RPC, never blocking, regular files only: a FIFO
+    // left at the path would otherwise hang the guest in open().
+    Ok(Stdio::from(ctx.roots.open_output(path)?))
 }
 
 fn spawn_err(req: &ExecRequest, e: std::io::Error) -> ErrorReply {
@@ -342,6 +355,8 @@ struct Pump {
     credit: Arc<Semaphore>,
     out: Outbox,
     done: watch::Receiver<Option<Instant>>,
+    /// Stderr only: set when the output says an allocation failed.
+    said: Option<Arc<AtomicBool>>,
 }
 
 impl Pump {
@@ -350,11 +365,18 @@ impl Pump {
             return;
         };
         let mut buf = vec![0u8; MAX_OUTPUT_CHUNK];
+        let mut scan = StderrScan::default();
         loop {
             let n = match self.read(&mut rx, &mut buf).await {
                 Some(n) if n > 0 => n,
                 _ => return,
             };
+            if let Some(said) = &self.said {
+                scan.feed(&buf[..n]);
+                if scan.found() {
+                    said.store(true, Ordering::Relaxed);
+                }
+            }
             match self.credit.acquire_many(n as u32).await {
                 Ok(permit) => permit.forget(),
                 Err(_) => return,
@@ -435,6 +457,9 @@ pub fn signal(ctx: &ExecCtx, process: u64, sig: i32) -> Result<(), ErrorReply> {
             ErrorKind::InvalidRequest,
             format!("invalid signal number {sig}"),
         ));
+    }
+    if sig == libc::SIGKILL {
+        proc.killed_on_request.store(true, Ordering::Relaxed);
     }
     kill_group(proc.pid, sig);
     Ok(())

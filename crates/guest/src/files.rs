@@ -6,6 +6,12 @@
 //! root directory, so the *kernel* refuses any symlink (absolute, or relative
 //! with `..`) that would leave the root, including races where a link is
 //! swapped in between checks.
+//!
+//! Nothing here may block for long: every open is non-blocking (a FIFO with
+//! no peer, or a file under a lease, fails at once instead of waiting) and
+//! contents are only read from or written to regular files (a FIFO or a
+//! device is refused with `NotRegularFile`). The server still runs these
+//! calls off its control loop, so a slow disk never stalls exec or ping.
 
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
@@ -88,17 +94,54 @@ impl Roots {
         open_beneath(&root, &rest, flags, mode).map_err(|e| errno_reply(e, path))
     }
 
+    /// Opens a regular file for reading or writing its contents: without
+    /// blocking, and refusing anything else (checked on the open file, so a
+    /// path swapped in between cannot slip through).
+    fn open_regular(&self, path: &str, flags: OFlags, mode: u32) -> FileResult<File> {
+        let (root, rest) = self.locate(path)?;
+        let fd = match open_beneath(&root, &rest, flags | OFlags::NONBLOCK, mode) {
+            Ok(fd) => fd,
+            // A FIFO with no reader, a socket, or a device without a driver.
+            Err(Errno::NXIO) => {
+                let what = open_beneath(&root, &rest, OFlags::PATH, 0)
+                    .and_then(|fd| rustix::fs::fstat(&fd))
+                    .map_or("not a regular file", |st| kind_name(st.st_mode));
+                return Err(not_regular(path, what));
+            }
+            Err(e) => return Err(errno_reply(e, path)),
+        };
+        let st = rustix::fs::fstat(&fd).map_err(|e| errno_reply(e, path))?;
+        match st.st_mode & libc::S_IFMT {
+            libc::S_IFREG => {}
+            libc::S_IFDIR => {
+                return Err(reply(
+                    ErrorKind::IsADirectory,
+                    format!("{path}: is a directory"),
+                ));
+            }
+            other => return Err(not_regular(path, kind_name(other))),
+        }
+        // Regular files ignore O_NONBLOCK; clear it anyway so a descriptor
+        // handed to a process (detached output) looks ordinary.
+        let fl = rustix::fs::fcntl_getfl(&fd).map_err(|e| errno_reply(e, path))?;
+        rustix::fs::fcntl_setfl(&fd, fl - OFlags::NONBLOCK).map_err(|e| errno_reply(e, path))?;
+        Ok(File::from(fd))
+    }
+
+    /// Opens (creating or truncating) a regular file that a detached
+    /// process's output is appended to.
+    pub fn open_output(&self, path: &str) -> FileResult<File> {
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::APPEND | OFlags::CLOEXEC;
+        let file = self.open_regular(path, flags, 0o644)?;
+        self.chown_new(&file);
+        Ok(file)
+    }
+
     /// Reads up to `len` bytes at `offset`; `eof` when the file ends there.
     pub fn read(&self, path: &str, offset: u64, len: u32) -> FileResult<(Vec<u8>, bool)> {
-        let fd = self.open(path, OFlags::RDONLY | OFlags::CLOEXEC, 0)?;
-        let file = File::from(fd);
+        let file = self.open_regular(path, OFlags::RDONLY | OFlags::CLOEXEC, 0)?;
         let size = file.metadata().map_err(|e| io_reply(e, path))?.len();
-        if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
-            return Err(reply(
-                ErrorKind::IsADirectory,
-                format!("{path}: is a directory"),
-            ));
-        }
         let want = (len as usize).min(MAX_DATA_CHUNK);
         let avail = size.saturating_sub(offset).min(want as u64) as usize;
         let mut buf = vec![0u8; avail];
@@ -124,8 +167,7 @@ impl Roots {
             ));
         }
         let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::CLOEXEC;
-        let fd = self.open(&req.path, flags, req.mode & 0o7777)?;
-        let file = File::from(fd);
+        let file = self.open_regular(&req.path, flags, req.mode & 0o7777)?;
         file.write_all_at(&req.data, req.offset)
             .map_err(|e| io_reply(e, &req.path))?;
         if req.truncate {
@@ -165,7 +207,8 @@ impl Roots {
             };
             match rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(mode & 0o7777)) {
                 Ok(()) => {
-                    if let Ok(fd) = open_beneath(&dir, Path::new(name), OFlags::RDONLY, 0) {
+                    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NONBLOCK;
+                    if let Ok(fd) = open_beneath(&dir, Path::new(name), flags, 0) {
                         self.chown_new(&File::from(fd));
                     }
                 }
@@ -180,7 +223,7 @@ impl Roots {
     }
 
     pub fn list_dir(&self, path: &str) -> FileResult<Vec<DirEntry>> {
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NONBLOCK | OFlags::CLOEXEC;
         let fd = self.open(path, flags, 0)?;
         let mut dir = rustix::fs::Dir::read_from(&fd).map_err(|e| errno_reply(e, path))?;
         let mut out = Vec::new();
@@ -283,6 +326,28 @@ fn kind_of(mode: u32) -> FileKind {
     }
 }
 
+/// What a non-regular file is, in words.
+fn kind_name(mode: u32) -> &'static str {
+    match mode & libc::S_IFMT {
+        libc::S_IFIFO => "a FIFO",
+        libc::S_IFSOCK => "a socket",
+        libc::S_IFCHR => "a character device",
+        libc::S_IFBLK => "a block device",
+        libc::S_IFLNK => "a symlink",
+        libc::S_IFDIR => "a directory",
+        _ => "not a regular file",
+    }
+}
+
+fn not_regular(path: &str, what: &str) -> ErrorReply {
+    let message = if what == "not a regular file" {
+        format!("{path}: not a regular file")
+    } else {
+        format!("{path}: is {what}, not a regular file")
+    };
+    reply(ErrorKind::NotRegularFile, message)
+}
+
 pub fn reply(kind: ErrorKind, message: String) -> ErrorReply {
     ErrorReply { kind, message }
 }
@@ -317,6 +382,7 @@ fn io_reply(e: std::io::Error, path: &str) -> ErrorReply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::OpenOptionsExt;
 
     #[test]
     fn normalize_rules() {
@@ -422,5 +488,67 @@ mod tests {
             roots.read(&p("a"), 0, 10).unwrap_err().kind,
             ErrorKind::IsADirectory
         );
+    }
+
+    /// Runs `f` on a thread and fails (instead of hanging the test run)
+    /// when it has not returned within 20 s.
+    fn within_20s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(20))
+            .expect("file operation hung (blocking open of a FIFO?)")
+    }
+
+    #[test]
+    fn fifos_are_refused_without_blocking() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().to_path_buf();
+        let fifo = base.join("fifo");
+        rustix::fs::mkfifoat(rustix::fs::CWD, &fifo, Mode::from_raw_mode(0o644)).unwrap();
+        let p = fifo.to_string_lossy().into_owned();
+        let check = |e: ErrorReply| {
+            assert_eq!(e.kind, ErrorKind::NotRegularFile, "{e}");
+            assert_eq!(e.message, format!("{p}: is a FIFO, not a regular file"));
+        };
+        // No writer: a blocking open for reading would wait forever.
+        let (b, q) = (base.clone(), p.clone());
+        check(within_20s(move || roots_in(&b).read(&q, 0, 10)).unwrap_err());
+        // No reader: a non-blocking open for writing fails with ENXIO.
+        let (b, q) = (base.clone(), p.clone());
+        let write = move || {
+            let req = husk_protocol::WriteFile {
+                path: q.clone(),
+                offset: 0,
+                data: b"x".to_vec(),
+                mode: 0o644,
+                truncate: true,
+            };
+            roots_in(&b).write(&req)
+        };
+        check(within_20s(write.clone()).unwrap_err());
+        let (b, q) = (base.clone(), p.clone());
+        check(within_20s(move || roots_in(&b).open_output(&q).map(drop)).unwrap_err());
+        // With a reader waiting, the open succeeds but nothing is written.
+        let reader = std::fs::File::options()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap();
+        check(within_20s(write).unwrap_err());
+        let mut buf = [0u8; 8];
+        let got = std::io::Read::read(&mut &reader, &mut buf);
+        // End of file (the refused writer came and went) or nothing yet:
+        // either way, no byte reached the reader.
+        assert!(
+            matches!(&got, Ok(0))
+                || matches!(&got, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "{got:?}"
+        );
+        // Stat and listing still see it.
+        let roots = roots_in(&base);
+        assert_eq!(roots.stat(&p, true).unwrap().kind, FileKind::Other);
+        assert_eq!(roots.list_dir(&base.to_string_lossy()).unwrap().len(), 1);
     }
 }

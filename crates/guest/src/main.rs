@@ -8,6 +8,7 @@
 
 mod exec;
 mod files;
+mod oom;
 mod port;
 mod reaper;
 mod server;
@@ -126,6 +127,7 @@ fn real_main() -> Result<(), String> {
             secret,
             default_user: None,
             file_owner: None,
+            memory: oom::MemoryFacts::namespace(),
         };
         ended(server::serve(rd, wr, &cfg).await)
     })
@@ -178,6 +180,7 @@ fn vm_serve() -> Result<(), String> {
             secret,
             default_user: Some(vm::SANDBOX_UID),
             file_owner: Some((vm::SANDBOX_UID, vm::SANDBOX_UID)),
+            memory: oom::MemoryFacts::micro_vm(),
         };
         ended(server::serve(rd, wr, &cfg).await)
     })

@@ -1,7 +1,13 @@
 //! One control connection: handshake, then a reader loop that dispatches
 //! each request to a task, and a writer task that batches replies.
+//!
+//! The reader loop itself never waits on anything but the channel: work
+//! that can take time (processes, stdin, file RPCs) runs in tasks, and file
+//! RPCs on tokio's blocking threads, so a slow disk or a pathological file
+//! cannot keep `Signal`, `Ping` or a timeout from being served.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
 
 use husk_protocol::{
     Envelope, ErrorKind, FrameReader, GuestMsg, Hello, HostMsg, PROTOCOL_VERSION_MAX,
@@ -15,12 +21,37 @@ use crate::files::{Roots, reply};
 
 /// Replies bound for the host. Cloneable; ordered per sender.
 #[derive(Clone)]
-pub struct Outbox(mpsc::Sender<Envelope<GuestMsg>>);
+pub struct Outbox {
+    tx: mpsc::Sender<Envelope<GuestMsg>>,
+    /// The agreed protocol version (0 before the handshake): replies are
+    /// put in the form that version knows.
+    version: Arc<AtomicU16>,
+}
 
 impl Outbox {
+    fn new(tx: mpsc::Sender<Envelope<GuestMsg>>) -> Outbox {
+        Outbox {
+            tx,
+            version: Arc::new(AtomicU16::new(0)),
+        }
+    }
+
     pub async fn send(&self, id: u64, msg: GuestMsg) {
+        let msg = for_version(msg, self.version.load(Ordering::Relaxed));
         // A closed outbox means the host is gone; the caller's work is moot.
-        let _ = self.0.send(Envelope { id, msg }).await;
+        let _ = self.tx.send(Envelope { id, msg }).await;
+    }
+}
+
+/// `msg` as a peer speaking protocol `version` may receive it.
+fn for_version(msg: GuestMsg, version: u16) -> GuestMsg {
+    match msg {
+        GuestMsg::Error(mut e) => {
+            e.kind = e.kind.for_version(version);
+            GuestMsg::Error(e)
+        }
+        GuestMsg::Finished(status) if version < 2 => GuestMsg::Exited(status.into()),
+        other => other,
     }
 }
 
@@ -31,6 +62,8 @@ pub struct GuestConfig {
     pub default_user: Option<u32>,
     /// Owner for files the guest creates (micro-VM: the sandbox user).
     pub file_owner: Option<(u32, u32)>,
+    /// For telling why a process died.
+    pub memory: crate::oom::MemoryFacts,
 }
 
 /// Why a session ended.
@@ -52,7 +85,7 @@ where
 {
     let mut frames = FrameReader::new(reader);
     let (tx, rx) = mpsc::channel(256);
-    let out = Outbox(tx);
+    let out = Outbox::new(tx);
     let writer_task = tokio::spawn(write_loop(writer, rx));
 
     let hello = match frames.read::<HostMsg>().await {
@@ -69,6 +102,7 @@ where
     let (hello_id, hello) = hello;
     let ctx = match handshake(&hello, cfg) {
         Ok((welcome, ctx)) => {
+            out.version.store(welcome.version, Ordering::Relaxed);
             out.send(hello_id, GuestMsg::Welcome(welcome)).await;
             Arc::new(ctx)
         }
@@ -122,6 +156,7 @@ fn handshake(hello: &Hello, cfg: &GuestConfig) -> Result<(Welcome, ExecCtx), Str
         reaper: crate::reaper(),
         roots: Roots::new(&hello.extra_roots, cfg.file_owner),
         default_user: cfg.default_user,
+        memory: cfg.memory,
     };
     Ok((welcome, ctx))
 }
@@ -162,7 +197,16 @@ async fn dispatch(ctx: &Arc<ExecCtx>, id: u64, msg: HostMsg, out: &Outbox) {
             });
             None
         }
-        HostMsg::CloseStdin { process } => Some(done(exec::close_stdin(ctx, process).await)),
+        HostMsg::CloseStdin { process } => {
+            // Waits for a `Stdin` write in progress, which waits for the
+            // process to read: never on the loop.
+            let (ctx, out) = (ctx.clone(), out.clone());
+            tokio::spawn(async move {
+                let r = exec::close_stdin(&ctx, process).await;
+                out.send(id, done(r)).await;
+            });
+            None
+        }
         HostMsg::OutputAck { process, bytes } => {
             exec::ack(ctx, process, bytes);
             None
@@ -172,32 +216,28 @@ async fn dispatch(ctx: &Arc<ExecCtx>, id: u64, msg: HostMsg, out: &Outbox) {
             let (ctx, out) = (ctx.clone(), out.clone());
             tokio::spawn(async move {
                 let msg = match exec::wait(&ctx, process).await {
-                    Ok(status) => GuestMsg::Exited(status),
+                    Ok(status) => GuestMsg::Finished(status),
                     Err(e) => GuestMsg::Error(e),
                 };
                 out.send(id, msg).await;
             });
             None
         }
-        HostMsg::ReadFile { path, offset, len } => Some(match ctx.roots.read(&path, offset, len) {
-            Ok((data, eof)) => GuestMsg::FileData { data, eof },
-            Err(e) => GuestMsg::Error(e),
-        }),
-        HostMsg::WriteFile(w) => Some(done(ctx.roots.write(&w))),
-        HostMsg::Stat {
-            path,
-            follow_symlinks,
-        } => Some(
-            ctx.roots
-                .stat(&path, follow_symlinks)
-                .map_or_else(GuestMsg::Error, GuestMsg::Stat),
-        ),
-        HostMsg::MakeDir { path, mode } => Some(done(ctx.roots.make_dir(&path, mode))),
-        HostMsg::ListDir { path } => Some(
-            ctx.roots
-                .list_dir(&path)
-                .map_or_else(GuestMsg::Error, GuestMsg::Entries),
-        ),
+        msg @ (HostMsg::ReadFile { .. }
+        | HostMsg::WriteFile(_)
+        | HostMsg::Stat { .. }
+        | HostMsg::MakeDir { .. }
+        | HostMsg::ListDir { .. }) => {
+            let (ctx, out) = (ctx.clone(), out.clone());
+            tokio::spawn(async move {
+                let job = tokio::task::spawn_blocking(move || file_rpc(&ctx.roots, msg));
+                let reply_msg = job.await.unwrap_or_else(|e| {
+                    GuestMsg::Error(reply(ErrorKind::Io, format!("file operation failed: {e}")))
+                });
+                out.send(id, reply_msg).await;
+            });
+            None
+        }
         HostMsg::Ping => Some(GuestMsg::Pong),
         HostMsg::Hello(_) => Some(GuestMsg::Error(reply(
             ErrorKind::InvalidRequest,
@@ -207,6 +247,37 @@ async fn dispatch(ctx: &Arc<ExecCtx>, id: u64, msg: HostMsg, out: &Outbox) {
     };
     if let Some(msg) = reply_now {
         out.send(id, msg).await;
+    }
+}
+
+/// Runs one file RPC (on a blocking thread). File RPCs run concurrently
+/// and may finish in any order; each chunk of a write is positional and
+/// the last one sets the length, so order does not matter.
+fn file_rpc(roots: &Roots, msg: HostMsg) -> GuestMsg {
+    let done = |r: Result<(), husk_protocol::ErrorReply>| match r {
+        Ok(()) => GuestMsg::Done,
+        Err(e) => GuestMsg::Error(e),
+    };
+    match msg {
+        HostMsg::ReadFile { path, offset, len } => match roots.read(&path, offset, len) {
+            Ok((data, eof)) => GuestMsg::FileData { data, eof },
+            Err(e) => GuestMsg::Error(e),
+        },
+        HostMsg::WriteFile(w) => done(roots.write(&w)),
+        HostMsg::Stat {
+            path,
+            follow_symlinks,
+        } => roots
+            .stat(&path, follow_symlinks)
+            .map_or_else(GuestMsg::Error, GuestMsg::Stat),
+        HostMsg::MakeDir { path, mode } => done(roots.make_dir(&path, mode)),
+        HostMsg::ListDir { path } => roots
+            .list_dir(&path)
+            .map_or_else(GuestMsg::Error, GuestMsg::Entries),
+        _ => GuestMsg::Error(reply(
+            ErrorKind::InvalidRequest,
+            "not a file request".into(),
+        )),
     }
 }
 
@@ -235,5 +306,41 @@ fn encode(env: &Envelope<GuestMsg>, buf: &mut Vec<u8>) {
             format!("reply not encodable: {e}"),
         ));
         let _ = encode_frame(&Envelope { id: env.id, msg }, buf);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use husk_protocol::{ExitCause, ExitStatus, ExitStatusV1};
+
+    #[test]
+    fn replies_take_the_form_the_agreed_version_knows() {
+        let status = ExitStatus {
+            code: Some(137),
+            cause: ExitCause::OutOfMemory { limit_mb: Some(64) },
+            ..ExitStatus::default()
+        };
+        let v1 = ExitStatusV1 {
+            code: Some(137),
+            ..ExitStatusV1::default()
+        };
+        assert_eq!(
+            for_version(GuestMsg::Finished(status.clone()), 1),
+            GuestMsg::Exited(v1)
+        );
+        assert_eq!(
+            for_version(GuestMsg::Finished(status.clone()), 2),
+            GuestMsg::Finished(status)
+        );
+        let err = |kind| GuestMsg::Error(reply(kind, "x: is a FIFO, not a regular file".into()));
+        assert_eq!(
+            for_version(err(ErrorKind::NotRegularFile), 1),
+            err(ErrorKind::Io)
+        );
+        assert_eq!(
+            for_version(err(ErrorKind::NotRegularFile), 2),
+            err(ErrorKind::NotRegularFile)
+        );
     }
 }

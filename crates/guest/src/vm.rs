@@ -28,6 +28,8 @@ pub const SANDBOX_UID: u32 = 1000;
 pub fn init_system() -> Result<(), String> {
     let nosuid = MountFlags::NOSUID | MountFlags::NODEV;
     mount_fs("proc", "/proc", "proc", nosuid | MountFlags::NOEXEC, "")?;
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let sizes = TmpfsSizes::from_cmdline(&cmdline);
     mount_fs("sysfs", "/sys", "sysfs", nosuid | MountFlags::NOEXEC, "")?;
     mount_fs(
         "devtmpfs",
@@ -46,12 +48,20 @@ pub fn init_system() -> Result<(), String> {
         nosuid | MountFlags::NOEXEC,
         "mode=0620,ptmxmode=0666",
     )?;
-    mount_fs("tmpfs", "/dev/shm", "tmpfs", nosuid, "mode=1777")?;
-    mount_fs("tmpfs", "/tmp", "tmpfs", nosuid, "mode=1777")?;
-    mount_fs("tmpfs", "/run", "tmpfs", nosuid, "mode=0755")?;
+    let tmpfs =
+        |dir: &str, opts: &str| mount_fs("tmpfs", dir, "tmpfs", nosuid, &sizes.options(dir, opts));
+    tmpfs("/dev/shm", "mode=1777")?;
+    tmpfs("/tmp", "mode=1777")?;
+    tmpfs("/run", "mode=0755")?;
     let owner = format!("mode=0755,uid={SANDBOX_UID},gid={SANDBOX_UID}");
-    mount_fs("tmpfs", "/workspace", "tmpfs", nosuid, &owner)?;
-    mount_fs("tmpfs", "/home/sandbox", "tmpfs", nosuid, &owner)?;
+    tmpfs("/workspace", &owner)?;
+    tmpfs("/home/sandbox", &owner)?;
+    // The initramfs root is an unsized, world-writable tmpfs (mode 1777):
+    // keep the sandbox user to the sized mounts above. /var/tmp shares /tmp.
+    rustix::fs::chmod("/", Mode::from_raw_mode(0o755)).map_err(|e| format!("chmod /: {e}"))?;
+    if Path::new("/var/tmp").is_dir() {
+        mount_bind("/tmp", "/var/tmp").map_err(|e| format!("binding /var/tmp: {e}"))?;
+    }
     let _ = rustix::system::sethostname(b"husk");
     boot_mark("filesystems mounted");
     load_modules("core")?;
@@ -62,15 +72,48 @@ pub fn init_system() -> Result<(), String> {
         loopback_up();
         boot_mark("loopback up");
     }));
-    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     if let Some(dev) = cmdline
         .split_whitespace()
         .find_map(|w| w.strip_prefix("husk.root="))
     {
         load_modules("root")?;
-        switch_to_rootfs(&format!("/dev/{dev}"))?;
+        switch_to_rootfs(&format!("/dev/{dev}"), &sizes)?;
     }
     Ok(())
+}
+
+/// Sizes of the tmpfs mounts, from `husk.tmpfs=/dir:MiB,…` on the kernel
+/// command line (the host's split of `disk_mb`). A mount it does not name
+/// gets the kernel's default (half of the guest's RAM).
+#[derive(Debug, Default, PartialEq)]
+struct TmpfsSizes(Vec<(String, u32)>);
+
+impl TmpfsSizes {
+    fn from_cmdline(cmdline: &str) -> TmpfsSizes {
+        let Some(list) = cmdline
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("husk.tmpfs="))
+        else {
+            return TmpfsSizes::default();
+        };
+        let sizes = list
+            .split(',')
+            .filter_map(|item| {
+                let (dir, mb) = item.split_once(':')?;
+                Some((dir.to_string(), mb.parse().ok().filter(|&m| m > 0)?))
+            })
+            .collect();
+        TmpfsSizes(sizes)
+    }
+
+    /// Mount options for the tmpfs on `dir`: `opts` plus its size.
+    fn options(&self, dir: &str, opts: &str) -> String {
+        match self.0.iter().find(|(d, _)| d == dir) {
+            Some((_, mb)) if opts.is_empty() => format!("size={mb}m"),
+            Some((_, mb)) => format!("{opts},size={mb}m"),
+            None => opts.to_string(),
+        }
+    }
 }
 
 static LOOPBACK: std::sync::Mutex<Option<std::thread::JoinHandle<()>>> =
@@ -98,7 +141,7 @@ pub fn boot_mark(phase: &str) {
 /// Makes a read-only ext4 disk, under a tmpfs overlay, the root: the
 /// sandbox may write anywhere, the image stays untouched. The already
 /// mounted filesystems move along; the guest keeps running from memory.
-fn switch_to_rootfs(dev: &str) -> Result<(), String> {
+fn switch_to_rootfs(dev: &str, sizes: &TmpfsSizes) -> Result<(), String> {
     let start = Instant::now();
     while !Path::new(dev).exists() {
         if start.elapsed() > Duration::from_secs(10) {
@@ -107,7 +150,8 @@ fn switch_to_rootfs(dev: &str) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(5));
     }
     mount_fs(dev, "/.lower", "ext4", MountFlags::RDONLY, "")?;
-    mount_fs("tmpfs", "/.rw", "tmpfs", MountFlags::empty(), "mode=0755")?;
+    let rw = sizes.options("/.rw", "mode=0755");
+    mount_fs("tmpfs", "/.rw", "tmpfs", MountFlags::empty(), &rw)?;
     for d in ["/.rw/upper", "/.rw/work"] {
         rustix::fs::mkdir(d, Mode::from_raw_mode(0o755)).map_err(|e| format!("mkdir {d}: {e}"))?;
     }
@@ -281,4 +325,26 @@ pub fn power_off() -> ! {
     rustix::fs::sync();
     let _ = rustix::system::reboot(rustix::system::RebootCommand::PowerOff);
     std::process::exit(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tmpfs_sizes_from_the_kernel_command_line() {
+        let sizes = TmpfsSizes::from_cmdline(
+            "console=ttyS0 husk.tmpfs=/workspace:16,/tmp:8,/bad,/run:x,/.rw:0 quiet",
+        );
+        assert_eq!(
+            sizes.options("/workspace", "mode=0755"),
+            "mode=0755,size=16m"
+        );
+        assert_eq!(sizes.options("/tmp", ""), "size=8m");
+        // Unnamed, malformed or zero: the kernel's default.
+        assert_eq!(sizes.options("/run", "mode=0755"), "mode=0755");
+        assert_eq!(sizes.options("/.rw", "mode=0755"), "mode=0755");
+        assert_eq!(sizes.options("/home/sandbox", "m"), "m");
+        assert_eq!(TmpfsSizes::from_cmdline("quiet"), TmpfsSizes::default());
+    }
 }

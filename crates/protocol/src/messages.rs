@@ -146,7 +146,9 @@ pub enum GuestMsg {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
-    Exited(ExitStatus),
+    /// A process ended (protocol version 1 form, without the cause; a
+    /// version 2 guest sends [`GuestMsg::Finished`] instead).
+    Exited(ExitStatusV1),
     FileData {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
@@ -157,6 +159,10 @@ pub enum GuestMsg {
     Done,
     Pong,
     Error(ErrorReply),
+    /// A process ended, with what is known of why. Protocol version 2 and
+    /// later; replaces `Exited` (the reply to a streamed `Exec` and to
+    /// `Wait`).
+    Finished(ExitStatus),
 }
 
 /// Accepted session.
@@ -178,6 +184,11 @@ pub enum Stream {
 }
 
 /// How a process ended.
+///
+/// postcard is not self-describing: a field added here changes the bytes of
+/// every message that carries it, so this struct travels only in
+/// [`GuestMsg::Finished`] (protocol version 2); version 1's
+/// [`GuestMsg::Exited`] keeps its own frozen layout, [`ExitStatusV1`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExitStatus {
     /// Exit code when the process exited normally.
@@ -187,6 +198,80 @@ pub struct ExitStatus {
     /// The guest killed it because its timeout passed.
     pub timed_out: bool,
     pub duration_ms: u64,
+    /// Why it ended, as far as the guest can tell.
+    pub cause: ExitCause,
+}
+
+/// The protocol version 1 layout of [`ExitStatus`] (no cause). Frozen:
+/// never change it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatusV1 {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub duration_ms: u64,
+}
+
+impl From<ExitStatusV1> for ExitStatus {
+    fn from(s: ExitStatusV1) -> ExitStatus {
+        ExitStatus {
+            code: s.code,
+            signal: s.signal,
+            timed_out: s.timed_out,
+            duration_ms: s.duration_ms,
+            cause: ExitCause::Unknown,
+        }
+    }
+}
+
+impl From<ExitStatus> for ExitStatusV1 {
+    fn from(s: ExitStatus) -> ExitStatusV1 {
+        ExitStatusV1 {
+            code: s.code,
+            signal: s.signal,
+            timed_out: s.timed_out,
+            duration_ms: s.duration_ms,
+        }
+    }
+}
+
+/// Why a process ended, beyond its code or signal.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitCause {
+    /// Nothing more is known (including: the peer speaks protocol 1).
+    #[default]
+    Unknown,
+    /// The kernel's OOM killer killed it, or a process of its group
+    /// (micro-VM: the guest kernel's `oom_kill` count rose while it ran and
+    /// it ended by SIGKILL, or with 137 from a shell whose child was).
+    OutOfMemory {
+        /// The memory it ran under (micro-VM: guest RAM), when known.
+        limit_mb: Option<u32>,
+    },
+    /// It failed and said on stderr what programs say when an allocation
+    /// fails ("Cannot allocate memory", "memory exhausted", "out of
+    /// memory", …): likely, not certain, the memory limit (namespace: a
+    /// per-process data limit).
+    PossiblyOutOfMemory { limit_mb: Option<u32> },
+}
+
+impl ExitCause {
+    /// In words, for people: `None` when nothing is known.
+    pub fn describe(&self) -> Option<String> {
+        let limit = |l: &Option<u32>| match l {
+            Some(mb) => format!(" (limit {mb} MiB)"),
+            None => String::new(),
+        };
+        match self {
+            ExitCause::Unknown => None,
+            ExitCause::OutOfMemory { limit_mb } => {
+                Some(format!("killed: out of memory{}", limit(limit_mb)))
+            }
+            ExitCause::PossiblyOutOfMemory { limit_mb } => {
+                Some(format!("possibly out of memory{}", limit(limit_mb)))
+            }
+        }
+    }
 }
 
 impl ExitStatus {
@@ -262,10 +347,78 @@ pub enum ErrorKind {
     Unsupported,
     /// Any other I/O error.
     Io,
+    /// A file RPC met something that is not a regular file (a FIFO, a
+    /// socket, a device) where it reads or writes file contents. Protocol
+    /// version 2 and later; a version 1 peer is sent `Io` instead.
+    NotRegularFile,
+}
+
+impl ErrorKind {
+    /// The kind to send to a peer that agreed on protocol `version`: kinds
+    /// newer than the version become [`ErrorKind::Io`] (the message still
+    /// says what happened).
+    pub fn for_version(self, version: u16) -> ErrorKind {
+        match self {
+            ErrorKind::NotRegularFile if version < 2 => ErrorKind::Io,
+            other => other,
+        }
+    }
 }
 
 impl std::fmt::Display for ErrorReply {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The version 1 `Exited` frame, byte for byte as protocol 1 peers
+    /// send and expect it: adding the cause must not have changed it.
+    #[test]
+    fn version_1_exit_layout_is_unchanged() {
+        let msg = GuestMsg::Exited(ExitStatusV1 {
+            code: Some(3),
+            signal: None,
+            timed_out: true,
+            duration_ms: 300,
+        });
+        let bytes = postcard::to_allocvec(&msg).unwrap();
+        // variant 4, Some(zigzag 3 = 6), None, true, varint 300.
+        assert_eq!(bytes, [4, 1, 6, 0, 1, 0xac, 0x02]);
+        let v2 = GuestMsg::Finished(ExitStatus {
+            cause: ExitCause::OutOfMemory {
+                limit_mb: Some(256),
+            },
+            ..ExitStatus::default()
+        });
+        let back: GuestMsg = postcard::from_bytes(&postcard::to_allocvec(&v2).unwrap()).unwrap();
+        assert_eq!(back, v2);
+    }
+
+    #[test]
+    fn causes_in_words() {
+        let oom = ExitCause::OutOfMemory {
+            limit_mb: Some(256),
+        };
+        assert_eq!(
+            oom.describe().unwrap(),
+            "killed: out of memory (limit 256 MiB)"
+        );
+        let maybe = ExitCause::PossiblyOutOfMemory { limit_mb: None };
+        assert_eq!(maybe.describe().unwrap(), "possibly out of memory");
+        assert_eq!(ExitCause::Unknown.describe(), None);
+    }
+
+    #[test]
+    fn newer_error_kinds_are_downgraded_for_older_peers() {
+        assert_eq!(ErrorKind::NotRegularFile.for_version(1), ErrorKind::Io);
+        assert_eq!(
+            ErrorKind::NotRegularFile.for_version(2),
+            ErrorKind::NotRegularFile
+        );
+        assert_eq!(ErrorKind::NotFound.for_version(1), ErrorKind::NotFound);
     }
 }

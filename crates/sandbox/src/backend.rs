@@ -50,6 +50,10 @@ pub struct SandboxConfig {
     /// Memory limit (namespace: per-process data limit unless cgroups are
     /// delegated; micro-VM: guest RAM).
     pub memory_mb: u32,
+    /// Writable storage, in MiB. Every writable filesystem of a sandbox is
+    /// a tmpfs (host RAM for namespace sandboxes, guest RAM for micro-VMs);
+    /// [`SandboxConfig::disk_split`] says how this is divided among them.
+    pub disk_mb: u32,
     /// CPUs (namespace: CPU affinity; micro-VM: vCPUs).
     pub vcpus: u32,
     /// Most processes the sandbox user may have at once.
@@ -70,12 +74,17 @@ pub struct SandboxConfig {
     pub present_secret: Option<Secret>,
     /// Seconds to wait for the guest's handshake.
     pub start_timeout_secs: u64,
+    /// Seconds the guest gets to answer a call it answers at once (file
+    /// RPCs, stat, ping, signal, the start of an exec) before the call fails
+    /// with `SandboxError::Timeout` (see `Client::rpc_timeout`).
+    pub rpc_timeout_secs: u64,
 }
 
 impl Default for SandboxConfig {
     fn default() -> Self {
         SandboxConfig {
             memory_mb: 1024,
+            disk_mb: DEFAULT_DISK_MB,
             vcpus: 1,
             max_processes: 1024,
             network: false,
@@ -85,11 +94,69 @@ impl Default for SandboxConfig {
             guest_binary: None,
             present_secret: None,
             start_timeout_secs: 10,
+            rpc_timeout_secs: crate::client::DEFAULT_RPC_TIMEOUT.as_secs(),
         }
     }
 }
 
+/// Default [`SandboxConfig::disk_mb`].
+pub const DEFAULT_DISK_MB: u32 = 1024;
+/// Smallest [`SandboxConfig::disk_mb`].
+pub const MIN_DISK_MB: u32 = 8;
+
+/// Sizes, in MiB, of a sandbox's writable in-memory filesystems, from
+/// [`SandboxConfig::disk_mb`]. Both backends size their tmpfs mounts with
+/// it, so one `disk_mb` means the same everywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskSplit {
+    /// `/workspace`: all of `disk_mb`.
+    pub workspace_mb: u32,
+    /// `/tmp`: half of `disk_mb`.
+    pub tmp_mb: u32,
+    /// `/home/sandbox`: half of `disk_mb` (namespace: plus the size of the
+    /// host files copied into it).
+    pub home_mb: u32,
+    /// `/dev/shm`: half of `disk_mb`, at most 64.
+    pub shm_mb: u32,
+    /// `/run`: fixed and small (the guest's own files).
+    pub run_mb: u32,
+    /// Micro-VM with a rootfs image: the overlay that takes writes to the
+    /// rest of the root filesystem; half of `disk_mb`.
+    pub overlay_mb: u32,
+}
+
+impl DiskSplit {
+    /// The most RAM all of them together can hold.
+    pub fn total_mb(&self) -> u64 {
+        [
+            self.workspace_mb,
+            self.tmp_mb,
+            self.home_mb,
+            self.shm_mb,
+            self.run_mb,
+            self.overlay_mb,
+        ]
+        .iter()
+        .map(|&m| u64::from(m))
+        .sum()
+    }
+}
+
 impl SandboxConfig {
+    /// How [`SandboxConfig::disk_mb`] is divided among the sandbox's
+    /// writable filesystems.
+    pub fn disk_split(&self) -> DiskSplit {
+        let half = (self.disk_mb / 2).max(1);
+        DiskSplit {
+            workspace_mb: self.disk_mb,
+            tmp_mb: half,
+            home_mb: half,
+            shm_mb: half.min(64),
+            run_mb: 8,
+            overlay_mb: half,
+        }
+    }
+
     /// Checks limits every backend shares.
     pub fn validate(&self) -> Result<()> {
         use crate::error::SandboxError::Config;
@@ -97,6 +164,12 @@ impl SandboxConfig {
             return Err(Config(format!(
                 "memory_mb must be at least 64, got {}",
                 self.memory_mb
+            )));
+        }
+        if self.disk_mb < MIN_DISK_MB {
+            return Err(Config(format!(
+                "disk_mb must be at least {MIN_DISK_MB}, got {}",
+                self.disk_mb
             )));
         }
         if self.vcpus == 0 || self.vcpus > 64 {
@@ -124,6 +197,9 @@ impl SandboxConfig {
                     m.host.display()
                 )));
             }
+        }
+        if self.rpc_timeout_secs == 0 {
+            return Err(Config("rpc_timeout_secs must be at least 1".into()));
         }
         for (k, _) in &self.env {
             if k.is_empty() || k.contains('=') || k.contains('\0') {
@@ -195,6 +271,7 @@ impl Sandbox {
         info: SandboxInfo,
         config: &SandboxConfig,
     ) -> Self {
+        client.set_rpc_timeout(std::time::Duration::from_secs(config.rpc_timeout_secs));
         Sandbox {
             client,
             control,
@@ -243,5 +320,43 @@ impl Sandbox {
     pub async fn stop(mut self) -> Result<()> {
         self.stopped = true;
         self.control.stop(&self.client).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_mb_split_and_bounds() {
+        let cfg = SandboxConfig {
+            disk_mb: 16,
+            ..SandboxConfig::default()
+        };
+        let d = cfg.disk_split();
+        assert_eq!(
+            (
+                d.workspace_mb,
+                d.tmp_mb,
+                d.home_mb,
+                d.shm_mb,
+                d.run_mb,
+                d.overlay_mb
+            ),
+            (16, 8, 8, 8, 8, 8)
+        );
+        let big = SandboxConfig::default().disk_split();
+        assert_eq!((big.workspace_mb, big.shm_mb), (1024, 64));
+        assert_eq!(big.total_mb(), 1024 + 3 * 512 + 64 + 8);
+        let err = SandboxConfig {
+            disk_mb: 4,
+            ..SandboxConfig::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("disk_mb must be at least 8"),
+            "{err}"
+        );
     }
 }

@@ -4,10 +4,20 @@
 //! of concurrent calls over it: each call gets a fresh request id and a
 //! private queue that the reader task fills with the guest's replies for that
 //! id. Cloning a client is cheap; all clones share the stream.
+//!
+//! Every wait on the guest ends: a request that cannot be encoded fails at
+//! once (it is encoded before it is queued), calls the guest answers at once
+//! (file RPCs, stat, ping, signal, the start of an exec) fail with
+//! [`SandboxError::Timeout`] after [`Client::rpc_timeout`], and a closed
+//! channel fails every call. What may legitimately take long (a process's
+//! output, `wait`, stdin a process is slow to read) is bounded by the
+//! process (its `timeout_ms`) and cancellable: every future here may be
+//! dropped, and [`Process::next`] loses nothing when it is.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use husk_protocol::{
     DirEntry, Envelope, ExecRequest, ExitStatus, FileStat, FrameReader, GuestMsg, Hello, HostMsg,
@@ -22,11 +32,21 @@ use crate::error::{Result, SandboxError};
 type Replies = mpsc::UnboundedReceiver<GuestMsg>;
 
 struct Inner {
-    tx: mpsc::Sender<Envelope<HostMsg>>,
+    /// Encoded frames for the writer task. Unbounded so that queueing never
+    /// waits (which keeps [`Process::next`] cancel-safe); every caller but
+    /// output acks waits for its reply, which bounds what can pile up.
+    tx: mpsc::UnboundedSender<Vec<u8>>,
     calls: Mutex<Calls>,
     next_id: AtomicU64,
     welcome: Welcome,
+    /// [`Client::rpc_timeout`] in milliseconds.
+    rpc_timeout_ms: AtomicU64,
 }
+
+/// How long the guest gets to answer a call it answers at once (file RPCs,
+/// stat, ping, signal, starting an exec) unless
+/// [`Client::set_rpc_timeout`] says otherwise.
+pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 struct Calls {
@@ -35,10 +55,10 @@ struct Calls {
     closed: Option<String>,
 }
 
-/// A connected, authenticated control channel.
 /// Chunks of one file write in flight at once.
 pub const WRITE_WINDOW: usize = 8;
 
+/// A connected, authenticated control channel.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -117,12 +137,13 @@ impl Client {
             }
             Err(e) => return Err(SandboxError::Closed(format!("handshake: {e}"))),
         };
-        let (tx, rx) = mpsc::channel(256);
+        let (tx, rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             tx,
             calls: Mutex::new(Calls::default()),
             next_id: AtomicU64::new(1),
             welcome,
+            rpc_timeout_ms: AtomicU64::new(DEFAULT_RPC_TIMEOUT.as_millis() as u64),
         });
         tokio::spawn(write_loop(wr, rx));
         tokio::spawn(read_loop(frames, inner.clone()));
@@ -132,6 +153,19 @@ impl Client {
     /// What the guest said about itself in the handshake.
     pub fn welcome(&self) -> &Welcome {
         &self.inner.welcome
+    }
+
+    /// How long the guest gets to answer a call it answers at once.
+    pub fn rpc_timeout(&self) -> Duration {
+        Duration::from_millis(self.inner.rpc_timeout_ms.load(Ordering::Relaxed))
+    }
+
+    /// Sets [`Client::rpc_timeout`] for this client and all its clones.
+    pub fn set_rpc_timeout(&self, timeout: Duration) {
+        let ms = u64::try_from(timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        self.inner.rpc_timeout_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Whether the control channel has ended.
@@ -161,12 +195,13 @@ impl Client {
         ))
     }
 
-    async fn send(&self, id: u64, msg: HostMsg) -> Result<()> {
-        self.inner
-            .tx
-            .send(Envelope { id, msg })
-            .await
-            .map_err(|_| self.closed_error())
+    /// Encodes and queues one frame. A frame that cannot be encoded (over
+    /// the size limit) is refused here, to its caller, instead of being
+    /// dropped by the writer with its caller left waiting for a reply.
+    fn send(&self, id: u64, msg: HostMsg) -> Result<()> {
+        let mut frame = Vec::new();
+        encode_frame(&Envelope { id, msg }, &mut frame).map_err(SandboxError::Encode)?;
+        self.inner.tx.send(frame).map_err(|_| self.closed_error())
     }
 
     fn closed_error(&self) -> SandboxError {
@@ -187,11 +222,33 @@ impl Client {
         }
     }
 
-    /// One request, one reply.
+    /// One request, one reply, however long the reply takes.
     async fn call(&self, msg: HostMsg) -> Result<GuestMsg> {
         let (id, mut rx, _guard) = self.open_call()?;
-        self.send(id, msg).await?;
+        self.send(id, msg)?;
         self.recv(&mut rx).await
+    }
+
+    /// `fut` (a wait for a reply the guest gives at once), bounded by
+    /// [`Client::rpc_timeout`].
+    async fn bounded<T>(
+        &self,
+        what: impl FnOnce() -> String,
+        fut: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let after = self.rpc_timeout();
+        match tokio::time::timeout(after, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(SandboxError::Timeout {
+                what: what(),
+                after,
+            }),
+        }
+    }
+
+    /// One request answered at once, bounded by [`Client::rpc_timeout`].
+    async fn call_bounded(&self, what: impl FnOnce() -> String, msg: HostMsg) -> Result<GuestMsg> {
+        self.bounded(what, self.call(msg)).await
     }
 
     async fn call_done(&self, msg: HostMsg) -> Result<()> {
@@ -201,12 +258,23 @@ impl Client {
         }
     }
 
+    async fn call_done_bounded(&self, what: impl FnOnce() -> String, msg: HostMsg) -> Result<()> {
+        match self.call_bounded(what, msg).await? {
+            GuestMsg::Done => Ok(()),
+            other => Err(unexpected("Done", &other)),
+        }
+    }
+
     /// Starts a process. Streamed processes yield their output through the
     /// returned [`Process`]; detached ones are collected with [`Client::wait`].
     pub async fn exec(&self, req: &ExecRequest) -> Result<Process> {
         let (id, mut rx, guard) = self.open_call()?;
-        self.send(id, HostMsg::Exec(req.clone())).await?;
-        match self.recv(&mut rx).await? {
+        self.send(id, HostMsg::Exec(req.clone()))?;
+        let program = || {
+            let name = req.argv.first().map(String::as_str).unwrap_or("");
+            format!("the start of {name:?}")
+        };
+        match self.bounded(program, self.recv(&mut rx)).await? {
             GuestMsg::Started { pid } => Ok(Process {
                 client: self.clone(),
                 id,
@@ -238,7 +306,8 @@ impl Client {
     /// Waits for a process (detached or not) to end.
     pub async fn wait(&self, process: u64) -> Result<ExitStatus> {
         match self.call(HostMsg::Wait { process }).await? {
-            GuestMsg::Exited(s) => Ok(s),
+            GuestMsg::Finished(s) => Ok(s),
+            GuestMsg::Exited(s) => Ok(s.into()),
             other => Err(unexpected("Exited", &other)),
         }
     }
@@ -263,7 +332,9 @@ impl Client {
 
     /// Signals a running process's process group.
     pub async fn signal(&self, process: u64, signal: i32) -> Result<()> {
-        self.call_done(HostMsg::Signal { process, signal }).await
+        let what = || format!("signal {signal} to process {process}");
+        self.call_done_bounded(what, HostMsg::Signal { process, signal })
+            .await
     }
 
     /// Reads a whole file, refusing files over `limit` bytes.
@@ -275,7 +346,8 @@ impl Client {
                 offset: data.len() as u64,
                 len: MAX_DATA_CHUNK as u32,
             };
-            match self.call(msg).await? {
+            let what = || format!("a read of {path}");
+            match self.call_bounded(what, msg).await? {
                 GuestMsg::FileData { data: chunk, eof } => {
                     data.extend_from_slice(&chunk);
                     if data.len() as u64 > limit {
@@ -309,13 +381,20 @@ impl Client {
                 mode,
                 truncate: last,
             };
+            let what = {
+                let path = path.to_string();
+                move || format!("a write to {path}")
+            };
             if offset == 0 && !last {
                 // The first chunk creates the file: let it land alone.
-                self.call_done(HostMsg::WriteFile(chunk)).await?;
+                self.call_done_bounded(what, HostMsg::WriteFile(chunk))
+                    .await?;
             } else {
                 let client = self.clone();
                 in_flight.push_back(tokio::spawn(async move {
-                    client.call_done(HostMsg::WriteFile(chunk)).await
+                    client
+                        .call_done_bounded(what, HostMsg::WriteFile(chunk))
+                        .await
                 }));
             }
             if in_flight.len() >= WRITE_WINDOW || last {
@@ -335,11 +414,12 @@ impl Client {
     }
 
     pub async fn stat(&self, path: &str, follow_symlinks: bool) -> Result<FileStat> {
+        let msg = HostMsg::Stat {
+            path: path.into(),
+            follow_symlinks,
+        };
         match self
-            .call(HostMsg::Stat {
-                path: path.into(),
-                follow_symlinks,
-            })
+            .call_bounded(|| format!("a stat of {path}"), msg)
             .await?
         {
             GuestMsg::Stat(s) => Ok(s),
@@ -349,15 +429,20 @@ impl Client {
 
     /// `mkdir -p` with mode 0755.
     pub async fn mkdir_p(&self, path: &str) -> Result<()> {
-        self.call_done(HostMsg::MakeDir {
+        let msg = HostMsg::MakeDir {
             path: path.into(),
             mode: 0o755,
-        })
-        .await
+        };
+        self.call_done_bounded(|| format!("mkdir -p {path}"), msg)
+            .await
     }
 
     pub async fn list_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
-        match self.call(HostMsg::ListDir { path: path.into() }).await? {
+        let msg = HostMsg::ListDir { path: path.into() };
+        match self
+            .call_bounded(|| format!("a listing of {path}"), msg)
+            .await?
+        {
             GuestMsg::Entries(e) => Ok(e),
             other => Err(unexpected("Entries", &other)),
         }
@@ -365,7 +450,7 @@ impl Client {
 
     /// One round trip.
     pub async fn ping(&self) -> Result<()> {
-        match self.call(HostMsg::Ping).await? {
+        match self.call_bounded(|| "ping".into(), HostMsg::Ping).await? {
             GuestMsg::Pong => Ok(()),
             other => Err(unexpected("Pong", &other)),
         }
@@ -439,6 +524,10 @@ impl Process {
     }
 
     /// The next piece of output, or the exit status (always last).
+    ///
+    /// Cancel-safe: its only wait is for the next reply, which stays queued
+    /// if the future is dropped (as `tokio::select!` does with the branches
+    /// that lose), so no output and no exit status is ever lost.
     pub async fn next(&mut self) -> Result<ProcessEvent> {
         match self.client.recv(&mut self.rx).await? {
             GuestMsg::Output { stream, data } => {
@@ -446,19 +535,17 @@ impl Process {
                     process: self.id,
                     bytes: data.len() as u32,
                 };
-                // Credit goes back as soon as the consumer has the bytes.
-                let _ = self
-                    .client
-                    .inner
-                    .tx
-                    .send(Envelope { id: 0, msg: ack })
-                    .await;
+                // Credit goes back as soon as the consumer has the bytes;
+                // queueing it never waits, so nothing here can be cut
+                // short between taking the bytes and returning them.
+                let _ = self.client.send(0, ack);
                 Ok(match stream {
                     Stream::Stdout => ProcessEvent::Stdout(data),
                     Stream::Stderr => ProcessEvent::Stderr(data),
                 })
             }
-            GuestMsg::Exited(s) => Ok(ProcessEvent::Exit(s)),
+            GuestMsg::Finished(s) => Ok(ProcessEvent::Exit(s)),
+            GuestMsg::Exited(s) => Ok(ProcessEvent::Exit(s.into())),
             other => Err(unexpected("Output or Exited", &other)),
         }
     }
@@ -476,15 +563,14 @@ impl Process {
     }
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Envelope<HostMsg>>) {
+/// Writes queued frames, batching whatever is queued into one write.
+async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
     let mut buf = Vec::with_capacity(64 * 1024);
-    while let Some(env) = rx.recv().await {
-        let _ = encode_frame(&env, &mut buf);
+    while let Some(frame) = rx.recv().await {
+        buf.extend_from_slice(&frame);
         while buf.len() < 256 * 1024 {
             match rx.try_recv() {
-                Ok(env) => {
-                    let _ = encode_frame(&env, &mut buf);
-                }
+                Ok(frame) => buf.extend_from_slice(&frame),
                 Err(_) => break,
             }
         }
@@ -511,4 +597,201 @@ async fn read_loop<R: AsyncRead + Unpin>(mut frames: FrameReader<R>, inner: Arc<
     let mut calls = inner.calls.lock().expect("calls lock");
     calls.closed = Some(reason);
     calls.open.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use husk_protocol::{FrameError, MAX_FRAME_LEN, write_frame};
+    use tokio::io::{DuplexStream, ReadHalf, WriteHalf};
+
+    /// The guest end of an in-memory channel, after the handshake.
+    struct FakeGuest {
+        frames: FrameReader<ReadHalf<DuplexStream>>,
+        wr: WriteHalf<DuplexStream>,
+    }
+
+    impl FakeGuest {
+        async fn read(&mut self) -> Envelope<HostMsg> {
+            self.frames.read().await.unwrap().unwrap()
+        }
+
+        async fn send(&mut self, id: u64, msg: GuestMsg) {
+            write_frame(&mut self.wr, &Envelope { id, msg })
+                .await
+                .unwrap();
+        }
+    }
+
+    /// A client connected to a fake guest over a pipe of `buf` bytes.
+    async fn connected(buf: usize) -> (Client, FakeGuest) {
+        let (host, guest) = tokio::io::duplex(buf);
+        let guest = tokio::spawn(async move {
+            let (rd, wr) = tokio::io::split(guest);
+            let mut g = FakeGuest {
+                frames: FrameReader::new(rd),
+                wr,
+            };
+            let hello = g.read().await;
+            assert!(matches!(hello.msg, HostMsg::Hello(_)), "{hello:?}");
+            let welcome = Welcome {
+                version: PROTOCOL_VERSION_MAX,
+                agent_version: "fake".into(),
+                kernel: "fake".into(),
+                uid: 1000,
+            };
+            g.send(hello.id, GuestMsg::Welcome(welcome)).await;
+            g
+        });
+        let client = Client::connect(host, &Secret([7; 32]), Vec::new())
+            .await
+            .unwrap();
+        (client, guest.await.unwrap())
+    }
+
+    /// Fails the test instead of hanging it.
+    async fn within_20s<T>(fut: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(20), fut)
+            .await
+            .expect("the call never returned")
+    }
+
+    #[tokio::test]
+    async fn requests_too_large_to_encode_fail_instead_of_waiting_forever() {
+        let (client, mut guest) = connected(64 * 1024).await;
+        let huge = "x".repeat(MAX_FRAME_LEN + 1);
+        let err = within_20s(client.exec(&ExecRequest::new(["echo", huge.as_str()])))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, SandboxError::Encode(FrameError::TooLarge { .. })),
+            "{err}"
+        );
+        assert!(
+            err.to_string().starts_with("request not sent: frame of"),
+            "{err}"
+        );
+        let long_path = format!("/workspace/{huge}");
+        let err = within_20s(client.write_file(&long_path, b"x", 0o644))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SandboxError::Encode(_)), "{err}");
+        // Nothing was sent: the next frame the guest sees is the ping.
+        let answer = tokio::spawn(async move {
+            let env = guest.read().await;
+            assert_eq!(env.msg, HostMsg::Ping);
+            guest.send(env.id, GuestMsg::Pong).await;
+            guest
+        });
+        within_20s(client.ping()).await.unwrap();
+        answer.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_a_silent_guest_never_answers_time_out() {
+        let (client, guest) = connected(1 << 20).await;
+        client.set_rpc_timeout(Duration::from_secs(5));
+        let timed_out = |r: Result<()>, what: &str| match r {
+            Err(SandboxError::Timeout { what: w, after }) => {
+                assert!(w.contains(what), "{w}");
+                assert_eq!(after, Duration::from_secs(5));
+            }
+            other => panic!("{what}: expected a timeout, got {other:?}"),
+        };
+        let c = &client;
+        timed_out(
+            within_20s(c.stat("/workspace/a", true)).await.map(drop),
+            "/workspace/a",
+        );
+        timed_out(
+            within_20s(c.read_file("/workspace/b", 10)).await.map(drop),
+            "/workspace/b",
+        );
+        timed_out(
+            within_20s(c.write_file("/workspace/c", b"x", 0o644)).await,
+            "/workspace/c",
+        );
+        let big = vec![0u8; 3 * MAX_DATA_CHUNK];
+        timed_out(
+            within_20s(c.write_file("/workspace/d", &big, 0o644)).await,
+            "/workspace/d",
+        );
+        timed_out(
+            within_20s(c.list_dir("/workspace")).await.map(drop),
+            "/workspace",
+        );
+        timed_out(within_20s(c.mkdir_p("/workspace/e")).await, "/workspace/e");
+        timed_out(within_20s(c.ping()).await, "ping");
+        timed_out(within_20s(c.signal(3, 15)).await, "signal 15");
+        let req = ExecRequest::new(["true"]);
+        timed_out(within_20s(c.exec(&req)).await.map(drop), "\"true\"");
+        drop(guest);
+    }
+
+    /// `Process::next` raced in `select!` against a branch that is always
+    /// ready: every time `next()` waits, it is dropped. The fake
+    /// guest never reads, so the host's writes back up (as with a guest
+    /// that is busy); whatever `next()` had taken when dropped would be
+    /// lost if it were not cancel-safe.
+    #[tokio::test]
+    async fn dropping_next_loses_no_output() {
+        const LINES: usize = 3000;
+        let (client, mut guest) = connected(4096).await;
+        let flood = tokio::spawn(async move {
+            let exec = guest.read().await;
+            assert!(matches!(exec.msg, HostMsg::Exec(_)), "{exec:?}");
+            guest.send(exec.id, GuestMsg::Started { pid: 2 }).await;
+            for i in 0..LINES {
+                let data = format!("line {i}\n").into_bytes();
+                let msg = GuestMsg::Output {
+                    stream: Stream::Stdout,
+                    data,
+                };
+                guest.send(exec.id, msg).await;
+                // Let the host catch up now and then, so `next()` also
+                // finds nothing queued and waits (and is dropped).
+                if i % 7 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            let status = ExitStatus {
+                code: Some(0),
+                ..ExitStatus::default()
+            };
+            guest.send(exec.id, GuestMsg::Finished(status)).await;
+            // Keep the guest's end open (and unread) until the test ends.
+            guest
+        });
+        let mut p = within_20s(client.exec(&ExecRequest::new(["flood"])))
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut dropped = 0usize;
+        let status = within_20s(async {
+            loop {
+                tokio::select! {
+                    biased;
+                    ev = p.next() => match ev.unwrap() {
+                        ProcessEvent::Stdout(d) => got.extend(d),
+                        ProcessEvent::Stderr(_) => {}
+                        ProcessEvent::Exit(s) => break s,
+                    },
+                    // Ready at once: a `next()` that waits is dropped.
+                    _ = std::future::ready(()) => {
+                        dropped += 1;
+                        tokio::task::yield_now().await;
+                    }
+                }
+            }
+        })
+        .await;
+        let want: String = (0..LINES).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(status.code, Some(0));
+        assert!(
+            dropped > 0,
+            "next() was never dropped: the test proves nothing"
+        );
+        assert_eq!(String::from_utf8_lossy(&got), want);
+        drop(flood.await.unwrap());
+    }
 }

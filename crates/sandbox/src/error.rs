@@ -47,6 +47,17 @@ pub enum SandboxError {
     /// An output limit of a host-side collector was hit.
     #[error("{0}")]
     TooLarge(String),
+    /// A request could not be encoded (it is over the frame size limit);
+    /// nothing was sent.
+    #[error("request not sent: {0}")]
+    Encode(#[source] husk_protocol::FrameError),
+    /// The guest did not answer a call it answers at once in time (see
+    /// `Client::rpc_timeout`).
+    #[error("the guest did not answer {what} within {after:?}")]
+    Timeout {
+        what: String,
+        after: std::time::Duration,
+    },
 }
 
 fn detail_suffix(detail: &str) -> String {

@@ -1,7 +1,9 @@
 //! The namespace backend: bubblewrap puts the guest agent in fresh user,
 //! pid, ipc, uts, mount, cgroup and (unless networking is asked for) network
 //! namespaces, as PID 1, with a read-only view of the host's system
-//! directories and private writable `/workspace`, `/tmp`, `/home/sandbox`.
+//! directories and private writable `/workspace`, `/tmp`, `/home/sandbox`
+//! (tmpfs mounts, sized from `disk_mb` because their pages are host RAM;
+//! the root and `/dev` are read-only).
 //!
 //! The control channel is one end of a socketpair handed to the guest as
 //! file descriptor 3, and the session secret arrives on descriptor 4; so
@@ -54,16 +56,30 @@ static NEXT_CPU: AtomicUsize = AtomicUsize::new(0);
 #[derive(Debug, Clone)]
 pub struct NamespaceBackend {
     bwrap: PathBuf,
+    /// The host uid bubblewrap runs as when husk is root.
+    host_uid: u32,
 }
 
 impl NamespaceBackend {
-    /// Finds bubblewrap; fails with install instructions when it is absent.
+    /// Finds bubblewrap; fails with install instructions when it is absent,
+    /// and with a clear error when `HUSK_SANDBOX_HOST_UID` is not a uid.
     pub fn new() -> Result<Self> {
         let bwrap = host::which("bwrap").ok_or_else(|| SandboxError::MissingTool {
             tool: "bubblewrap (bwrap)",
             hint: "install it with `apt-get install bubblewrap`".into(),
         })?;
-        Ok(NamespaceBackend { bwrap })
+        let host_uid = host_uid(std::env::var_os(HOST_UID_VAR).as_deref())?;
+        check_size_option(&bwrap)?;
+        Ok(NamespaceBackend { bwrap, host_uid })
+    }
+
+    /// Runs bubblewrap as host uid `uid` when husk is root, instead of
+    /// `HUSK_SANDBOX_HOST_UID` or 65534. `RLIMIT_NPROC` counts per host
+    /// uid, so sandboxes that must not share a process limit with others
+    /// (a test of that limit) need their own.
+    pub fn with_host_uid(mut self, uid: u32) -> Self {
+        self.host_uid = uid;
+        self
     }
 
     /// bubblewrap with exactly the sandbox's arguments, running `true`
@@ -91,19 +107,78 @@ impl NamespaceBackend {
             .stdout(Stdio::null());
         if rustix::process::geteuid().is_root() {
             use std::os::unix::process::CommandExt;
-            let uid = Self::unprivileged_uid();
-            cmd.uid(uid).gid(uid);
+            cmd.uid(self.host_uid).gid(self.host_uid);
         }
         cmd
     }
+}
 
-    /// The host uid bubblewrap runs as when husk is root.
-    fn unprivileged_uid() -> u32 {
-        std::env::var("HUSK_SANDBOX_HOST_UID")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(DEFAULT_UNPRIVILEGED_UID)
+/// Sizing tmpfs mounts (`--size`, bubblewrap 0.7 and later) is how
+/// `disk_mb` is enforced; an older bubblewrap is refused with the reason
+/// rather than failing every start with "Unknown option". Checked once.
+fn check_size_option(bwrap: &Path) -> Result<()> {
+    static VERDICT: std::sync::OnceLock<std::result::Result<(), String>> =
+        std::sync::OnceLock::new();
+    VERDICT
+        .get_or_init(|| {
+            let out = std::process::Command::new(bwrap)
+                .arg("--help")
+                .env_clear()
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| format!("running {} --help: {e}", bwrap.display()))?;
+            let help = String::from_utf8_lossy(&out.stdout);
+            if help.contains("--size") {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} has no --size option (needed to bound each tmpfs by disk_mb); \
+                     install bubblewrap 0.7 or later",
+                    bwrap.display()
+                ))
+            }
+        })
+        .clone()
+        .map_err(|reason| SandboxError::Unavailable {
+            backend: "namespace",
+            reason,
+        })
+}
+
+/// Overrides [`DEFAULT_UNPRIVILEGED_UID`].
+const HOST_UID_VAR: &str = "HUSK_SANDBOX_HOST_UID";
+
+/// The host uid bubblewrap runs as when husk is root, from the value of
+/// `HUSK_SANDBOX_HOST_UID` (`None`: unset). A value that is not a uid is an
+/// error rather than silently ignored; `0` is allowed but warned about,
+/// since the sandbox user then maps to host root.
+fn host_uid(value: Option<&std::ffi::OsStr>) -> Result<u32> {
+    let Some(value) = value else {
+        return Ok(DEFAULT_UNPRIVILEGED_UID);
+    };
+    let bad = || {
+        SandboxError::Config(format!(
+            "{HOST_UID_VAR}={value:?} is not a uid (expected a number from 0 to {})",
+            u32::MAX - 1
+        ))
+    };
+    let uid: u32 = value
+        .to_str()
+        .ok_or_else(bad)?
+        .trim()
+        .parse()
+        .map_err(|_| bad())?;
+    // (uid_t)-1 means "no change" to setuid(2): never a real uid.
+    if uid == u32::MAX {
+        return Err(bad());
     }
+    if uid == 0 {
+        tracing::warn!(
+            "{HOST_UID_VAR}=0: the sandbox user maps to host root, so root-owned host files \
+             look like the sandbox user's own"
+        );
+    }
+    Ok(uid)
 }
 
 /// The descriptors a sandbox starts with, before they are handed over.
@@ -134,7 +209,7 @@ impl Backend for NamespaceBackend {
             Some(p) => p.clone(),
             None => crate::guest_bin::locate_guest()?,
         };
-        let copied = copied_mounts(config)?;
+        let copied = copied_mounts(config, self.host_uid)?;
         let copied_idx: Vec<usize> = copied.iter().map(|(i, _)| *i).collect();
         let secret = Secret(random_bytes()?);
         let (host_end, guest_end) = std::os::unix::net::UnixStream::pair()
@@ -162,8 +237,7 @@ impl Backend for NamespaceBackend {
             .stderr(stderr);
         cmd.kill_on_drop(true);
         if rustix::process::geteuid().is_root() {
-            let uid = Self::unprivileged_uid();
-            cmd.uid(uid).gid(uid);
+            cmd.uid(self.host_uid).gid(self.host_uid);
         }
         let limits = Limits::from_config(config);
         prepare_child(&mut cmd, handover, limits.clone())?;
@@ -246,16 +320,29 @@ fn bwrap_args(config: &SandboxConfig, guest: &Path, copied: &[usize]) -> Vec<Str
             RootEntry::Link(name, target) => push(&["--symlink", &target, &format!("/{name}")]),
         }
     }
-    push(&["--dev", "/dev", "--proc", "/proc"]);
-    push(&[
-        "--tmpfs",
-        "/tmp",
-        "--tmpfs",
-        "/run",
-        "--tmpfs",
-        "/workspace",
-    ]);
-    push(&["--dir", "/home", "--tmpfs", "/home/sandbox"]);
+    // Every writable filesystem is a tmpfs, whose pages are host RAM:
+    // each gets its share of disk_mb (plus room for the host files copied
+    // onto it), and the ones bubblewrap cannot size (the root and /dev)
+    // are made read-only once set up.
+    push(&["--dev", "/dev", "--proc", "/proc", "--dir", "/home"]);
+    let split = config.disk_split();
+    let copied_bytes = |dir: &str| -> u64 {
+        copied
+            .iter()
+            .filter_map(|&i| config.mounts.get(i))
+            .filter(|m| m.guest.starts_with(&format!("{dir}/")))
+            .map(|m| std::fs::metadata(&m.host).map_or(0, |md| md.len()))
+            .sum()
+    };
+    let mut tmpfs = |dir: &str, mb: u32| {
+        let bytes = u64::from(mb) * 1024 * 1024 + copied_bytes(dir);
+        push(&["--size", &bytes.to_string(), "--tmpfs", dir]);
+    };
+    tmpfs("/tmp", split.tmp_mb);
+    tmpfs("/run", split.run_mb);
+    tmpfs("/workspace", split.workspace_mb);
+    tmpfs("/home/sandbox", split.home_mb);
+    tmpfs("/dev/shm", split.shm_mb);
     if root.join("etc").is_dir() {
         push(&[
             "--ro-bind-data",
@@ -277,6 +364,7 @@ fn bwrap_args(config: &SandboxConfig, guest: &Path, copied: &[usize]) -> Vec<Str
         push(&[how, &m.host.to_string_lossy(), &m.guest]);
     }
     push(&["--ro-bind", &guest.to_string_lossy(), GUEST_PATH]);
+    push(&["--remount-ro", "/dev", "--remount-ro", "/"]);
     push(&["--", GUEST_PATH, "--control-fd", "3", "--secret-fd", "4"]);
     a
 }
@@ -291,11 +379,10 @@ fn bwrap_args(config: &SandboxConfig, guest: &Path, copied: &[usize]) -> Vec<Str
 /// descriptor (`--ro-bind-data`, on the sandbox's tmpfs) instead of
 /// bind-mounting it. Directories and writable mounts stay bind mounts (and
 /// bubblewrap names the path it cannot reach).
-fn copied_mounts(config: &SandboxConfig) -> Result<Vec<(usize, OwnedFd)>> {
+fn copied_mounts(config: &SandboxConfig, uid: u32) -> Result<Vec<(usize, OwnedFd)>> {
     if !rustix::process::geteuid().is_root() {
         return Ok(Vec::new());
     }
-    let uid = NamespaceBackend::unprivileged_uid();
     let mut out = Vec::new();
     for (i, m) in config.mounts.iter().enumerate() {
         if m.writable || !m.host.is_file() || reachable_by(&m.host, uid, uid) {
@@ -545,6 +632,55 @@ mod tests {
         );
         assert!(args.contains("--ro-bind-data 8 /opt/c"), "{args}");
         assert!(!args.contains("/usr/bin/env"), "{args}");
+    }
+
+    /// Log lines written while `f` runs.
+    fn logs_of<T>(f: impl FnOnce() -> T) -> (T, String) {
+        let buf = Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let sink = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || LogSink(sink.clone()))
+            .finish();
+        let out = tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8_lossy(&buf.lock().unwrap()).into_owned();
+        (out, text)
+    }
+
+    struct LogSink(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for LogSink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn host_uid_values() {
+        use std::ffi::OsStr;
+        let (uid, logs) = logs_of(|| host_uid(None).unwrap());
+        assert_eq!((uid, logs.as_str()), (DEFAULT_UNPRIVILEGED_UID, ""));
+        let (uid, logs) = logs_of(|| host_uid(Some(OsStr::new("1234"))).unwrap());
+        assert_eq!((uid, logs.as_str()), (1234, ""));
+        for bad in ["nobody", "-1", "", "12x", "4294967295", "99999999999"] {
+            let err = host_uid(Some(OsStr::new(bad))).unwrap_err();
+            assert!(matches!(err, SandboxError::Config(_)), "{bad}: {err}");
+            let text = err.to_string();
+            assert!(
+                text.contains("HUSK_SANDBOX_HOST_UID") && text.contains("not a uid"),
+                "{text}"
+            );
+        }
+        let (uid, logs) = logs_of(|| host_uid(Some(OsStr::new("0"))).unwrap());
+        assert_eq!(uid, 0);
+        assert!(
+            logs.contains("WARN") && logs.contains("maps to host root"),
+            "{logs}"
+        );
     }
 
     #[test]

@@ -93,3 +93,43 @@ fn rootfs_directory_as_root() {
         let _ = std::fs::remove_dir_all(&dir);
     });
 }
+
+/// A process the guest kernel's OOM killer ends is reported as such, with
+/// the guest's memory; a plain SIGKILL is not.
+#[test]
+fn oom_kills_are_reported() {
+    use husk_sandbox::protocol::{ExecRequest, ExitCause};
+    conformance::run_case(&HARNESS, |_, backend| async move {
+        let config = husk_sandbox::SandboxConfig {
+            memory_mb: 256,
+            ..Default::default()
+        };
+        let sb = backend.start(&config).await.expect("boot");
+        // Many 200 KB strings: no single allocation is refused, so memory
+        // runs out for real and the OOM killer picks awk.
+        let hog = "awk 'BEGIN { for (i = 0; ; i++) a[i] = sprintf(\"%200000s\", i) }'";
+        let mut req = ExecRequest::new(["sh", "-c", hog]);
+        req.timeout_ms = Some(120_000);
+        let out = sb.client().run(&req, 1 << 20).await.unwrap();
+        let st = &out.status;
+        let detail = format!("{st:?} {}", String::from_utf8_lossy(&out.stderr));
+        assert!(!st.timed_out, "{detail}");
+        assert_eq!(st.shell_code(), 137, "{detail}");
+        assert_eq!(
+            st.cause,
+            ExitCause::OutOfMemory {
+                limit_mb: Some(256)
+            },
+            "{detail}"
+        );
+        assert_eq!(
+            st.cause.describe().unwrap(),
+            "killed: out of memory (limit 256 MiB)"
+        );
+        // A SIGKILL with no OOM kill behind it says nothing more.
+        let out = conformance::sh(&sb, "kill -9 $$").await;
+        assert_eq!(out.status.signal, Some(9));
+        assert_eq!(out.status.cause, ExitCause::Unknown);
+        sb.stop().await.unwrap();
+    });
+}

@@ -57,6 +57,9 @@ fn rlimits_limit_processes_and_memory() {
         eprintln!("SKIP: bubblewrap is not installed");
         return;
     };
+    // RLIMIT_NPROC counts every process of the host uid, so the other
+    // cases' sandboxes (uid 65534 when root) must not count against this one.
+    let backend = backend.with_host_uid(65533);
     conformance::RT.block_on(async {
         let cfg = husk_sandbox::SandboxConfig { max_processes: 16, memory_mb: 64, ..Default::default() };
         let sb = backend.start(&cfg).await.unwrap();
@@ -113,4 +116,54 @@ fn file_mounts_the_sandbox_uid_cannot_reach_are_copied_in() {
         sb.stop().await.unwrap();
     });
     std::fs::remove_dir_all(&private).unwrap();
+}
+
+/// Namespace-only: memory is a per-process data limit, which fails
+/// allocations instead of killing, so the honest report is "possibly out
+/// of memory" when a failed process said an allocation failed; nothing
+/// when it did not, or when it succeeded.
+#[test]
+fn possible_ooms_are_reported() {
+    use husk_sandbox::protocol::ExitCause;
+    let Ok(backend) = NamespaceBackend::new() else {
+        eprintln!("SKIP: bubblewrap is not installed");
+        return;
+    };
+    conformance::RT.block_on(async {
+        let cfg = husk_sandbox::SandboxConfig {
+            memory_mb: 64,
+            ..Default::default()
+        };
+        let sb = backend.start(&cfg).await.unwrap();
+        // tail keeps the last "line" of /dev/zero (no newline): 200 MB.
+        let out = conformance::sh(&sb, "head -c 200000000 /dev/zero | tail > /dev/null").await;
+        let detail = format!("{:?} {}", out.status, String::from_utf8_lossy(&out.stderr));
+        assert_ne!(out.status.code, Some(0), "{detail}");
+        assert_eq!(
+            out.status.cause,
+            ExitCause::PossiblyOutOfMemory { limit_mb: Some(64) },
+            "{detail}"
+        );
+        assert_eq!(
+            out.status.cause.describe().unwrap(),
+            "possibly out of memory (limit 64 MiB)"
+        );
+        for (script, what) in [
+            ("echo 'out of memory' >&2", "succeeded"),
+            (
+                "echo 'no such file' >&2; exit 1",
+                "failed for another reason",
+            ),
+            ("kill -9 $$", "SIGKILL, but no private OOM counter"),
+        ] {
+            let out = conformance::sh(&sb, script).await;
+            assert_eq!(
+                out.status.cause,
+                ExitCause::Unknown,
+                "{what}: {:?}",
+                out.status
+            );
+        }
+        sb.stop().await.unwrap();
+    });
 }

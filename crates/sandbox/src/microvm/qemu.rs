@@ -66,7 +66,17 @@ pub fn qemu_args(spec: &VmSpec<'_>, dir: &Path, id: &str) -> Vec<String> {
     push(&["-m", &mem, "-smp", &smp]);
     let kernel = spec.image.kernel.to_string_lossy().into_owned();
     let initrd = spec.image.initramfs.to_string_lossy().into_owned();
-    let mut append = format!("console=ttyS0 quiet panic=-1 husk.id={id}");
+    let mut append = format!(
+        "console=ttyS0 quiet panic=-1 husk.id={id} husk.memory_mb={}",
+        spec.config.memory_mb
+    );
+    // The guest sizes its tmpfs mounts (guest RAM) from disk_mb, split as
+    // on the namespace backend.
+    let d = spec.config.disk_split();
+    append.push_str(&format!(
+        " husk.tmpfs=/workspace:{},/tmp:{},/home/sandbox:{},/dev/shm:{},/run:{},/.rw:{}",
+        d.workspace_mb, d.tmp_mb, d.home_mb, d.shm_mb, d.run_mb, d.overlay_mb
+    ));
     if spec.accel == Accel::Tcg {
         append.push_str(&super::clock::tcg_kernel_args());
     }

@@ -140,6 +140,45 @@ pub async fn large_streamed_output<H: Harness>(h: &H, b: Arc<dyn Backend>) {
     assert!(out.stdout == want.as_bytes() && out.stderr == want.as_bytes());
 }
 
+/// The runtime races `Process::next` against timers and cancellation in
+/// `select!`; a `next()` dropped while waiting must lose nothing.
+pub async fn next_survives_cancellation<H: Harness>(h: &H, b: Arc<dyn Backend>) {
+    let sb = shared(h, &b).await;
+    let mut p = sb
+        .client()
+        .exec(&ExecRequest::new(["seq", "1", "200000"]))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut dropped = 0usize;
+    let status = within_20s("seq under cancellation", async {
+        loop {
+            tokio::select! {
+                biased;
+                ev = p.next() => match ev.unwrap() {
+                    ProcessEvent::Stdout(d) => got.extend(d),
+                    ProcessEvent::Stderr(_) => {}
+                    ProcessEvent::Exit(s) => break s,
+                },
+                // Ready at once: a `next()` that waits is dropped.
+                _ = std::future::ready(()) => {
+                    dropped += 1;
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+    })
+    .await;
+    assert_eq!(status.code, Some(0));
+    assert!(
+        dropped > 0,
+        "next() was never dropped: the case proves nothing"
+    );
+    let want: String = (1..=200_000).map(|i| format!("{i}\n")).collect();
+    assert_eq!(got.len(), want.len(), "bytes lost when next() was dropped");
+    assert!(got == want.as_bytes(), "output changed");
+}
+
 pub async fn timeout_really_kills<H: Harness>(h: &H, b: Arc<dyn Backend>) {
     let sb = shared(h, &b).await;
     let mut req = ExecRequest::new(["sh", "-c", "sleep 61.4321 & sleep 61.4321; echo never"]);
@@ -298,6 +337,81 @@ pub async fn escapes_are_refused<H: Harness>(h: &H, b: Arc<dyn Backend>) {
     );
 }
 
+/// Fails the test (instead of hanging it) when `fut` takes over 20 s.
+pub async fn within_20s<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within 20 s (the guest hangs)"))
+}
+
+/// An agent that leaves a FIFO where the host reads or writes a file must
+/// not wedge the guest: file RPCs on it fail at once, and the guest keeps
+/// answering everything else meanwhile.
+pub async fn fifos_do_not_hang_the_guest<H: Harness>(h: &H, b: Arc<dyn Backend>) {
+    let sb = shared(h, &b).await;
+    let c = sb.client();
+    let out = sh(sb, "mkdir -p /workspace/fifo && mkfifo /workspace/fifo/out").await;
+    assert_eq!(out.status.code, Some(0), "{}", text(&out.stderr));
+    let is_fifo_error = |e: SandboxError| {
+        assert_eq!(e.guest_kind(), Some(ErrorKind::NotRegularFile), "{e}");
+        assert!(
+            e.to_string()
+                .contains("/workspace/fifo/out: is a FIFO, not a regular file"),
+            "{e}"
+        );
+    };
+    // A read (no writer: a blocking open would wait forever) and a ping
+    // at the same time: both answer.
+    let (read, ping) = within_20s("read_file of a FIFO and a ping", async {
+        tokio::join!(c.read_file("/workspace/fifo/out", 1 << 20), c.ping())
+    })
+    .await;
+    is_fifo_error(read.unwrap_err());
+    ping.unwrap();
+    // A write with no reader, then with one waiting: refused both times,
+    // and nothing reaches the reader.
+    let err = within_20s(
+        "write_file to a FIFO",
+        c.write_file("/workspace/fifo/out", b"x", 0o644),
+    )
+    .await
+    .unwrap_err();
+    is_fifo_error(err);
+    let mut req = ExecRequest::new(["sh", "-c", "cat /workspace/fifo/out > /workspace/fifo/got"]);
+    req.output = OutputMode::Detached {
+        stdout: None,
+        stderr: None,
+    };
+    let reader = c.exec(&req).await.unwrap();
+    let err = within_20s(
+        "write_file to a FIFO",
+        c.write_file("/workspace/fifo/out", b"x", 0o644),
+    )
+    .await
+    .unwrap_err();
+    is_fifo_error(err);
+    // A detached process's output file must not be a FIFO either.
+    let mut req = ExecRequest::new(["true"]);
+    req.output = OutputMode::Detached {
+        stdout: Some("/workspace/fifo/out".into()),
+        stderr: None,
+    };
+    let err = within_20s("exec with a FIFO as output", c.exec(&req))
+        .await
+        .unwrap_err();
+    is_fifo_error(err);
+    // The reader may have ended already (it saw the refused writer close).
+    let _ = c.signal(reader.id(), 9).await;
+    c.wait(reader.id()).await.unwrap();
+    let got = c.read_file("/workspace/fifo/got", 100).await;
+    assert!(matches!(got.as_deref(), Ok(b"") | Err(_)), "{got:?}");
+    let out = within_20s("exec after the FIFO calls", async {
+        sh(sb, "echo alive").await
+    })
+    .await;
+    assert_eq!(text(&out.stdout), "alive\n");
+}
+
 pub async fn concurrent_execs_and_files<H: Harness>(h: &H, b: Arc<dyn Backend>) {
     let sb = shared(h, &b).await;
     let c = sb.client().clone();
@@ -416,6 +530,51 @@ pub async fn stop_leaves_nothing_behind<H: Harness>(h: &H, b: Arc<dyn Backend>) 
     assert!(matches!(err, SandboxError::Closed(_)), "{err}");
 }
 
+/// Writable storage is bounded by `disk_mb` (tmpfs pages are RAM): past
+/// its share, a write fails with ENOSPC; the root and `/dev` take nothing.
+pub async fn disk_mb_bounds_writable_storage<H: Harness>(h: &H, b: Arc<dyn Backend>) {
+    let mut cfg = h.config();
+    cfg.disk_mb = 16;
+    let sb = b.start(&cfg).await.unwrap();
+    // /workspace gets all 16 MiB, /tmp and /home/sandbox 8 each, /dev/shm 8.
+    let script = "head -c 17000000 /dev/zero > /workspace/big; echo ws=$?; \
+                  head -c 9000000 /dev/zero > /tmp/big; echo tmp=$?; \
+                  head -c 9000000 /dev/zero > /home/sandbox/big; echo home=$?; \
+                  head -c 9000000 /dev/zero > /dev/shm/big; echo shm=$?; \
+                  rm -f /workspace/big /tmp/big /home/sandbox/big /dev/shm/big; \
+                  head -c 15000000 /dev/zero > /workspace/fits; echo fits=$?; \
+                  touch /x 2>/dev/null; echo root=$?; touch /dev/x 2>/dev/null; echo dev=$?; \
+                  head -c 9000000 /dev/zero > /var/tmp/big 2>/dev/null; echo var_tmp=$?; \
+                  rm -f /var/tmp/big; ls -ld / /dev";
+    let out = sh(&sb, script).await;
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    for line in ["ws=1", "tmp=1", "home=1", "shm=1", "fits=0"] {
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "{line}: {stdout}{stderr}"
+        );
+    }
+    assert!(!stdout.contains("root=0"), "the root is writable: {stdout}");
+    assert!(!stdout.contains("dev=0"), "/dev is writable: {stdout}");
+    // Read-only (namespace: the host's /var) or sharing /tmp's 8 MiB.
+    assert!(
+        !stdout.contains("var_tmp=0"),
+        "/var/tmp is unbounded: {stdout}"
+    );
+    // (busybox's head says "I/O error" where coreutils names ENOSPC; the
+    // file RPC below names the errno on both.)
+    // A file RPC past the limit fails with ENOSPC.
+    let err = sb
+        .client()
+        .write_file("/workspace/rpc", &vec![7u8; 2 << 20], 0o644)
+        .await
+        .unwrap_err();
+    assert_eq!(err.guest_kind(), Some(ErrorKind::TooLarge), "{err}");
+    assert!(err.to_string().contains("No space left on device"), "{err}");
+    sb.stop().await.unwrap();
+}
+
 pub async fn many_sandboxes_at_once<H: Harness>(h: &H, b: Arc<dyn Backend>) {
     let starts: Vec<_> = (0..4)
         .map(|_| {
@@ -440,9 +599,11 @@ macro_rules! suite {
     ($h:path) => {
         $crate::suite!(@cases $h;
             exit_codes_and_streams, env_cwd_and_user, stdin_round_trip, large_streamed_output,
+            next_survives_cancellation,
             timeout_really_kills, signal_a_running_exec, missing_program, binary_file_round_trip,
-            escapes_are_refused, concurrent_execs_and_files, detached_and_wait,
-            wrong_secret_is_refused, stop_leaves_nothing_behind, many_sandboxes_at_once);
+            escapes_are_refused, fifos_do_not_hang_the_guest, concurrent_execs_and_files, detached_and_wait,
+            wrong_secret_is_refused, stop_leaves_nothing_behind, many_sandboxes_at_once,
+            disk_mb_bounds_writable_storage);
     };
     (@cases $h:path; $($case:ident),*) => {
         $(
