@@ -55,6 +55,9 @@ pub fn config(
         env,
         mounts,
         rootfs: spec.image.as_ref().map(Into::into),
+        disk_mb: spec
+            .disk_mb
+            .unwrap_or(husk_sandbox::backend::DEFAULT_DISK_MB),
         ..SandboxConfig::default()
     })
 }

@@ -158,11 +158,14 @@ pub async fn supervise(
 
 /// The contract's words for how a service's process ended.
 fn ending(f: &Finished) -> Result<(), RunError> {
-    let tail = f
+    let mut tail = f
         .stderr_tail
         .last()
         .map(|l| format!(": {l}"))
         .unwrap_or_default();
+    if let Some(cause) = f.status.cause.describe() {
+        tail = format!(" ({cause}){tail}");
+    }
     match (f.status.code, f.status.signal) {
         (Some(0), _) => Ok(()),
         (Some(c), _) => Err(RunError::Agent(format!(

@@ -387,11 +387,14 @@ fn check_exit(fin: &process::Finished) -> Result<(), RunError> {
     if fin.status.success() {
         return Ok(());
     }
-    let how = match (fin.status.code, fin.status.signal) {
+    let mut how = match (fin.status.code, fin.status.signal) {
         (Some(c), _) => format!("exited with code {c}"),
         (None, Some(s)) => format!("was killed by signal {s}"),
         _ => "ended abnormally".into(),
     };
+    if let Some(cause) = fin.status.cause.describe() {
+        how = format!("{how} ({cause})");
+    }
     let tail = fin
         .stderr_tail
         .last()

@@ -427,11 +427,14 @@ fn task_outcome(
     } else if f.status.timed_out {
         Err(RunError::Timeout(timeout.as_secs()))
     } else if !f.status.success() {
-        let tail = f
+        let mut tail = f
             .stderr_tail
             .last()
             .map(|l| format!(": {l}"))
             .unwrap_or_default();
+        if let Some(cause) = f.status.cause.describe() {
+            tail = format!(" ({cause}){tail}");
+        }
         Err(RunError::Agent(format!(
             "{} exited with {}{tail}",
             step.run.program,
