@@ -170,3 +170,59 @@ workflow:
     let (code, _) = d.json("GET", "/v1/runs/run-nope/telemetry", None);
     assert_eq!(code, 404);
 }
+
+/// Hardening: one sparse 10 MiB file listed ten times used to write 200 MB
+/// to the host. Per-stage bytes are bounded by the policy, names are
+/// unique, and files are kept sparse.
+#[test]
+fn artifacts_are_bounded_unique_and_sparse() {
+    if !have_curl() || !have_bwrap() {
+        return;
+    }
+    let d = Daemon::start("compat-artifacts", &[]);
+    let arts: Vec<String> = (0..10)
+        .map(|i| format!(r#"{{"name":"a{i}","path":"sparse.bin"}}"#))
+        .collect();
+    let script = format!(
+        r#"{{"steps":[{{"shell":"truncate -s 10M /workspace/sparse.bin","expect_ok":true}},{{"write":{{"path":"/workspace/output.json","json":{{"status":"success","artifacts":[{}]}}}}}}]}}"#,
+        arts.join(",")
+    );
+    let spec = agent_spec(&d.dir, "many", &script);
+    let policy = json!({"max_artifact_bytes_per_stage": 50 << 20, "max_artifact_bytes_per_run": 50 << 20});
+    let r = run(&d, json!({"file": spec, "policy": policy}));
+    assert_eq!(r["status"], "failed", "{r:#}");
+    let err = r["error"].as_str().unwrap();
+    assert!(err.contains("max_artifact_bytes_per_stage"), "{err}");
+    // Within the bound: published, and sparse on the host.
+    let spec = agent_spec(
+        &d.dir,
+        "one",
+        r#"{"steps":[{"shell":"truncate -s 10M /workspace/sparse.bin","expect_ok":true},{"write":{"path":"/workspace/output.json","json":{"status":"success","artifacts":[{"name":"s","path":"sparse.bin"}]}}}]}"#,
+    );
+    let r = run(&d, json!({"file": spec}));
+    assert_eq!(r["status"], "succeeded", "{r:#}");
+    let id = r["id"].as_str().unwrap();
+    let f = d.dir.join("data/runs").join(id).join("main/s");
+    let meta = std::fs::metadata(&f).unwrap();
+    assert_eq!(meta.len(), 10 << 20);
+    assert!(
+        std::os::unix::fs::MetadataExt::blocks(&meta) * 512 < 1 << 20,
+        "not sparse"
+    );
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o600
+    );
+    // Duplicate names are refused.
+    let spec = agent_spec(
+        &d.dir,
+        "dup",
+        r#"{"steps":[{"write":{"path":"/workspace/x","content":"1"}},{"write":{"path":"/workspace/output.json","json":{"status":"success","artifacts":[{"name":"x"},{"name":"x"}]}}}]}"#,
+    );
+    let r = run(&d, json!({"file": spec}));
+    assert_eq!(r["status"], "failed");
+    assert!(
+        r["error"].as_str().unwrap().contains("names are unique per stage"),
+        "{r:#}"
+    );
+}

@@ -576,3 +576,75 @@ fn a_service_lives_past_three_minutes() {
     let (_, c) = d.json("POST", &format!("/v1/runs/{id}/cancel"), None);
     assert_eq!(c["state"], "cancelled");
 }
+
+/// The same service in a micro-VM (TCG here): publication, republication,
+/// cancel; then a second one whose QEMU is killed from the host.
+#[test]
+fn a_service_in_a_micro_vm_publishes_is_cancelled_and_crashes_cleanly() {
+    if husk_sandbox::host::which("qemu-system-x86_64").is_none() || !have_curl() {
+        eprintln!("SKIP: qemu-system-x86_64 or curl is not installed");
+        return;
+    }
+    let d = Daemon::start("svc-vm", &[]);
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/service.yaml");
+    let text = std::fs::read_to_string(example)
+        .unwrap()
+        .replace("mode: auto", "mode: microvm");
+    let spec = d.dir.join("svc-vm.yaml");
+    std::fs::write(&spec, text).unwrap();
+    let id = start(&d, &spec);
+    let r = wait_for_long(&d, &id, "republication", |r| {
+        events_of(r, "run.output_ready").len() >= 2
+    });
+    assert_eq!(r["status"], "running", "{r:#}");
+    assert_eq!(r["active_microvm_count"], 1, "{r:#}");
+    let (code, body) = d.curl(
+        "GET",
+        &format!("/v1/runs/{id}/stages/main/output-file"),
+        None,
+        &[],
+    );
+    assert_eq!(code, 200);
+    assert!(body.contains("second pass"), "{body}");
+    let (_, c) = d.json("POST", &format!("/v1/runs/{id}/cancel"), None);
+    assert_eq!(c["state"], "cancelled", "{c}");
+    let r = d.wait_terminal(&id, Duration::from_secs(5));
+    assert_eq!(r["active_microvm_count"], 0, "{r:#}");
+
+    // Kill the VM from the host: the service crashed, and says so.
+    let id = start(&d, &spec);
+    wait_for_long(&d, &id, "publication", |r| r["output_ready"] == true);
+    let daemon = d.child.id();
+    let qemu = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|p| parent_of(*p) == Some(daemon) && comm(*p).starts_with("qemu"))
+        .expect("the daemon's QEMU child");
+    std::process::Command::new("kill")
+        .args(["-KILL", &qemu.to_string()])
+        .status()
+        .unwrap();
+    let r = d.wait_terminal(&id, Duration::from_secs(30));
+    assert_eq!(r["status"], "failed", "{r:#}");
+    assert!(
+        r["error"].as_str().unwrap().contains("service crashed"),
+        "{r:#}"
+    );
+}
+
+/// [`wait_for`] with room for a micro-VM boot under TCG.
+fn wait_for_long(d: &Daemon, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let t = Instant::now();
+    loop {
+        let (_, r) = d.json("GET", &format!("/v1/runs/{id}"), None);
+        if pred(&r) {
+            return r;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(180),
+            "run {id}: no {what} after 180 s: {r:#}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -75,6 +75,8 @@ pub struct ExecCtx {
     pub default_user: Option<u32>,
     /// For telling why a process died.
     pub memory: MemoryFacts,
+    /// Forwarded ports of this session (ended with it).
+    pub tunnels: std::sync::Arc<crate::tunnel::Tunnels>,
 }
 
 impl Procs {

@@ -12,6 +12,7 @@ mod oom;
 mod port;
 mod reaper;
 mod server;
+mod tunnel;
 mod vm;
 
 use std::io::Read;

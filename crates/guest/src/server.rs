@@ -126,6 +126,7 @@ where
         dispatch(&ctx, env.id, env.msg, &out).await;
     };
     ctx.procs.close_all();
+    ctx.tunnels.shutdown();
     drop(out);
     let _ = writer_task.await;
     end
@@ -157,6 +158,7 @@ fn handshake(hello: &Hello, cfg: &GuestConfig) -> Result<(Welcome, ExecCtx), Str
         roots: Roots::new(&hello.extra_roots, cfg.file_owner),
         default_user: cfg.default_user,
         memory: cfg.memory,
+        tunnels: Default::default(),
     };
     Ok((welcome, ctx))
 }
@@ -244,6 +246,19 @@ async fn dispatch(ctx: &Arc<ExecCtx>, id: u64, msg: HostMsg, out: &Outbox) {
             "session already established".into(),
         ))),
         HostMsg::Shutdown => None, // handled by the caller
+        HostMsg::Listen { port } => {
+            let (tunnels, out) = (ctx.tunnels.clone(), out.clone());
+            tokio::spawn(async move { tunnels.listen(id, port, out).await });
+            None
+        }
+        HostMsg::ConnSend { conn, data } => {
+            ctx.tunnels.send(conn, data);
+            None
+        }
+        HostMsg::ConnClose { conn } => {
+            ctx.tunnels.close(conn);
+            None
+        }
     };
     if let Some(msg) = reply_now {
         out.send(id, msg).await;

@@ -55,8 +55,9 @@ pub const WIRE_VERSION: u8 = 1;
 pub const PROTOCOL_VERSION_MIN: u16 = 1;
 /// Newest protocol version (message set) this build speaks. Version 2 adds
 /// [`ErrorKind::NotRegularFile`] and [`GuestMsg::Finished`] (an exit status
-/// with its [`ExitCause`]); see `docs/protocol.md`.
-pub const PROTOCOL_VERSION_MAX: u16 = 2;
+/// with its [`ExitCause`]); version 3 adds port forwarding
+/// ([`HostMsg::Listen`]); see `docs/protocol.md`.
+pub const PROTOCOL_VERSION_MAX: u16 = 3;
 /// Largest frame body (version byte + envelope) accepted by either side.
 pub const MAX_FRAME_LEN: usize = 1024 * 1024;
 /// Largest data chunk in one file read/write or stdin message.

@@ -53,6 +53,20 @@ pub enum HostMsg {
     Ping,
     /// Kill every process in the sandbox and end the guest. Reply: `Done`.
     Shutdown,
+    /// Listen on `127.0.0.1:port` inside the sandbox and forward each
+    /// connection over this channel (protocol 3). Replies under this
+    /// request id, for as long as the session lives: `Listening`, then per
+    /// connection `Accepted`, `ConnData`*, `ConnClosed`; or one `Error`.
+    Listen { port: u16 },
+    /// Bytes for a forwarded connection (protocol 3). No reply; a
+    /// connection that cannot take them is closed (`ConnClosed`).
+    ConnSend {
+        conn: u64,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// Close a forwarded connection (protocol 3). No reply.
+    ConnClose { conn: u64 },
 }
 
 /// Opens a session.
@@ -163,6 +177,18 @@ pub enum GuestMsg {
     /// later; replaces `Exited` (the reply to a streamed `Exec` and to
     /// `Wait`).
     Finished(ExitStatus),
+    /// A `Listen` is bound (protocol 3).
+    Listening { port: u16 },
+    /// A client connected to a forwarded port (protocol 3).
+    Accepted { conn: u64 },
+    /// Bytes a forwarded connection's client sent (protocol 3).
+    ConnData {
+        conn: u64,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// A forwarded connection ended (protocol 3).
+    ConnClosed { conn: u64 },
 }
 
 /// Accepted session.

@@ -292,8 +292,8 @@ fn add_file_skill(p: &mut Provision, i: usize, path: &Path) -> Result<(), RunErr
         RunError::Provision(format!("skills[{i}]: file skill {}: {why}", path.display()))
     };
     let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
-    if meta.is_file() {
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    if !meta.is_dir() {
+        let text = read_skill_file(path).map_err(err)?;
         let name = front_matter_name(&text)
             .or_else(|| {
                 path.parent()
@@ -340,6 +340,59 @@ fn add_file_skill(p: &mut Provision, i: usize, path: &Path) -> Result<(), RunErr
     }
     p.mounted.push(format!("skill {name} (directory)"));
     Ok(())
+}
+
+/// Largest single-file skill.
+pub const MAX_SKILL_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Reads a single-file skill: a regular file (opened non-blocking, so a
+/// FIFO cannot hang the run), at most [`MAX_SKILL_FILE_BYTES`]. A symlink
+/// is followed only when it stays inside the skill's own directory: a spec
+/// cannot make husk copy, say, `/etc/shadow` into a sandbox and its log.
+fn read_skill_file(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let link = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
+    if link.file_type().is_symlink() {
+        let dir = path
+            .parent()
+            .and_then(|d| d.canonicalize().ok())
+            .ok_or("its directory cannot be resolved")?;
+        let target = path.canonicalize().map_err(|e| e.to_string())?;
+        if !target.starts_with(&dir) {
+            return Err(format!(
+                "is a symlink to {}, outside the skill's directory {}; copy the file instead",
+                target.display(),
+                dir.display()
+            ));
+        }
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_nonblock())
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let meta = f.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("is not a regular file".into());
+    }
+    if meta.len() > MAX_SKILL_FILE_BYTES {
+        return Err(format!(
+            "is {} bytes, over the {} MiB limit for a skill file",
+            meta.len(),
+            MAX_SKILL_FILE_BYTES >> 20
+        ));
+    }
+    let mut text = String::new();
+    f.by_ref()
+        .take(MAX_SKILL_FILE_BYTES)
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    Ok(text)
+}
+
+fn libc_nonblock() -> i32 {
+    rustix::fs::OFlags::NONBLOCK.bits() as i32
 }
 
 /// Claude Code's rule for skill names.

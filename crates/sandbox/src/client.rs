@@ -286,6 +286,28 @@ impl Client {
         }
     }
 
+    /// Listens on `127.0.0.1:port` inside the sandbox; connections to it
+    /// arrive as [`ListenEvent`]s (protocol 3). See [`crate::tunnel`].
+    pub async fn listen(&self, port: u16) -> Result<Listener> {
+        if self.inner.welcome.version < 3 {
+            return Err(SandboxError::Protocol(format!(
+                "port forwarding needs protocol 3; the guest speaks {}",
+                self.inner.welcome.version
+            )));
+        }
+        let (id, mut rx, guard) = self.open_call()?;
+        self.send(id, HostMsg::Listen { port })?;
+        let what = || format!("listening on port {port}");
+        match self.bounded(what, self.recv(&mut rx)).await? {
+            GuestMsg::Listening { .. } => Ok(Listener {
+                client: self.clone(),
+                rx,
+                _guard: guard,
+            }),
+            other => Err(unexpected("Listening", &other)),
+        }
+    }
+
     /// Runs a streamed process to its end and collects its output, keeping at
     /// most `limit` bytes of each stream (the rest is counted, not kept).
     pub async fn run(&self, req: &ExecRequest, limit: usize) -> Result<Output> {
@@ -484,6 +506,57 @@ pub struct Output {
     pub status: ExitStatus,
     /// Some output went past the collector's limit and was dropped.
     pub truncated: bool,
+}
+
+/// What happened on a forwarded port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenEvent {
+    Accepted(u64),
+    Data(u64, Vec<u8>),
+    /// The client closed its side (or the connection broke).
+    Closed(u64),
+}
+
+/// A port the guest forwards to this client ([`Client::listen`]).
+pub struct Listener {
+    client: Client,
+    rx: Replies,
+    _guard: CallGuard,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener").finish()
+    }
+}
+
+impl Listener {
+    /// The next event; an error when the channel closes. Cancel-safe.
+    pub async fn next(&mut self) -> Result<ListenEvent> {
+        match self.client.recv(&mut self.rx).await? {
+            GuestMsg::Accepted { conn } => Ok(ListenEvent::Accepted(conn)),
+            GuestMsg::ConnData { conn, data } => Ok(ListenEvent::Data(conn, data)),
+            GuestMsg::ConnClosed { conn } => Ok(ListenEvent::Closed(conn)),
+            other => Err(unexpected("a forwarded-port event", &other)),
+        }
+    }
+
+    /// The control client, for sending to connections.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl Client {
+    /// Bytes for forwarded connection `conn` (no reply; queued at once).
+    pub fn conn_send(&self, conn: u64, data: Vec<u8>) -> Result<()> {
+        self.send(0, HostMsg::ConnSend { conn, data })
+    }
+
+    /// Closes forwarded connection `conn`.
+    pub fn conn_close(&self, conn: u64) -> Result<()> {
+        self.send(0, HostMsg::ConnClose { conn })
+    }
 }
 
 /// What a running process produced next.

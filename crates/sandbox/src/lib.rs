@@ -19,11 +19,12 @@ pub mod namespace;
 pub mod select;
 mod spawner;
 mod stderr;
+pub mod tunnel;
 
 pub use backend::{
     Backend, BackendKind, Mount, Sandbox, SandboxConfig, SandboxControl, SandboxInfo,
 };
-pub use client::{Client, Output, Process, ProcessEvent};
+pub use client::{Client, ListenEvent, Listener, Output, Process, ProcessEvent};
 pub use error::{Result, SandboxError};
 pub use husk_protocol as protocol;
 pub use select::{BackendChoice, Selected, select};

@@ -157,6 +157,51 @@ fn file_skills_from_disk() {
 }
 
 #[test]
+fn file_skills_refuse_symlinks_out_fifos_and_huge_files() {
+    let dir = std::env::temp_dir().join(format!("husk-skill-sym-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("s")).unwrap();
+    let secret = dir.join("secret.txt");
+    std::fs::write(&secret, "---\nname: leak\n---\nTOP SECRET").unwrap();
+    std::os::unix::fs::symlink(&secret, dir.join("s/SKILL.md")).unwrap();
+    let e = plan(&[Skill::File("s/SKILL.md".into())], &dir, None, &Fake(vec![]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("outside the skill's directory"), "{e}");
+    assert!(!e.contains("TOP SECRET"));
+    // A link inside the skill's own directory is fine.
+    std::fs::write(dir.join("s/real.md"), "---\nname: inside\n---\nok").unwrap();
+    std::os::unix::fs::symlink("real.md", dir.join("s/link.md")).unwrap();
+    let p = plan(&[Skill::File("s/link.md".into())], &dir, None, &Fake(vec![])).unwrap();
+    assert!(file(&p, "/workspace/.claude/skills/inside/SKILL.md").ends_with("ok"));
+    // A FIFO is refused at once instead of hanging the run.
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(dir.join("s/fifo.md"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let d2 = dir.clone();
+    std::thread::spawn(move || {
+        let r = plan(&[Skill::File("s/fifo.md".into())], &d2, None, &Fake(vec![]));
+        let _ = tx.send(r.map(|_| ()).map_err(|e| e.to_string()));
+    });
+    let e = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("a FIFO skill must not hang")
+        .unwrap_err();
+    assert!(e.contains("not a regular file"), "{e}");
+    std::fs::write(dir.join("s/big.md"), vec![b'x'; 2 << 20]).unwrap();
+    let e = plan(&[Skill::File("s/big.md".into())], &dir, None, &Fake(vec![]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("1 MiB limit"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn codex_toml() {
     let mut servers = BTreeMap::new();
     servers.insert(

@@ -79,6 +79,50 @@ fn text(b: &[u8]) -> String {
 
 // ---------------------------------------------------------------- cases
 
+/// A port forwarded from inside the sandbox to a service in this process
+/// (protocol 3): a client in the sandbox reaches it with networking off;
+/// another sandbox and the host's own loopback do not.
+pub async fn forwarded_port_reaches_the_host_service<H: Harness>(h: &H, b: Arc<dyn Backend>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let port = 7701;
+    let sb = b.start(&h.config()).await.expect("start");
+    let fwd = husk_sandbox::tunnel::forward(sb.client(), port, |io| {
+        tokio::spawn(async move {
+            let (rd, mut wr) = tokio::io::split(io);
+            let mut line = String::new();
+            let _ = tokio::io::BufReader::new(rd).read_line(&mut line).await;
+            let _ = wr
+                .write_all(format!("served {}", line.trim().to_uppercase()).as_bytes())
+                .await;
+            let _ = wr.shutdown().await;
+        });
+    })
+    .await
+    .expect("forward");
+    let script = format!(
+        "for i in 1 2 3; do (echo hello$i | busybox nc 127.0.0.1 {port}; echo) & done; wait"
+    );
+    let out = within_20s("three forwarded connections", sh(&sb, &script)).await;
+    let got = text(&out.stdout);
+    for i in 1..=3 {
+        assert!(got.contains(&format!("served HELLO{i}")), "{got:?} {}", text(&out.stderr));
+    }
+    // Another sandbox has its own loopback: nothing listens there.
+    let other = b.start(&h.config()).await.expect("start other");
+    let out = within_20s(
+        "a connection from another sandbox",
+        sh(&other, &format!("echo x | busybox nc 127.0.0.1 {port}; echo rc=$?")),
+    )
+    .await;
+    assert!(!text(&out.stdout).contains("served"), "{}", text(&out.stdout));
+    other.stop().await.unwrap();
+    // No host port was opened.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    drop(fwd);
+    sb.stop().await.unwrap();
+}
+
+
 pub async fn exit_codes_and_streams<H: Harness>(h: &H, b: Arc<dyn Backend>) {
     let sb = shared(h, &b).await;
     let out = sh(sb, "echo hello; echo oops >&2; exit 3").await;
@@ -603,7 +647,7 @@ macro_rules! suite {
             timeout_really_kills, signal_a_running_exec, missing_program, binary_file_round_trip,
             escapes_are_refused, fifos_do_not_hang_the_guest, concurrent_execs_and_files, detached_and_wait,
             wrong_secret_is_refused, stop_leaves_nothing_behind, many_sandboxes_at_once,
-            disk_mb_bounds_writable_storage);
+            disk_mb_bounds_writable_storage, forwarded_port_reaches_the_host_service);
     };
     (@cases $h:path; $($case:ident),*) => {
         $(
