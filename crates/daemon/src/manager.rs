@@ -61,6 +61,8 @@ pub struct Cancelled {
 struct Live {
     record: Arc<LiveRun>,
     telemetry: Arc<Telemetry>,
+    /// The run's messaging sidecar (`agent.messaging.enabled`).
+    sidecar: Option<husk_sidecar::Sidecar>,
     cancel: CancellationToken,
     events: broadcast::Sender<Event>,
     done: watch::Sender<bool>,
@@ -75,6 +77,8 @@ pub struct Manager {
     closing: AtomicBool,
     /// Runs started by this daemon (each spawned driver counts once).
     runs_started: AtomicU64,
+    /// Serialises drains of ended runs' undrained intents.
+    drain_lock: Mutex<()>,
 }
 
 impl Manager {
@@ -116,6 +120,7 @@ impl Manager {
             started: Instant::now(),
             closing: AtomicBool::new(false),
             runs_started: AtomicU64::new(0),
+            drain_lock: Mutex::new(()),
         }))
     }
 
@@ -147,11 +152,58 @@ impl Manager {
     /// The current record (live when running), without events.
     pub fn record(&self, id: &str) -> ApiResult<RunRecord> {
         if let Some(l) = self.live(id) {
-            return Ok(l.record.snapshot());
+            let mut r = l.record.snapshot();
+            if let Some(sc) = &l.sidecar
+                && !r.status.is_terminal()
+            {
+                r.sidecar = Some(sc.status());
+            }
+            return Ok(r);
         }
         self.store
             .get_run(id)?
             .ok_or_else(|| ApiError::not_found(format!("no run {id}")))
+    }
+
+    /// A live run's messaging sidecar: 404 when the run has none (or has
+    /// ended: what it left undrained is in its record).
+    pub fn sidecar(&self, id: &str) -> ApiResult<husk_sidecar::Sidecar> {
+        let r = self.record(id)?;
+        if let Some(sc) = self.live(id).and_then(|l| l.sidecar.clone()) {
+            return Ok(sc);
+        }
+        let why = if r.sidecar.is_some() {
+            "its messaging sidecar closed when the run ended"
+        } else {
+            "it has no messaging sidecar (agent.messaging.enabled is off)"
+        };
+        Err(ApiError::not_found(format!("run {id}: {why}")))
+    }
+
+    /// Drains a run's buffered intents: from its live sidecar, or, once
+    /// the run has ended, the intents it left undrained (once).
+    pub fn drain_intents(&self, id: &str) -> ApiResult<Vec<husk_sidecar::StampedIntent>> {
+        if let Some(sc) = self.live(id).and_then(|l| l.sidecar.clone()) {
+            return Ok(sc.drain_intents());
+        }
+        let _one_at_a_time = self.drain_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut r = self.record(id)?;
+        if r.sidecar.is_none() {
+            return Err(ApiError::not_found(format!(
+                "run {id} has no messaging sidecar (agent.messaging.enabled is off)"
+            )));
+        }
+        if !r.status.is_terminal() {
+            // Between the sidecar's close and the final record: nothing to
+            // hand out yet, and nothing lost.
+            return Ok(Vec::new());
+        }
+        let left = std::mem::take(&mut r.undrained_intents);
+        if !left.is_empty() {
+            r.events = Vec::new();
+            self.store.put_run(&r)?;
+        }
+        Ok(left)
     }
 
     /// Subscribes to a live run's events (`None` when it is not running).
@@ -208,11 +260,14 @@ impl Manager {
         }
         // The run's directory is private whatever the umask (artifacts).
         create_private_dir(&self.store.runs_dir().join(&id))?;
+        let sidecar = husk_runtime::run::messaging_sidecar(&spec, &id, req.input.as_ref(), None)
+            .map_err(ApiError::params)?;
         let record = Arc::new(LiveRun::pending(&id, &file, &policy));
         self.store.put_run(&record.snapshot())?;
         let live = Arc::new(Live {
             record,
             telemetry: Arc::default(),
+            sidecar,
             cancel: CancellationToken::new(),
             events: broadcast::channel(1024).0,
             done: watch::channel(false).0,
@@ -225,6 +280,7 @@ impl Manager {
         opts.policy = policy;
         opts.live = Some(live.record.clone());
         opts.telemetry = Some(live.telemetry.clone());
+        opts.sidecar = live.sidecar.clone();
         let me = self.clone();
         self.runs_started.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move { me.drive(spec, opts, live).await });

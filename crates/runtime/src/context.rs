@@ -33,6 +33,8 @@ pub struct RunContext {
     /// The run input (`/workspace/input.json`).
     pub input: Option<Value>,
     pub tools: Arc<dyn ToolLocator + Send + Sync>,
+    /// The run's messaging sidecar (`agent.messaging.enabled`).
+    pub sidecar: Option<husk_sidecar::Sidecar>,
     /// Bytes each stage has published (its latest publication).
     pub published_bytes: Mutex<HashMap<String, u64>>,
 }

@@ -22,6 +22,7 @@ pub mod error;
 pub mod events;
 pub mod lines;
 pub mod live;
+pub mod messaging;
 pub mod output;
 pub mod pipeline;
 pub mod preflight;

@@ -60,6 +60,8 @@ impl LiveRun {
             stage_states: Default::default(),
             artifact_publication: ArtifactPublication::default(),
             output_ready: false,
+            sidecar: None,
+            undrained_intents: Vec::new(),
             artifacts_dir: None,
         })
     }

@@ -117,6 +117,7 @@ async fn run_box(ctx: &RunContext, spec: &Spec, b: &BoxSpec, input: Option<Value
             timeout_secs: b.effective_timeout_secs(),
         },
         input: input.as_ref(),
+        messaging: false,
     };
     stage::run_agent(ctx, &st).await
 }

@@ -99,9 +99,25 @@ pub fn plan(
     input: Option<&Value>,
     tools: &dyn ToolLocator,
 ) -> Result<Provision, RunError> {
+    plan_with(skills, spec_dir, input, tools, false)
+}
+
+/// [`plan`], plus what a messaging-enabled agent gets when `messaging`:
+/// the messaging skill, `husk-message` on PATH, and `husk-mcp` registered
+/// as the MCP server `husk` (Claude Code and Codex).
+pub fn plan_with(
+    skills: &[Skill],
+    spec_dir: &Path,
+    input: Option<&Value>,
+    tools: &dyn ToolLocator,
+    messaging: bool,
+) -> Result<Provision, RunError> {
     let mut p = Provision::default();
     for (i, skill) in skills.iter().enumerate() {
         add_skill(&mut p, i, skill, spec_dir, tools)?;
+    }
+    if messaging {
+        add_messaging(&mut p, tools)?;
     }
     if !p.mcp_servers.is_empty() {
         let doc = json!({ "mcpServers": p.mcp_servers });
@@ -339,6 +355,43 @@ fn add_file_skill(p: &mut Provision, i: usize, path: &Path) -> Result<(), RunErr
         });
     }
     p.mounted.push(format!("skill {name} (directory)"));
+    Ok(())
+}
+
+/// The messaging skill, `husk-message`, and `husk-mcp` as MCP server `husk`.
+fn add_messaging(p: &mut Provision, tools: &dyn ToolLocator) -> Result<(), RunError> {
+    let url = crate::messaging::sidecar_url();
+    p.files.push(skill_md(husk_sidecar::SKILL_NAME, husk_sidecar::SKILL));
+    p.mounted
+        .push(format!("skill {} (messaging)", husk_sidecar::SKILL_NAME));
+    for name in ["husk-message", "husk-mcp"] {
+        let host_path = tools.locate(name).ok_or_else(|| {
+            RunError::Provision(format!(
+                "messaging needs `{name}` (build it with scripts/build-guest, or set HUSK_{}_BIN)",
+                name.to_ascii_uppercase().replace('-', "_")
+            ))
+        })?;
+        p.tools.push(ToolToInstall {
+            host_path,
+            name: name.into(),
+        });
+    }
+    p.mounted.push("cli tool husk-message on PATH".into());
+    let entry = json!({
+        "type": "stdio",
+        "command": format!("{TOOL_DIR}/husk-mcp"),
+        "args": [],
+        "env": {"VOID_SIDECAR_URL": url, "HUSK_SIDECAR_URL": url},
+    });
+    if p.mcp_servers.contains_key("husk") {
+        return Err(RunError::Provision(
+            "messaging registers the MCP server `husk`; another skill already uses that name"
+                .into(),
+        ));
+    }
+    p.mcp_servers.insert("husk".into(), entry);
+    p.mounted
+        .push("mcp server husk (husk-mcp: messaging tools)".into());
     Ok(())
 }
 

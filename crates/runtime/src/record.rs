@@ -259,6 +259,13 @@ pub struct RunRecord {
     pub stage_states: BTreeMap<String, StageStatus>,
     pub artifact_publication: ArtifactPublication,
     pub output_ready: bool,
+    /// The messaging sidecar's state, for runs with `messaging.enabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sidecar: Option<husk_sidecar::SidecarStatus>,
+    /// Intents still buffered in the sidecar when the run ended (nobody
+    /// drained them): reported here, never silently dropped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub undrained_intents: Vec<husk_sidecar::StampedIntent>,
     /// Where the CLI keeps this run's artifacts on the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifacts_dir: Option<String>,

@@ -39,6 +39,10 @@ pub struct RunOptions {
     pub live: Option<Arc<LiveRun>>,
     /// Where resource samples go; a fresh store when `None`.
     pub telemetry: Option<Arc<Telemetry>>,
+    /// The run's messaging sidecar (the daemon keeps a handle for its
+    /// inbox/intents routes); made from the run input when `None` and the
+    /// spec enables messaging.
+    pub sidecar: Option<husk_sidecar::Sidecar>,
 }
 
 impl RunOptions {
@@ -55,6 +59,7 @@ impl RunOptions {
             tools: None,
             live: None,
             telemetry: None,
+            sidecar: None,
         }
     }
 }
@@ -107,6 +112,16 @@ pub async fn run(
             Some(json!({"path": w.path, "line": w.line, "column": w.column, "message": w.message})),
         );
     }
+    let sidecar = match messaging_sidecar(spec, &run_id, opts.input.as_ref(), opts.sidecar.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            emitter.emit(Level::Error, "sidecar.failed", &none, e.clone(), None);
+            None
+        }
+    };
+    if let Some(sc) = &sidecar {
+        live.update(|r| r.sidecar = Some(sc.status()));
+    }
     live.set_status(RunStatus::Starting);
     emitter.info("run.started", &none, format!("run {run_id} started"));
     let ctx = RunContext {
@@ -115,6 +130,7 @@ pub async fn run(
         live: live.clone(),
         telemetry: opts.telemetry.clone().unwrap_or_default(),
         published_bytes: Default::default(),
+        sidecar: sidecar.clone(),
         artifacts_dir: opts.artifacts_root.join(&run_id),
         cancel: cancel.clone(),
         policy: opts.policy.clone(),
@@ -143,13 +159,44 @@ pub async fn run(
                     },
                 },
                 input: ctx.input.as_ref(),
+                messaging: agent.messaging.enabled,
             };
-            single(stage::run_agent(&ctx, &st).await)
+            if agent.messaging.enabled && ctx.sidecar.is_none() {
+                Outcome {
+                    stages: Vec::new(),
+                    output: None,
+                    error: Some("messaging is enabled but the sidecar could not be set up (see the sidecar.failed event)".into()),
+                }
+            } else {
+                single(stage::run_agent(&ctx, &st).await)
+            }
         }
         Body::Workflow(wf) => workflow::run(&ctx, spec, wf).await,
         Body::Pipeline(p) => pipeline::run(&ctx, spec, p).await,
     };
     finish(spec, &ctx, outcome, log, started_at, opts)
+}
+
+/// The run's sidecar when its spec enables messaging: `given`, else one
+/// whose identity comes from the run input.
+pub fn messaging_sidecar(
+    spec: &Spec,
+    run_id: &str,
+    input: Option<&Value>,
+    given: Option<husk_sidecar::Sidecar>,
+) -> Result<Option<husk_sidecar::Sidecar>, String> {
+    let Body::Agent(agent) = &spec.body else {
+        return Ok(None);
+    };
+    if !agent.messaging.enabled {
+        return Ok(None);
+    }
+    if let Some(s) = given {
+        return Ok(Some(s));
+    }
+    let identity = husk_sidecar::Identity::from_input(run_id, input)
+        .map_err(|e| format!("messaging identity from the run input: {e}"))?;
+    Ok(Some(husk_sidecar::Sidecar::new(identity)))
 }
 
 /// The outcome of a one-stage run.
@@ -199,6 +246,7 @@ fn finish(
         Some(e) => format!("run {}: {e}", status.as_str()),
         None => format!("run {}", status.as_str()),
     };
+    let (sidecar, undrained) = close_sidecar(ctx);
     let payload = json!({"status": status, "total_cost_usd": total_cost, "input_tokens": tin, "output_tokens": tout});
     let level = if ok { Level::Info } else { Level::Error };
     let terminal = ctx.emitter.emit(level, ty, &none, msg, Some(payload));
@@ -244,10 +292,39 @@ fn finish(
         stage_states,
         artifact_publication: publication,
         output_ready: o.output.is_some(),
+        sidecar,
+        undrained_intents: undrained,
         artifacts_dir: Some(ctx.artifacts_dir.display().to_string()),
     };
     ctx.live.replace(record.clone());
     record
+}
+
+/// Closes the run's sidecar; intents nobody drained are reported (an
+/// event, and the record), never dropped.
+fn close_sidecar(
+    ctx: &RunContext,
+) -> (
+    Option<husk_sidecar::SidecarStatus>,
+    Vec<husk_sidecar::StampedIntent>,
+) {
+    let Some(sc) = &ctx.sidecar else {
+        return (None, Vec::new());
+    };
+    let left = sc.close();
+    if !left.is_empty() {
+        ctx.emitter.emit(
+            Level::Info,
+            "sidecar.closed",
+            &Scope::default(),
+            format!(
+                "messaging sidecar closed with {} undrained intents (kept in the run record)",
+                left.len()
+            ),
+            Some(json!({"undrained_intents": left})),
+        );
+    }
+    (Some(sc.status()), left)
 }
 
 fn first_stage_error(reports: &[StageReport]) -> Option<String> {

@@ -33,6 +33,8 @@ pub struct AgentStage<'a> {
     pub mode: StageMode,
     /// The stage's input (the run input, or a previous stage's output).
     pub input: Option<&'a Value>,
+    /// The agent talks to the run's messaging sidecar.
+    pub messaging: bool,
 }
 
 /// Task or service, with what bounds each.
@@ -149,7 +151,14 @@ async fn attempt(
     scope: &Scope,
     res: &mut StageResult,
 ) -> Result<(), RunError> {
-    let prov = provision::plan(st.skills, &ctx.spec_dir, st.input, ctx.tools.as_ref())?;
+    let messaging = st.messaging && ctx.sidecar.is_some();
+    let prov = provision::plan_with(
+        st.skills,
+        &ctx.spec_dir,
+        st.input,
+        ctx.tools.as_ref(),
+        messaging,
+    )?;
     let agent = choose_agent(&prov, st.llm, ctx)?;
     let credential = credential(&agent, st.llm)?;
     crate::preflight::network_needed(&agent, st.sandbox.network)?;
@@ -212,6 +221,10 @@ async fn in_sandbox(
     copy: &[sandboxes::HostTool<'_>],
 ) -> Result<(), RunError> {
     provision_into(ctx, scope, sandbox, prov, agent, st.llm, copy).await?;
+    let _sidecar = match (&ctx.sidecar, st.messaging) {
+        (Some(sc), true) => Some(crate::messaging::attach(sandbox, sc).await?),
+        _ => None,
+    };
     let lctx = LaunchContext {
         program: if agent.host_path.is_some() {
             format!("{TOOL_DIR}/{}", agent.program)
@@ -241,6 +254,9 @@ async fn in_sandbox(
         ),
     ));
     req.cwd = Some(WORKSPACE.into());
+    if _sidecar.is_some() {
+        req.env.extend(crate::messaging::env());
+    }
     let mut parser = agent.kind.parser();
     let timeout_secs = match st.mode {
         StageMode::Task { timeout_secs } => timeout_secs,

@@ -11,6 +11,7 @@
 pub mod error;
 mod events;
 mod files;
+mod messaging;
 mod openapi;
 mod runs;
 pub mod sessions;
@@ -141,9 +142,9 @@ fn handler(r: &Route) -> MethodRouter<AppState> {
         ("get", "/v1/runs/{id}/stages") => get(runs::stages),
         ("get", "/v1/runs/{id}/stages/{stage}/output-file") => get(files::output_file),
         ("get", "/v1/runs/{id}/stages/{stage}/artifacts/{name}") => get(files::artifact),
-        ("put", "/v1/runs/{id}/inbox") => put(runs::no_sidecar),
-        ("get", "/v1/runs/{id}/intents") => get(runs::no_sidecar),
-        ("post", "/v1/runs/{id}/messages") => post(runs::no_sidecar),
+        ("put", "/v1/runs/{id}/inbox") => put(messaging::put_inbox),
+        ("get", "/v1/runs/{id}/intents") => get(messaging::intents),
+        ("post", "/v1/runs/{id}/messages") => post(messaging::push_message),
         ("get", "/v1/runs/{id}/telemetry") => get(runs::telemetry),
         ("get", "/v1/sessions/{id}/messages") => get(sessions::list),
         ("post", "/v1/sessions/{id}/messages") => post(sessions::append),

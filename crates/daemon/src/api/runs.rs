@@ -140,14 +140,3 @@ pub async fn telemetry(
     })))
 }
 
-/// Inbox, intents and messages belong to the messaging sidecar, which a run
-/// only has with `messaging.enabled` (a later part of husk).
-pub async fn no_sidecar(
-    State(s): State<AppState>,
-    PathParam(id): PathParam<String>,
-) -> ApiResult<Json<Value>> {
-    s.manager.record(&id)?;
-    Err(ApiError::not_found(format!(
-        "run {id} has no messaging sidecar"
-    )))
-}
