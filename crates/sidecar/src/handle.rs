@@ -27,6 +27,8 @@ pub struct Sidecar {
 struct Inner {
     state: Mutex<State>,
     started: Instant,
+    /// Outside the mutex, so `Debug` never waits on (or deadlocks with) it.
+    run_id: String,
 }
 
 /// Why [`Sidecar::submit_intent`] refused an intent.
@@ -41,7 +43,7 @@ pub enum SubmitError {
 impl std::fmt::Debug for Sidecar {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sidecar")
-            .field("run_id", &self.lock().identity().run_id)
+            .field("run_id", &self.inner.run_id)
             .finish_non_exhaustive()
     }
 }
@@ -50,6 +52,7 @@ impl Sidecar {
     pub fn new(identity: Identity) -> Sidecar {
         Sidecar {
             inner: Arc::new(Inner {
+                run_id: identity.run_id.clone(),
                 state: Mutex::new(State::new(identity)),
                 started: Instant::now(),
             }),
