@@ -1,6 +1,3 @@
-<<<<<<< HEAD
-fn main() {}
-=======
 //! Sidecar benchmarks against a bare axum JSON endpoint served the same way
 //! (loopback TCP, `axum::serve`, TCP_NODELAY) in the same run:
 //!
@@ -274,4 +271,3 @@ fn main() {
     }
     drop(rt);
 }
->>>>>>> helper/sidecar
