@@ -364,19 +364,26 @@ fn add_messaging(p: &mut Provision, tools: &dyn ToolLocator) -> Result<(), RunEr
     p.files.push(skill_md(husk_sidecar::SKILL_NAME, husk_sidecar::SKILL));
     p.mounted
         .push(format!("skill {} (messaging)", husk_sidecar::SKILL_NAME));
-    for name in ["husk-message", "husk-mcp"] {
-        let host_path = tools.locate(name).ok_or_else(|| {
-            RunError::Provision(format!(
-                "messaging needs `{name}` (build it with scripts/build-guest, or set HUSK_{}_BIN)",
-                name.to_ascii_uppercase().replace('-', "_")
-            ))
-        })?;
-        p.tools.push(ToolToInstall {
-            host_path,
-            name: name.into(),
-        });
-    }
+    let host_path = tools.locate("husk-message").ok_or_else(|| {
+        RunError::Provision(
+            "messaging needs `husk-message` (build it with scripts/build-guest, or set HUSK_HUSK_MESSAGE_BIN)"
+                .into(),
+        )
+    })?;
+    p.tools.push(ToolToInstall {
+        host_path,
+        name: "husk-message".into(),
+    });
     p.mounted.push("cli tool husk-message on PATH".into());
+    let Some(mcp) = tools.locate("husk-mcp") else {
+        p.mounted
+            .push("husk-mcp is not built here: the agent gets no MCP messaging tools".into());
+        return Ok(());
+    };
+    p.tools.push(ToolToInstall {
+        host_path: mcp,
+        name: "husk-mcp".into(),
+    });
     let entry = json!({
         "type": "stdio",
         "command": format!("{TOOL_DIR}/husk-mcp"),
