@@ -361,7 +361,8 @@ fn add_file_skill(p: &mut Provision, i: usize, path: &Path) -> Result<(), RunErr
 /// The messaging skill, `husk-message`, and `husk-mcp` as MCP server `husk`.
 fn add_messaging(p: &mut Provision, tools: &dyn ToolLocator) -> Result<(), RunError> {
     let url = crate::messaging::sidecar_url();
-    p.files.push(skill_md(husk_sidecar::SKILL_NAME, husk_sidecar::SKILL));
+    p.files
+        .push(skill_md(husk_sidecar::SKILL_NAME, husk_sidecar::SKILL));
     p.mounted
         .push(format!("skill {} (messaging)", husk_sidecar::SKILL_NAME));
     let host_path = tools.locate("husk-message").ok_or_else(|| {

@@ -112,7 +112,8 @@ pub async fn run(
             Some(json!({"path": w.path, "line": w.line, "column": w.column, "message": w.message})),
         );
     }
-    let sidecar = match messaging_sidecar(spec, &run_id, opts.input.as_ref(), opts.sidecar.clone()) {
+    let sidecar = match messaging_sidecar(spec, &run_id, opts.input.as_ref(), opts.sidecar.clone())
+    {
         Ok(s) => s,
         Err(e) => {
             emitter.emit(Level::Error, "sidecar.failed", &none, e.clone(), None);

@@ -45,7 +45,9 @@ pub async fn intents(
     PathParam(id): PathParam<String>,
 ) -> ApiResult<Json<Value>> {
     let drained = s.manager.drain_intents(&id)?;
-    Ok(Json(serde_json::to_value(drained).map_err(ApiError::internal)?))
+    Ok(Json(
+        serde_json::to_value(drained).map_err(ApiError::internal)?,
+    ))
 }
 
 /// `POST /v1/runs/{id}/messages`: one inbox entry, live; bumps the inbox

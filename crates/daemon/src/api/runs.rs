@@ -139,4 +139,3 @@ pub async fn telemetry(
         "samples": page.samples,
     })))
 }
-
