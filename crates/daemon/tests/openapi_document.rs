@@ -66,8 +66,11 @@ fn json_schema<'a>(content: &'a Value, what: &str) -> &'a Value {
     s
 }
 
+/// The properties of a schema (of the first part of an `allOf`).
 fn props_of<'a>(doc: &'a Value, schema: &'a Value) -> Vec<&'a str> {
-    resolve(doc, schema)["properties"]
+    let s = resolve(doc, schema);
+    let s = s["allOf"].get(0).map_or(s, |first| resolve(doc, first));
+    s["properties"]
         .as_object()
         .map(|p| p.keys().map(String::as_str).collect())
         .unwrap_or_default()

@@ -22,7 +22,7 @@ use utoipa::openapi::path::{
     Operation, OperationBuilder, Parameter, ParameterBuilder, ParameterIn,
 };
 use utoipa::openapi::request_body::RequestBodyBuilder;
-use utoipa::openapi::schema::{AllOfBuilder, ArrayBuilder, ObjectBuilder, Type};
+use utoipa::openapi::schema::{AllOfBuilder, AnyOfBuilder, ArrayBuilder, ObjectBuilder, Type};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{
     ComponentsBuilder, Content, HttpMethod, InfoBuilder, OpenApi, OpenApiBuilder, PathsBuilder,
@@ -32,6 +32,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, Code};
 use super::{ROUTES, Route};
+use crate::manager::CreateRun;
 
 /// Component schemas collected while building (name, schema).
 pub type Components = Vec<(String, RefOr<Schema>)>;
@@ -100,6 +101,24 @@ pub fn component<T: ToSchema>(out: &mut Components) -> RefOr<Schema> {
     out.push((T::name().into_owned(), T::schema()));
     T::schemas(out);
     Ref::from_schema_name(T::name()).into()
+}
+
+/// `POST /v1/runs`'s body: [`CreateRun`], which needs `file` or `spec`
+/// (a rule of `Manager::create` that the derive cannot say).
+pub fn create_run(out: &mut Components) -> RefOr<Schema> {
+    let needs = |field: &str| {
+        ObjectBuilder::new()
+            .property(field, ObjectBuilder::new().schema_type(Type::String))
+            .required(field)
+    };
+    let file_or_spec = AnyOfBuilder::new().item(needs("file")).item(needs("spec"));
+    AllOfBuilder::new()
+        .item(component::<CreateRun>(out))
+        .item(file_or_spec)
+        .description(Some(
+            "A spec file on the daemon's host (`file`) or inline (`spec`)",
+        ))
+        .into()
 }
 
 /// The [`QueryFn`] of a type that derives `IntoParams`.
@@ -215,6 +234,16 @@ fn path_params(path: &str) -> Vec<Parameter> {
             if path.starts_with("/v1/sessions/") && name == "id" {
                 // What `sessions::check_session_id` accepts.
                 schema = schema.pattern(Some(r"^(?!\.\.?$)[A-Za-z0-9._-]{1,128}$"));
+            }
+            if matches!(name, "stage" | "name") {
+                // What `output::check_artifact_name` accepts (its limit is
+                // 255 bytes; maxLength counts characters).
+                schema = schema
+                    .pattern(Some(r"^(?!\.$)(?!.*\.\.)[^/\\\x00-\x1f\x7f-\x9f]+$"))
+                    .max_length(Some(255))
+                    .description(Some(
+                        "No `/`, `\\`, `..` or control characters, not `.`; at most 255 bytes",
+                    ));
             }
             ParameterBuilder::new()
                 .name(name)

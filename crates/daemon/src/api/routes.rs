@@ -9,7 +9,7 @@ use axum::routing::{MethodRouter, get, post, put};
 use super::error::Code::{self, *};
 use super::openapi::{Answer, Doc, Request, component};
 use super::{AppState, events, files, openapi, runs, sessions};
-use crate::manager::{Cancelled, CreateRun, Created};
+use crate::manager::{Cancelled, Created};
 use crate::store::SessionMessage;
 
 /// One route: method, path (axum syntax), summary and documentation.
@@ -47,7 +47,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Start a run",
         doc: Doc {
             request: Request::Json {
-                schema: component::<CreateRun>,
+                schema: openapi::create_run,
                 required: true,
             },
             query: None,
