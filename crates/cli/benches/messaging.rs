@@ -23,7 +23,8 @@ use husk_sandbox::{Backend, SandboxConfig};
 const N: usize = 300;
 
 fn main() {
-    if husk_sandbox::host::which("bwrap").is_none() || husk_sandbox::host::which("python3").is_none()
+    if husk_sandbox::host::which("bwrap").is_none()
+        || husk_sandbox::host::which("python3").is_none()
     {
         eprintln!("SKIP: needs bubblewrap and python3");
         return;
@@ -64,7 +65,11 @@ fn main() {
         msg_req.env = husk_runtime::messaging::env();
         for _ in 0..N / 3 {
             let t = Instant::now();
-            let o = sb.client().run(&ExecRequest::new(["true"]), 1 << 16).await.unwrap();
+            let o = sb
+                .client()
+                .run(&ExecRequest::new(["true"]), 1 << 16)
+                .await
+                .unwrap();
             assert!(o.status.success());
             exec_true.push(t.elapsed());
             let t = Instant::now();
@@ -75,10 +80,22 @@ fn main() {
         let _ = sb.stop().await;
         println!("messaging from a namespace sandbox, {N} requests");
         println!("{:<62} {:>9} {:>9} {:>8}", "", "p50", "p99", "ratio");
-        row("floor: GET /v1/context, host loopback TCP, keep-alive", &floor, None);
-        row("GET /v1/context through the forwarded port, keep-alive", &tunnel, Some(&floor));
+        row(
+            "floor: GET /v1/context, host loopback TCP, keep-alive",
+            &floor,
+            None,
+        );
+        row(
+            "GET /v1/context through the forwarded port, keep-alive",
+            &tunnel,
+            Some(&floor),
+        );
         row("floor: exec `true` in the sandbox", &exec_true, None);
-        row("exec `husk-message context` in the sandbox (whole process)", &exec_msg, Some(&exec_true));
+        row(
+            "exec `husk-message context` in the sandbox (whole process)",
+            &exec_msg,
+            Some(&exec_true),
+        );
     });
 }
 

@@ -31,29 +31,36 @@ pub const DEFAULT_MAX_ACTIVE_RUNS: usize = 256;
 pub const SHUTDOWN_MARGIN: Duration = Duration::from_secs(15);
 
 /// `POST /v1/runs`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRun {
     /// Spec path on the daemon's host.
     pub file: Option<String>,
     /// The spec text inline (husk extension).
     pub spec: Option<String>,
+    /// The run's input, any JSON (written to `/workspace/input.json`).
     pub input: Option<serde_json::Value>,
+    /// A caller-chosen run id (else one is generated).
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub run_id: Option<String>,
+    #[schema(value_type = Option<husk_runtime::RunPolicy>)]
     pub policy: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Serialize)]
+/// The answer to `POST /v1/runs`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Created {
     pub run_id: String,
     pub attempt_id: u32,
     pub state: RunStatus,
 }
 
-#[derive(Debug, Serialize)]
+/// The answer to `POST /v1/runs/{id}/cancel`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Cancelled {
     pub run_id: String,
     pub state: RunStatus,
+    /// The run's terminal event (`null` only while it is still stopping).
     pub terminal_event_id: Option<String>,
 }
 

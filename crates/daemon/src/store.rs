@@ -81,7 +81,7 @@ CREATE TABLE IF NOT EXISTS session_messages (
 ];
 
 /// One message of a session's chat log.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct SessionMessage {
     pub ts_ms: u64,
     pub role: String,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::events::Event;
 
 /// Where a run is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
     Pending,
@@ -41,11 +41,13 @@ impl RunStatus {
 }
 
 /// Limits of one run (optional on create; defaults per the contract).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RunPolicy {
+    #[schema(minimum = 1)]
     pub max_parallel_microvms_per_run: u32,
     pub max_stage_retries: u32,
+    #[schema(minimum = 1)]
     pub stage_timeout_secs: u64,
     pub cancel_grace_period_secs: u64,
     /// Most artifacts one stage's output may name.
@@ -90,7 +92,7 @@ impl RunPolicy {
 }
 
 /// One artifact in the manifest.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ArtifactEntry {
     pub name: String,
     pub stage: String,
@@ -100,7 +102,7 @@ pub struct ArtifactEntry {
 }
 
 /// Where a run's artifact publication is.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PublicationStatus {
     #[default]
@@ -111,7 +113,7 @@ pub enum PublicationStatus {
 }
 
 /// Where one stage is.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum StageStatus {
     #[default]
@@ -148,7 +150,7 @@ impl std::fmt::Display for StageStatus {
 }
 
 /// Publication of a run's artifacts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ArtifactPublication {
     pub status: PublicationStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -167,7 +169,7 @@ impl Default for ArtifactPublication {
 }
 
 /// How one stage went.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StageReport {
     pub name: String,
     pub status: StageStatus,
@@ -216,7 +218,7 @@ impl StageReport {
 }
 
 /// The result of a finished run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Report {
     pub name: String,
     pub kind: String,
@@ -230,7 +232,7 @@ pub struct Report {
 }
 
 /// A run, as stored and served.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunRecord {
     pub id: String,
     pub status: RunStatus,

@@ -23,7 +23,7 @@ pub const MAX_SAMPLES: usize = 7200;
 pub const INTERVAL: Duration = Duration::from_secs(1);
 
 /// One resource sample of one stage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Sample {
     pub seq: u64,
     pub ts_ms: u64,
@@ -37,7 +37,7 @@ pub struct Sample {
 }
 
 /// A page of samples.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Page {
     pub next_seq: u64,
     pub samples: Vec<Sample>,

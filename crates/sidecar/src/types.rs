@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// What an intent or inbox entry is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     Proposal,
@@ -17,7 +17,7 @@ pub enum Kind {
 }
 
 /// Who an intent is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Audience {
     Broadcast,
@@ -25,7 +25,9 @@ pub enum Audience {
 }
 
 /// How urgent an intent is; `normal` when not given.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
     High,
@@ -70,7 +72,7 @@ impl Priority {
 }
 
 /// The inbox as agents read it (`GET /v1/inbox`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InboxSnapshot {
     pub version: u64,
     pub execution_id: String,
@@ -80,7 +82,7 @@ pub struct InboxSnapshot {
 }
 
 /// One message in the inbox.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InboxEntry {
     pub message_id: String,
@@ -92,7 +94,7 @@ pub struct InboxEntry {
 /// What the orchestrator loads (`PUT /v1/runs/{id}/inbox`). Everything but
 /// `entries` is optional: `version` defaults to the current version + 1,
 /// `iteration` to the current iteration, the ids to the run's identity.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InboxLoad {
     #[serde(default)]
@@ -107,7 +109,7 @@ pub struct InboxLoad {
 }
 
 /// An intent as an agent submits it (`POST /v1/intents`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmittedIntent {
     pub kind: Kind,
@@ -120,7 +122,7 @@ pub struct SubmittedIntent {
 }
 
 /// An accepted intent, stamped by the sidecar.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StampedIntent {
     pub intent_id: String,
     pub from_candidate_id: String,
@@ -133,7 +135,7 @@ pub struct StampedIntent {
 }
 
 /// Who the agent is (`GET /v1/context`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SidecarContext {
     pub execution_id: String,
     pub candidate_id: String,
@@ -144,7 +146,7 @@ pub struct SidecarContext {
 }
 
 /// Whether the sidecar still takes intents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Serving: intents are accepted.
@@ -155,7 +157,7 @@ pub enum Status {
 }
 
 /// `GET /v1/health`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SidecarHealth {
     pub status: Status,
     pub sidecar_version: String,
@@ -166,7 +168,7 @@ pub struct SidecarHealth {
 }
 
 /// The run record's `sidecar` field.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SidecarStatus {
     pub status: Status,
     pub buffer_depth: usize,

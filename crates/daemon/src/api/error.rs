@@ -7,7 +7,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// What went wrong, one code per kind of problem (the envelope's `code`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Code {
     InvalidSpec,
@@ -30,7 +31,8 @@ pub enum Code {
 }
 
 impl Code {
-    fn status(self) -> StatusCode {
+    /// The HTTP status this code is answered with.
+    pub fn status(self) -> StatusCode {
         match self {
             Code::InvalidSpec | Code::InvalidPolicy | Code::InvalidParams => {
                 StatusCode::BAD_REQUEST
@@ -50,7 +52,8 @@ impl Code {
         }
     }
 
-    fn retryable(self) -> bool {
+    /// Whether the same request may succeed later.
+    pub fn retryable(self) -> bool {
         matches!(
             self,
             Code::ResourceLimitExceeded
@@ -64,10 +67,13 @@ impl Code {
 }
 
 /// An API error: a code and a message that says what to change.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
 pub struct ApiError {
     pub code: Code,
+    /// What is wrong, naming the field, value or limit.
     pub message: String,
+    /// Whether the same request may succeed later.
     pub retryable: bool,
 }
 

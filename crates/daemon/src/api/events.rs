@@ -25,9 +25,11 @@ use super::error::ApiResult;
 use super::{AppState, PathParam, QueryParams};
 use crate::manager::Manager;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
+    /// Events strictly after this one (`evt_<seq>`); all when unknown.
     from_event_id: Option<String>,
 }
 

@@ -6,7 +6,7 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::error::{ApiError, ApiResult, Code};
 use super::{AppState, PathParam};
@@ -22,21 +22,38 @@ fn inbox_error(e: InboxError) -> ApiError {
     }
 }
 
+/// What `PUT /v1/runs/{id}/inbox` answers.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct InboxLoaded {
+    pub run_id: String,
+    pub version: u64,
+    pub iteration: u32,
+    /// The same version with the same content was loaded already.
+    pub unchanged: bool,
+}
+
+/// What `POST /v1/runs/{id}/messages` answers.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct MessagePushed {
+    pub run_id: String,
+    pub inbox_version: u64,
+}
+
 /// `PUT /v1/runs/{id}/inbox`: `version` optional (previous + 1 when absent).
 pub async fn put_inbox(
     State(s): State<AppState>,
     PathParam(id): PathParam<String>,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<InboxLoaded>> {
     let sc = s.manager.sidecar(&id)?;
     let load = husk_sidecar::parse_inbox_load(&body).map_err(|e| ApiError::params(e.0))?;
     let loaded = sc.load_inbox(load).map_err(inbox_error)?;
-    Ok(Json(json!({
-        "run_id": id,
-        "version": loaded.version,
-        "iteration": loaded.iteration,
-        "unchanged": loaded.unchanged,
-    })))
+    Ok(Json(InboxLoaded {
+        run_id: id,
+        version: loaded.version,
+        iteration: loaded.iteration,
+        unchanged: loaded.unchanged,
+    }))
 }
 
 /// `GET /v1/runs/{id}/intents`: drains (a second call returns `[]`).
@@ -56,9 +73,12 @@ pub async fn push_message(
     State(s): State<AppState>,
     PathParam(id): PathParam<String>,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<MessagePushed>> {
     let sc = s.manager.sidecar(&id)?;
     let entry = husk_sidecar::parse_inbox_entry(&body).map_err(|e| ApiError::params(e.0))?;
-    let version = sc.push_message(entry).map_err(inbox_error)?;
-    Ok(Json(json!({"run_id": id, "inbox_version": version})))
+    let inbox_version = sc.push_message(entry).map_err(inbox_error)?;
+    Ok(Json(MessagePushed {
+        run_id: id,
+        inbox_version,
+    }))
 }

@@ -12,7 +12,8 @@ pub mod error;
 mod events;
 mod files;
 mod messaging;
-mod openapi;
+pub mod openapi;
+mod routes;
 mod runs;
 pub mod sessions;
 pub mod url;
@@ -25,10 +26,11 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post, put};
+use axum::routing::{MethodRouter, get};
 
 use crate::manager::Manager;
 use error::{ApiError, Code};
+pub use routes::{ROUTES, Route};
 
 /// Request bodies over this are refused with 413.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -39,118 +41,6 @@ pub struct AppState {
     pub manager: Arc<Manager>,
     /// Bearer token required on every route (TCP listeners).
     pub token: Option<Arc<String>>,
-}
-
-/// One route: method, path (axum syntax), summary for the OpenAPI document.
-pub struct Route {
-    pub method: &'static str,
-    pub path: &'static str,
-    pub summary: &'static str,
-}
-
-pub const ROUTES: &[Route] = &[
-    Route {
-        method: "get",
-        path: "/v1/health",
-        summary: "Daemon health",
-    },
-    Route {
-        method: "post",
-        path: "/v1/runs",
-        summary: "Start a run",
-    },
-    Route {
-        method: "get",
-        path: "/v1/runs",
-        summary: "List runs (state=active|terminal)",
-    },
-    Route {
-        method: "get",
-        path: "/v1/runs/{id}",
-        summary: "A run record",
-    },
-    Route {
-        method: "get",
-        path: "/v1/runs/{id}/events",
-        summary: "Events after from_event_id; SSE with Accept: text/event-stream",
-    },
-    Route {
-        method: "post",
-        path: "/v1/runs/{id}/cancel",
-        summary: "Cancel a run (idempotent)",
-    },
-    Route {
-        method: "get",
-        path: "/v1/runs/{id}/stages",
-        summary: "Per-stage status",
-    },
-    Route {
-        method: "get",
-        path: "/v1/runs/{id}/stages/{stage}/output-file",
-        summary: "A stage's output file",
-    },
-    Route {
-        method: "get",
-        path: "/v1/runs/{id}/stages/{stage}/artifacts/{name}",
-        summary: "A stage artifact",
-    },
-    Route {
-        method: "put",
-        path: "/v1/runs/{id}/inbox",
-        summary: "Load an inbox snapshot into the run's sidecar",
-    },
-    Route {
-        method: "get",
-        path: "/v1/runs/{id}/intents",
-        summary: "Drain buffered intents",
-    },
-    Route {
-        method: "post",
-        path: "/v1/runs/{id}/messages",
-        summary: "Push one inbox entry",
-    },
-    Route {
-        method: "get",
-        path: "/v1/runs/{id}/telemetry",
-        summary: "Per-stage resource samples (from_seq, stage_name)",
-    },
-    Route {
-        method: "get",
-        path: "/v1/sessions/{id}/messages",
-        summary: "A session's chat log (JSON array, oldest first)",
-    },
-    Route {
-        method: "post",
-        path: "/v1/sessions/{id}/messages",
-        summary: "Append {role, content} to a session's chat log",
-    },
-    Route {
-        method: "get",
-        path: "/v1/openapi.json",
-        summary: "This API's OpenAPI document",
-    },
-];
-
-fn handler(r: &Route) -> MethodRouter<AppState> {
-    match (r.method, r.path) {
-        ("get", "/v1/health") => get(runs::health),
-        ("post", "/v1/runs") => post(runs::create),
-        ("get", "/v1/runs") => get(runs::list),
-        ("get", "/v1/runs/{id}") => get(runs::show),
-        ("get", "/v1/runs/{id}/events") => get(events::events),
-        ("post", "/v1/runs/{id}/cancel") => post(runs::cancel),
-        ("get", "/v1/runs/{id}/stages") => get(runs::stages),
-        ("get", "/v1/runs/{id}/stages/{stage}/output-file") => get(files::output_file),
-        ("get", "/v1/runs/{id}/stages/{stage}/artifacts/{name}") => get(files::artifact),
-        ("put", "/v1/runs/{id}/inbox") => put(messaging::put_inbox),
-        ("get", "/v1/runs/{id}/intents") => get(messaging::intents),
-        ("post", "/v1/runs/{id}/messages") => post(messaging::push_message),
-        ("get", "/v1/runs/{id}/telemetry") => get(runs::telemetry),
-        ("get", "/v1/sessions/{id}/messages") => get(sessions::list),
-        ("post", "/v1/sessions/{id}/messages") => post(sessions::append),
-        ("get", "/v1/openapi.json") => get(openapi::document),
-        _ => unreachable_route(),
-    }
 }
 
 /// A route in ROUTES without a handler is a programming error caught by
@@ -167,7 +57,7 @@ pub fn router(state: AppState) -> Router {
     for path in paths {
         let mut m: Option<MethodRouter<AppState>> = None;
         for route in ROUTES.iter().filter(|x| x.path == path) {
-            let h = handler(route);
+            let h = routes::handler(route);
             m = Some(match m {
                 Some(prev) => prev.merge(h),
                 None => h,

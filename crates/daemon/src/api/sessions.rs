@@ -22,10 +22,14 @@ pub const MAX_CONTENT_BYTES: usize = 64 * 1024;
 /// Most messages one session holds (more: 413 `PAYLOAD_TOO_LARGE`).
 pub const MAX_MESSAGES_PER_SESSION: usize = 10_000;
 
-#[derive(Debug, Deserialize)]
+/// `POST /v1/sessions/{id}/messages`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewMessage {
+pub struct NewMessage {
+    /// 1–64 characters.
+    #[schema(min_length = 1, max_length = 64)]
     role: String,
+    /// At most 64 KiB of UTF-8 (more: 413).
     content: String,
 }
 
