@@ -159,6 +159,22 @@ fn summary(r: &RunRecord, dir: Option<&PathBuf>) {
             );
         }
     }
+    if !r.undrained_intents.is_empty() {
+        println!("  intents the agent sent ({}):", r.undrained_intents.len());
+        for i in &r.undrained_intents {
+            let summary = i
+                .payload
+                .get("summary_text")
+                .and_then(|v| v.as_str())
+                .map_or_else(|| i.payload.to_string(), str::to_string);
+            println!(
+                "    {} → {} [{}]: {summary}",
+                i.kind.as_str(),
+                i.audience.as_str(),
+                i.priority.as_str()
+            );
+        }
+    }
     if let Some(e) = &r.error {
         println!("  error: {e}");
     }

@@ -262,3 +262,40 @@ fn sidecar_errors_from_inside_the_sandbox() {
         );
     }
 }
+
+/// `husk run` (no daemon) gives a messaging-enabled run its sidecar too,
+/// and prints the intents the agent sent at the end.
+#[test]
+fn husk_run_has_a_sidecar_and_prints_the_intents() {
+    if !have_bwrap() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("husk-msg-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let s = spec(
+        &dir,
+        "solo",
+        "namespace",
+        "husk-message send --kind proposal --audience leader --summary 'try plan B' > sent.json",
+        &["sent.json"],
+    );
+    let o = common::husk()
+        .args(["run", "--runs-dir"])
+        .arg(dir.join("runs"))
+        .arg(&s)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(stdout.contains("intents the agent sent (1)"), "{stdout}");
+    assert!(
+        stdout.contains("proposal → leader [normal]: try plan B"),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
