@@ -299,3 +299,48 @@ fn husk_run_has_a_sidecar_and_prints_the_intents() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A service's intents survive its publications (void-box dropped them):
+/// the orchestrator drains them while the service keeps running.
+#[test]
+fn a_services_intents_survive_publication() {
+    if !have_curl() || !have_bwrap() {
+        return;
+    }
+    let d = Daemon::start("messaging-service", &[]);
+    let script = json!({"steps": [
+        {"shell": "husk-message send --kind signal --audience broadcast --summary before", "expect_ok": true},
+        {"write": {"path": "/workspace/output.json", "json": {"status": "running"}}},
+        {"sleep_ms": 500},
+        {"shell": "husk-message send --kind signal --audience broadcast --summary after", "expect_ok": true},
+        {"sleep_ms": 600000}
+    ]});
+    let p = d.dir.join("svc.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "api_version: v1\nkind: agent\nname: svc\nsandbox:\n  mode: namespace\n  env:\n    HUSK_TEST_AGENT_SCRIPT: {}\nagent:\n  prompt: serve\n  mode: service\n  output_file: /workspace/output.json\n  skills: [\"agent:husk-test-agent\"]\n  messaging: {{enabled: true}}\n",
+            serde_json::to_string(&script.to_string()).unwrap()
+        ),
+    )
+    .unwrap();
+    let id = start(&d, &p, json!({}));
+    let t = Instant::now();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let (_, v) = d.json("GET", &format!("/v1/runs/{id}/intents"), None);
+        got.extend(v.as_array().cloned().unwrap_or_default());
+        assert!(t.elapsed() < Duration::from_secs(60), "{got:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, r) = d.json("GET", &format!("/v1/runs/{id}"), None);
+    assert_eq!(r["status"], "running");
+    assert_eq!(r["output_ready"], true, "{r:#}");
+    let texts: Vec<&str> = got
+        .iter()
+        .map(|i| i["payload"]["summary_text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["before", "after"]);
+    let (_, c) = d.json("POST", &format!("/v1/runs/{id}/cancel"), None);
+    assert_eq!(c["state"], "cancelled");
+}
