@@ -27,8 +27,18 @@ struct Endpoint {
 
 impl Endpoint {
     fn start(log: &Path) -> Endpoint {
+        Self::with_plan(log, None)
+    }
+
+    /// `plan`: the scripted tool calls (FAKE_ANTHROPIC_PLAN), else the
+    /// endpoint's default (the echo server's shout tool).
+    fn with_plan(log: &Path, plan: Option<&Value>) -> Endpoint {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake_anthropic.py");
-        let mut child = Command::new("python3")
+        let mut cmd = Command::new("python3");
+        if let Some(p) = plan {
+            cmd.env("FAKE_ANTHROPIC_PLAN", p.to_string());
+        }
+        let mut child = cmd
             .arg(&script)
             .arg(log)
             .stdin(Stdio::null())
@@ -260,4 +270,121 @@ fn real_claude_code_calls_an_mcp_tool_and_writes_the_output() {
         t0.elapsed().as_secs_f64(),
         requests.len()
     );
+}
+
+/// The real Claude Code with messaging on: husk-mcp is in its MCP config,
+/// connected, its tools pre-allowed; the model (the scripted endpoint)
+/// calls `broadcast_observation` and `read_peer_messages`, and the intent
+/// arrives at the orchestrator through the daemon's
+/// `GET /v1/runs/{id}/intents`.
+#[test]
+fn real_claude_code_collaborates_through_husk_mcp() {
+    if std::env::var_os("HUSK_CLAUDE_BIN").is_none() {
+        eprintln!(
+            "SKIP: HUSK_CLAUDE_BIN is not set (scripts/test sets it via scripts/ensure-claude)"
+        );
+        return;
+    }
+    if !have_bwrap() || husk_sandbox::host::which("python3").is_none() {
+        eprintln!("SKIP: needs bubblewrap and python3");
+        return;
+    }
+    let base = std::env::temp_dir().join(format!("husk-claude-mcp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base).unwrap();
+    let plan = json!([
+        {"name": "mcp__husk__broadcast_observation",
+         "input": {"summary_text": "the bug is in parse()", "priority": "high"}},
+        {"name": "mcp__husk__read_peer_messages", "input": {}},
+    ]);
+    let endpoint = Endpoint::with_plan(&base.join("endpoint.jsonl"), Some(&plan));
+    let key = test_key();
+    std::fs::create_dir_all(base.join("daemon")).unwrap();
+    let d = common::daemon::Daemon::start_wrapped(
+        base.join("daemon"),
+        &[],
+        &format!("export HUSK_TEST_FAKE_ANTHROPIC_KEY={key}"),
+    );
+    let spec = json!({
+        "api_version": "v1", "kind": "agent", "name": "claude-mcp",
+        "llm": {
+            "provider": "claude",
+            "base_url": format!("http://127.0.0.1:{}", endpoint.port),
+            "api_key_env": "HUSK_TEST_FAKE_ANTHROPIC_KEY",
+        },
+        "sandbox": {"mode": "namespace", "network": true},
+        "agent": {
+            "prompt": "Tell your peers what you found, then read their messages.",
+            "timeout_secs": 120,
+            "skills": ["agent:claude-code"],
+            "messaging": {"enabled": true},
+        },
+    });
+    let spec_path = base.join("claude-mcp.json");
+    std::fs::write(&spec_path, spec.to_string()).unwrap();
+    let input =
+        json!({"execution_id": "exec-1", "candidate_id": "cand-claude", "peers": ["cand-2"]});
+    let (code, v) = d.json(
+        "POST",
+        "/v1/runs",
+        Some(&json!({"file": spec_path, "input": input}).to_string()),
+    );
+    assert_eq!(code, 200, "{v}");
+    let id = v["run_id"].as_str().unwrap().to_string();
+    let r = d.wait_terminal(&id, std::time::Duration::from_secs(180));
+    let requests = endpoint.requests();
+    let context = format!("endpoint requests: {requests:#?}\nrecord: {r:#}");
+    assert_eq!(r["status"], "succeeded", "{context}");
+    let started = events_of(&r, "agent.started");
+    assert!(
+        started.iter().any(|m| m.contains("husk (connected)")),
+        "{started:?}\n{context}"
+    );
+    let calls = events_of(&r, "agent.tool_call");
+    for tool in [
+        "mcp__husk__broadcast_observation",
+        "mcp__husk__read_peer_messages",
+    ] {
+        assert!(
+            calls.iter().any(|m| m.contains(tool)),
+            "{tool}: {calls:?}\n{context}"
+        );
+    }
+    let steps: Vec<&str> = requests
+        .iter()
+        .filter(|q| q["scripted"] == true)
+        .map(|q| q["step"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "broadcast_observation",
+            "read_peer_messages",
+            "write",
+            "final"
+        ],
+        "{context}"
+    );
+    // read_peer_messages answered with the (empty) inbox of this candidate.
+    let summary = r["report"]["output"]["summary"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(summary.contains("cand-claude"), "{summary}\n{context}");
+    // The orchestrator drains the intent the model sent through husk-mcp.
+    let (code, intents) = d.json("GET", &format!("/v1/runs/{id}/intents"), None);
+    assert_eq!(code, 200, "{intents}");
+    let intents = intents.as_array().unwrap();
+    assert_eq!(intents.len(), 1, "{intents:?}\n{context}");
+    assert_eq!(intents[0]["kind"], "signal");
+    assert_eq!(intents[0]["audience"], "broadcast");
+    assert_eq!(intents[0]["priority"], "high");
+    assert_eq!(intents[0]["from_candidate_id"], "cand-claude");
+    assert_eq!(
+        intents[0]["payload"]["summary_text"],
+        "the bug is in parse()"
+    );
+    let (_, again) = d.json("GET", &format!("/v1/runs/{id}/intents"), None);
+    assert_eq!(again, json!([]));
+    drop(endpoint);
+    let _ = std::fs::remove_dir_all(&base);
 }
