@@ -344,3 +344,46 @@ fn a_services_intents_survive_publication() {
     let (_, c) = d.json("POST", &format!("/v1/runs/{id}/cancel"), None);
     assert_eq!(c["state"], "cancelled");
 }
+
+/// The scripted test agent calls husk-mcp's tools (its real MCP stdio
+/// client, the server from the run's MCP config) in a micro-VM.
+#[test]
+fn the_test_agent_uses_husk_mcp_in_a_micro_vm() {
+    if husk_sandbox::host::which("qemu-system-x86_64").is_none() || !have_curl() {
+        eprintln!("SKIP: qemu-system-x86_64 or curl is not installed");
+        return;
+    }
+    let d = Daemon::start("messaging-mcp-vm", &[]);
+    let script = json!({"steps": [
+        {"tool": {"server": "husk", "name": "read_shared_context", "arguments": {}}, "expect_ok": true},
+        {"tool": {"server": "husk", "name": "recommend_to_leader",
+                  "arguments": {"summary_text": "ship it", "disposition": "refine"}}, "expect_ok": true},
+        {"write": {"path": "/workspace/output.json", "json": {"status": "success"}}}
+    ]});
+    let p = d.dir.join("vm-mcp.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "api_version: v1\nkind: agent\nname: vm-mcp\nsandbox:\n  mode: microvm\n  env:\n    HUSK_TEST_AGENT_SCRIPT: {}\nagent:\n  prompt: go\n  skills: [\"agent:husk-test-agent\"]\n  messaging: {{enabled: true}}\n",
+            serde_json::to_string(&script.to_string()).unwrap()
+        ),
+    )
+    .unwrap();
+    let id = start(&d, &p, json!({"candidate_id": "vm-1"}));
+    let r = d.wait_terminal(&id, Duration::from_secs(180));
+    assert_eq!(r["status"], "succeeded", "{r:#}");
+    let results: Vec<&str> = r["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event_type"] == "agent.tool_result")
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert!(results.iter().any(|m| m.contains("vm-1")), "{results:?}");
+    let (_, intents) = d.json("GET", &format!("/v1/runs/{id}/intents"), None);
+    let intents = intents.as_array().unwrap();
+    assert_eq!(intents.len(), 1, "{intents:?}");
+    assert_eq!(intents[0]["audience"], "leader");
+    assert_eq!(intents[0]["kind"], "evaluation");
+    assert_eq!(intents[0]["from_candidate_id"], "vm-1");
+}
