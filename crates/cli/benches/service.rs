@@ -20,14 +20,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use husk_sandbox::{Backend, SandboxConfig};
 use husk_sandbox::namespace::NamespaceBackend;
+use husk_sandbox::{Backend, SandboxConfig};
 
 const PUBLICATIONS: usize = 40;
 
 fn main() {
-    if husk_sandbox::host::which("curl").is_none() || husk_sandbox::host::which("bwrap").is_none()
-    {
+    if husk_sandbox::host::which("curl").is_none() || husk_sandbox::host::which("bwrap").is_none() {
         eprintln!("SKIP: needs curl and bubblewrap");
         return;
     }
@@ -84,7 +83,10 @@ fn stat_round_trips(n: usize) -> Vec<Duration> {
         .unwrap();
     rt.block_on(async {
         let backend = NamespaceBackend::new().expect("namespace backend");
-        let sb = backend.start(&SandboxConfig::default()).await.expect("sandbox");
+        let sb = backend
+            .start(&SandboxConfig::default())
+            .await
+            .expect("sandbox");
         sb.client()
             .write_file("/workspace/out.json", b"{}", 0o644)
             .await
@@ -190,7 +192,10 @@ fn publication_latency(d: &Daemon) -> Vec<Duration> {
 }
 
 fn now_ns() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
 }
 
 struct Daemon {

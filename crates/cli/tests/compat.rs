@@ -188,7 +188,8 @@ fn artifacts_are_bounded_unique_and_sparse() {
         arts.join(",")
     );
     let spec = agent_spec(&d.dir, "many", &script);
-    let policy = json!({"max_artifact_bytes_per_stage": 50 << 20, "max_artifact_bytes_per_run": 50 << 20});
+    let policy =
+        json!({"max_artifact_bytes_per_stage": 50 << 20, "max_artifact_bytes_per_run": 50 << 20});
     let r = run(&d, json!({"file": spec, "policy": policy}));
     assert_eq!(r["status"], "failed", "{r:#}");
     let err = r["error"].as_str().unwrap();
@@ -222,7 +223,10 @@ fn artifacts_are_bounded_unique_and_sparse() {
     let r = run(&d, json!({"file": spec}));
     assert_eq!(r["status"], "failed");
     assert!(
-        r["error"].as_str().unwrap().contains("names are unique per stage"),
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("names are unique per stage"),
         "{r:#}"
     );
 }

@@ -53,10 +53,7 @@ impl Tunnels {
         {
             l.abort();
         }
-        self.conns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.conns.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// Binds `127.0.0.1:port` and forwards its connections under request
@@ -66,7 +63,8 @@ impl Tunnels {
             Ok(l) => l,
             Err(e) => {
                 let msg = format!("listening on 127.0.0.1:{port}: {e}");
-                out.send(id, GuestMsg::Error(reply(ErrorKind::Io, msg))).await;
+                out.send(id, GuestMsg::Error(reply(ErrorKind::Io, msg)))
+                    .await;
                 return;
             }
         };

@@ -178,9 +178,13 @@ pub enum GuestMsg {
     /// `Wait`).
     Finished(ExitStatus),
     /// A `Listen` is bound (protocol 3).
-    Listening { port: u16 },
+    Listening {
+        port: u16,
+    },
     /// A client connected to a forwarded port (protocol 3).
-    Accepted { conn: u64 },
+    Accepted {
+        conn: u64,
+    },
     /// Bytes a forwarded connection's client sent (protocol 3).
     ConnData {
         conn: u64,
@@ -188,7 +192,9 @@ pub enum GuestMsg {
         data: Vec<u8>,
     },
     /// A forwarded connection ended (protocol 3).
-    ConnClosed { conn: u64 },
+    ConnClosed {
+        conn: u64,
+    },
 }
 
 /// Accepted session.

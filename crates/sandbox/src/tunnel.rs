@@ -61,7 +61,9 @@ where
                     conns.insert(conn, tx);
                 }
                 ListenEvent::Data(conn, data) => {
-                    let full = conns.get(&conn).is_some_and(|tx| tx.try_send(data).is_err());
+                    let full = conns
+                        .get(&conn)
+                        .is_some_and(|tx| tx.try_send(data).is_err());
                     if full {
                         conns.remove(&conn);
                         let _ = listener.client().conn_close(conn);
@@ -77,10 +79,7 @@ where
     Ok(Forward { task })
 }
 
-async fn to_service(
-    mut wr: tokio::io::WriteHalf<DuplexStream>,
-    mut rx: mpsc::Receiver<Vec<u8>>,
-) {
+async fn to_service(mut wr: tokio::io::WriteHalf<DuplexStream>, mut rx: mpsc::Receiver<Vec<u8>>) {
     while let Some(data) = rx.recv().await {
         if wr.write_all(&data).await.is_err() {
             return;

@@ -164,15 +164,26 @@ fn file_skills_refuse_symlinks_out_fifos_and_huge_files() {
     let secret = dir.join("secret.txt");
     std::fs::write(&secret, "---\nname: leak\n---\nTOP SECRET").unwrap();
     std::os::unix::fs::symlink(&secret, dir.join("s/SKILL.md")).unwrap();
-    let e = plan(&[Skill::File("s/SKILL.md".into())], &dir, None, &Fake(vec![]))
-        .unwrap_err()
-        .to_string();
+    let e = plan(
+        &[Skill::File("s/SKILL.md".into())],
+        &dir,
+        None,
+        &Fake(vec![]),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("outside the skill's directory"), "{e}");
     assert!(!e.contains("TOP SECRET"));
     // A link inside the skill's own directory is fine.
     std::fs::write(dir.join("s/real.md"), "---\nname: inside\n---\nok").unwrap();
     std::os::unix::fs::symlink("real.md", dir.join("s/link.md")).unwrap();
-    let p = plan(&[Skill::File("s/link.md".into())], &dir, None, &Fake(vec![])).unwrap();
+    let p = plan(
+        &[Skill::File("s/link.md".into())],
+        &dir,
+        None,
+        &Fake(vec![]),
+    )
+    .unwrap();
     assert!(file(&p, "/workspace/.claude/skills/inside/SKILL.md").ends_with("ok"));
     // A FIFO is refused at once instead of hanging the run.
     assert!(

@@ -105,23 +105,33 @@ pub async fn forwarded_port_reaches_the_host_service<H: Harness>(h: &H, b: Arc<d
     let out = within_20s("three forwarded connections", sh(&sb, &script)).await;
     let got = text(&out.stdout);
     for i in 1..=3 {
-        assert!(got.contains(&format!("served HELLO{i}")), "{got:?} {}", text(&out.stderr));
+        assert!(
+            got.contains(&format!("served HELLO{i}")),
+            "{got:?} {}",
+            text(&out.stderr)
+        );
     }
     // Another sandbox has its own loopback: nothing listens there.
     let other = b.start(&h.config()).await.expect("start other");
     let out = within_20s(
         "a connection from another sandbox",
-        sh(&other, &format!("echo x | busybox nc 127.0.0.1 {port}; echo rc=$?")),
+        sh(
+            &other,
+            &format!("echo x | busybox nc 127.0.0.1 {port}; echo rc=$?"),
+        ),
     )
     .await;
-    assert!(!text(&out.stdout).contains("served"), "{}", text(&out.stdout));
+    assert!(
+        !text(&out.stdout).contains("served"),
+        "{}",
+        text(&out.stdout)
+    );
     other.stop().await.unwrap();
     // No host port was opened.
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
     drop(fwd);
     sb.stop().await.unwrap();
 }
-
 
 pub async fn exit_codes_and_streams<H: Harness>(h: &H, b: Arc<dyn Backend>) {
     let sb = shared(h, &b).await;
