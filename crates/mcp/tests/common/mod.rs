@@ -71,11 +71,25 @@ pub struct Gate {
     pub addr: SocketAddr,
     open: Arc<tokio::sync::Notify>,
     opened: Arc<std::sync::atomic::AtomicBool>,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Gate {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Waits (at most [`PATIENCE`]) until `n` connections came in, i.e.
+    /// husk-mcp is inside its sidecar call.
+    pub fn wait_accepted(&self, n: usize) {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while self.accepted.load(std::sync::atomic::Ordering::SeqCst) < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "husk-mcp never called the sidecar"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     pub fn open(&self) {
@@ -91,9 +105,11 @@ pub fn gate(upstream: SocketAddr) -> Gate {
     let addr = listener.local_addr().expect("addr");
     let open = Arc::new(tokio::sync::Notify::new());
     let opened = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (o, flag) = (open.clone(), opened.clone());
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (o, flag, count) = (open.clone(), opened.clone(), accepted.clone());
     rt().spawn(async move {
         while let Ok((mut down, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let (o, flag) = (o.clone(), flag.clone());
             tokio::spawn(async move {
                 let notified = o.notified();
@@ -106,7 +122,12 @@ pub fn gate(upstream: SocketAddr) -> Gate {
             });
         }
     });
-    Gate { addr, open, opened }
+    Gate {
+        addr,
+        open,
+        opened,
+        accepted,
+    }
 }
 
 /// husk-mcp over stdio, driven line by line.
