@@ -10,9 +10,11 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::limits::MAX_MESSAGE_BYTES;
 use crate::server::HuskMcp;
@@ -24,9 +26,12 @@ pub const PATH: &str = "/mcp";
 pub const ALLOWED_ORIGINS: [&str; 3] =
     ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"];
 
-/// The axum app serving `server` at [`PATH`].
-pub fn router(server: HuskMcp) -> axum::Router {
+/// The axum app serving `server` at [`PATH`]; cancelling `stop` ends
+/// every session and open stream (so a graceful shutdown does not wait
+/// on a client's long-lived SSE stream).
+pub fn router(server: HuskMcp, stop: CancellationToken) -> axum::Router {
     let config = StreamableHttpServerConfig::default()
+        .with_cancellation_token(stop)
         .with_allowed_origins(ALLOWED_ORIGINS)
         .enforce_origin_validation()
         .with_max_request_body_bytes(MAX_MESSAGE_BYTES);
@@ -43,11 +48,20 @@ pub async fn bind(port: u16) -> std::io::Result<TcpListener> {
     TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await
 }
 
-/// Serves until SIGINT or SIGTERM, then lets open requests finish.
+/// Serves until SIGINT or SIGTERM, then ends the MCP sessions and lets
+/// open requests finish.
 pub async fn serve(listener: TcpListener, server: HuskMcp) -> std::io::Result<()> {
-    let app = router(server);
+    let stop = CancellationToken::new();
+    let app = router(server, stop.clone());
+    // Small request/answer pairs (and SSE frames): do not wait for Nagle.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
-        .with_graceful_shutdown(stop_signal())
+        .with_graceful_shutdown(async move {
+            stop_signal().await;
+            stop.cancel();
+        })
         .await
 }
 

@@ -157,3 +157,32 @@ fn a_client_that_hangs_up_mid_call_does_not_stop_the_server() {
         "husk-mcp exited"
     );
 }
+
+#[test]
+fn sigterm_stops_the_server_even_with_an_open_stream() {
+    let sc = sidecar();
+    let mut http = spawn_http(&sc.url());
+    let init = post(&http.url, &[], initialize_body());
+    let session = init.session.expect("Mcp-Session-Id");
+    // The session's long-lived SSE stream (GET), left open.
+    let get = Request::builder()
+        .method(Method::GET)
+        .uri(&http.url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", session.as_str())
+        .header("mcp-protocol-version", "2025-11-25")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    // Held (not dropped) until the end, so the stream stays open.
+    let stream = rt().block_on(client().request(get)).expect("stream opened");
+    assert_eq!(stream.status(), StatusCode::OK);
+    let pid = http.child.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = wait_bounded(&mut http.child);
+    assert!(status.success(), "{status}");
+    drop(stream);
+}
