@@ -126,31 +126,72 @@ pub async fn inspect(a: RunRef) -> CliResult<i32> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
     }
-    println!("run {}  {}", s(&v["id"]), s(&v["status"]).to_uppercase());
-    println!("  file      {}", s(&v["file"]));
-    println!("  started   {}", s(&v["started_at"]));
-    if let Some(f) = v["finished_at"].as_str() {
-        println!("  finished  {f} ({})", s(&v["terminal_reason"]));
+    let r: husk_runtime::RunRecord = serde_json::from_value(v)
+        .map_err(|e| format!("the daemon's run record did not parse: {e}"))?;
+    print_record(&r);
+    Ok(0)
+}
+
+/// A run record for a person: status, stages, publication, messaging.
+fn print_record(r: &husk_runtime::RunRecord) {
+    println!("run {}  {}", r.id, r.status.as_str().to_uppercase());
+    println!("  file      {}", r.file);
+    println!("  started   {}", r.started_at);
+    if let Some(f) = &r.finished_at {
+        println!(
+            "  finished  {f} ({})",
+            r.terminal_reason.as_deref().unwrap_or("-")
+        );
     }
-    if let Some(stages) = v["report"]["stages"].as_array() {
-        for st in stages {
-            println!(
-                "  stage {:<14} {:<10} {}",
-                s(&st["name"]),
-                s(&st["status"]),
-                st["error"].as_str().unwrap_or("")
-            );
+    match &r.report {
+        Some(rep) => {
+            for st in &rep.stages {
+                println!(
+                    "  stage {:<14} {:<10} {}",
+                    st.name,
+                    st.status,
+                    st.error.as_deref().unwrap_or("")
+                );
+            }
         }
-    } else if let Some(m) = v["stage_states"].as_object() {
-        for (k, st) in m {
-            println!("  stage {k:<14} {}", s(st));
+        None => {
+            for (k, st) in &r.stage_states {
+                println!("  stage {k:<14} {st}");
+            }
         }
     }
-    if let Some(e) = v["error"].as_str() {
+    let publications = r
+        .events
+        .iter()
+        .filter(|e| e.event_type == "run.output_ready")
+        .count();
+    println!(
+        "  output    {}",
+        if r.output_ready {
+            format!("ready (published {publications}×)")
+        } else {
+            "not ready".into()
+        }
+    );
+    for m in &r.artifact_publication.manifest {
+        println!(
+            "  artifact  {}/{} ({} bytes, {}) {}",
+            m.stage, m.name, m.size_bytes, m.media_type, m.retrieval_path
+        );
+    }
+    if let Some(sc) = &r.sidecar {
+        println!(
+            "  sidecar   {:?}, {} intents buffered, inbox version {}",
+            sc.status, sc.buffer_depth, sc.inbox_version
+        );
+    }
+    if !r.undrained_intents.is_empty() {
+        println!("  intents   {} left undrained", r.undrained_intents.len());
+    }
+    if let Some(e) = &r.error {
         println!("  error     {e}");
     }
-    println!("  events    {}", v["events"].as_array().map_or(0, Vec::len));
-    Ok(0)
+    println!("  events    {}", r.events.len());
 }
 
 #[derive(Debug, Args)]
