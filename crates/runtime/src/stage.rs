@@ -507,10 +507,13 @@ async fn provision_into(
         client.write_file(&f.path, &f.bytes, f.mode).await?;
     }
     if agent.kind == AgentKind::Codex {
-        let key_env = llm
-            .api_key_env
-            .as_deref()
-            .or(agent.kind.default_credential_env());
+        // The variable the agent really gets the key in (see `credential`:
+        // a spec's api_key_env is read on the host and passed under the
+        // agent's own name).
+        let key_env = agent
+            .kind
+            .default_credential_env()
+            .or(llm.api_key_env.as_deref());
         let toml = provision::codex_config(&prov.mcp_servers, llm.base_url.as_deref(), key_env);
         client.mkdir_p(&format!("{HOME}/.codex")).await?;
         client
