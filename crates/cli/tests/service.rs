@@ -48,8 +48,18 @@ fn start(d: &Daemon, spec: &Path) -> String {
     v["run_id"].as_str().unwrap().to_string()
 }
 
-/// Waits (bounded) until `pred` holds for the run record.
+/// Waits (bounded: 60 s) until `pred` holds for the run record.
 fn wait_for(d: &Daemon, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    wait_within(d, id, what, Duration::from_secs(60), pred)
+}
+
+fn wait_within(
+    d: &Daemon,
+    id: &str,
+    what: &str,
+    limit: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
     let t = Instant::now();
     loop {
         let (_, r) = d.json("GET", &format!("/v1/runs/{id}"), None);
@@ -57,8 +67,8 @@ fn wait_for(d: &Daemon, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> 
             return r;
         }
         assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "run {id}: no {what} after 60 s: {r:#}"
+            t.elapsed() < limit,
+            "run {id}: no {what} after {limit:?}: {r:#}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -635,16 +645,5 @@ fn a_service_in_a_micro_vm_publishes_is_cancelled_and_crashes_cleanly() {
 
 /// [`wait_for`] with room for a micro-VM boot under TCG.
 fn wait_for_long(d: &Daemon, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let t = Instant::now();
-    loop {
-        let (_, r) = d.json("GET", &format!("/v1/runs/{id}"), None);
-        if pred(&r) {
-            return r;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(180),
-            "run {id}: no {what} after 180 s: {r:#}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_within(d, id, what, Duration::from_secs(180), pred)
 }

@@ -287,18 +287,7 @@ async fn in_sandbox(
         ctx.grace(),
     )
     .await?;
-    res.report.exit_code = fin.status.code.or(fin.status.signal.map(|s| 128 + s));
-    if let Some(AgentEvent::Result {
-        cost_usd,
-        input_tokens,
-        output_tokens,
-        ..
-    }) = &fin.result
-    {
-        res.report.cost_usd = *cost_usd;
-        res.report.input_tokens = *input_tokens;
-        res.report.output_tokens = *output_tokens;
-    }
+    record_finish(&mut res.report, &fin);
     if fin.cancelled {
         return Err(RunError::Cancelled("the run was cancelled".into()));
     }
@@ -323,6 +312,22 @@ async fn in_sandbox(
         )));
     }
     Ok(())
+}
+
+/// The exit code and the agent's reported cost and tokens, into the report.
+fn record_finish(report: &mut StageReport, fin: &process::Finished) {
+    report.exit_code = fin.status.code.or(fin.status.signal.map(|s| 128 + s));
+    if let Some(AgentEvent::Result {
+        cost_usd,
+        input_tokens,
+        output_tokens,
+        ..
+    }) = &fin.result
+    {
+        report.cost_usd = *cost_usd;
+        report.input_tokens = *input_tokens;
+        report.output_tokens = *output_tokens;
+    }
 }
 
 /// A service stage: supervised until it exits, crashes or is cancelled;
@@ -356,18 +361,7 @@ async fn run_service(
     )
     .await;
     if let Some(f) = &ended.finished {
-        res.report.exit_code = f.status.code.or(f.status.signal.map(|s| 128 + s));
-        if let Some(AgentEvent::Result {
-            cost_usd,
-            input_tokens,
-            output_tokens,
-            ..
-        }) = &f.result
-        {
-            res.report.cost_usd = *cost_usd;
-            res.report.input_tokens = *input_tokens;
-            res.report.output_tokens = *output_tokens;
-        }
+        record_finish(&mut res.report, f);
     }
     res.output = ended.output;
     res.report.output = res.output.clone();
