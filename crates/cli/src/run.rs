@@ -67,6 +67,13 @@ pub async fn run(args: RunArgs, global_verbose: bool) -> CliResult<i32> {
         .runs_dir
         .clone()
         .unwrap_or_else(husk_runtime::store::runs_root);
+    if let Err(e) = check_writable(&root) {
+        eprintln!(
+            "husk: error: the runs directory {} is not writable ({e}); choose another with --runs-dir",
+            root.display()
+        );
+        return Ok(EXIT_INVALID);
+    }
     let spec_dir = args
         .spec
         .canonicalize()
@@ -104,6 +111,15 @@ pub async fn run(args: RunArgs, global_verbose: bool) -> CliResult<i32> {
         RunStatus::Cancelled => EXIT_CANCELLED,
         _ => EXIT_RUN_FAILED,
     })
+}
+
+/// Fails when records and artifacts could not be kept under `root`
+/// (checked before the run, not noticed after it).
+fn check_writable(root: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(root)?;
+    let probe = root.join(format!(".husk-write-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(&probe)
 }
 
 fn read_input(path: &std::path::Path) -> Result<serde_json::Value, String> {

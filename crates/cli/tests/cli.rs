@@ -375,3 +375,19 @@ fn validate_accepts_a_workflow_with_an_agent_override_and_warns() {
     assert_eq!(w["text"], want.trim_start_matches("warning: "));
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
+
+/// An unwritable runs directory is refused before the run starts.
+#[test]
+fn an_unwritable_runs_dir_is_refused_up_front() {
+    let spec =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello-agent.yaml");
+    let (code, _, err) = out(husk()
+        .args(["run", "--runs-dir", "/proc/husk-no-such-dir"])
+        .arg(&spec));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is not writable"), "{err}");
+    assert!(
+        !err.contains("stage main started"),
+        "the run must not start: {err}"
+    );
+}
