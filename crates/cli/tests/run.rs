@@ -489,3 +489,27 @@ fn sandbox_start_failures_are_retried_then_explained() {
     assert_eq!(r["report"]["stages"][0]["attempts"], 1, "{r:#}");
     let _ = std::fs::remove_dir_all(&runs);
 }
+
+/// A prompt far over what one argument may hold (Linux: 128 KiB) reaches
+/// the agent whole, on its stdin.
+#[test]
+fn a_huge_prompt_reaches_the_agent() {
+    if !have_bwrap() {
+        return;
+    }
+    let runs = runs_dir("huge-prompt");
+    std::fs::create_dir_all(&runs).unwrap();
+    let spec = runs.join("huge.yaml");
+    let filler = "lorem ipsum ".repeat(40_000);
+    std::fs::write(
+        &spec,
+        format!(
+            "api_version: v1\nkind: agent\nname: huge\nsandbox:\n  mode: namespace\nagent:\n  prompt: \"{filler}\"\n  skills: [\"agent:husk-test-agent\"]\n"
+        ),
+    )
+    .unwrap();
+    let (code, r, err) = run_json(&spec, &runs);
+    assert_eq!(code, 0, "{err}\n{r:#}");
+    assert_eq!(r["report"]["output"]["status"], "success");
+    let _ = std::fs::remove_dir_all(&runs);
+}

@@ -245,8 +245,12 @@ async fn in_sandbox(
         home: HOME.into(),
     };
     let plan = agent.kind.plan(&lctx);
-    let mut req = ExecRequest::new(plan.argv);
-    req.env = plan.env;
+    let io = || process::Io {
+        stdin: plan.stdin.clone(),
+        capture_stdout: false,
+    };
+    let mut req = ExecRequest::new(plan.argv.clone());
+    req.env = plan.env.clone();
     req.env.push((
         "PATH".into(),
         format!(
@@ -267,7 +271,7 @@ async fn in_sandbox(
                 scope,
                 res,
                 sandbox,
-                &req,
+                (&req, io()),
                 parser.as_mut(),
                 ready_timeout_secs,
             )
@@ -279,7 +283,7 @@ async fn in_sandbox(
     let fin = process::run(
         sandbox,
         &req,
-        process::Io::default(),
+        io(),
         parser.as_mut(),
         &ctx.emitter,
         scope,
@@ -339,7 +343,7 @@ async fn run_service(
     scope: &Scope,
     res: &mut StageResult,
     sandbox: &Sandbox,
-    req: &ExecRequest,
+    (req, io): (&ExecRequest, process::Io),
     parser: &mut dyn crate::agents::StreamParser,
     ready_timeout_secs: Option<u64>,
 ) -> Result<(), RunError> {
@@ -350,16 +354,7 @@ async fn run_service(
         alias: None,
         on_first_publish: None,
     };
-    let ended = crate::service::supervise(
-        ctx,
-        sandbox,
-        scope,
-        req,
-        process::Io::default(),
-        parser,
-        &watch,
-    )
-    .await;
+    let ended = crate::service::supervise(ctx, sandbox, scope, req, io, parser, &watch).await;
     if let Some(f) = &ended.finished {
         record_finish(&mut res.report, f);
     }

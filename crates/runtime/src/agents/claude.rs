@@ -9,16 +9,18 @@ use serde_json::Value;
 use super::{AgentEvent, LaunchContext, LaunchPlan, StreamParser, base_env, preview};
 
 pub fn plan(ctx: &LaunchContext) -> LaunchPlan {
-    let mut argv = vec![
-        ctx.program.clone(),
-        "-p".into(),
-        ctx.prompt.clone(),
+    let long = ctx.prompt.len() > super::MAX_ARGV_PROMPT;
+    let mut argv = vec![ctx.program.clone(), "-p".into()];
+    if !long {
+        argv.push(ctx.prompt.clone());
+    }
+    argv.extend([
         "--output-format".into(),
         "stream-json".into(),
         "--verbose".into(),
         "--permission-mode".into(),
         "bypassPermissions".into(),
-    ];
+    ]);
     if let Some(cfg) = &ctx.mcp_config {
         argv.extend(["--mcp-config".into(), cfg.clone()]);
     }
@@ -39,7 +41,11 @@ pub fn plan(ctx: &LaunchContext) -> LaunchPlan {
     if let Some(url) = &ctx.base_url {
         env.push(("ANTHROPIC_BASE_URL".into(), url.clone()));
     }
-    LaunchPlan { argv, env }
+    LaunchPlan {
+        argv,
+        env,
+        stdin: long.then(|| ctx.prompt.clone().into_bytes()),
+    }
 }
 
 /// Parses stream-json lines.
@@ -215,6 +221,44 @@ mod tests {
                 turns: 2
             }
         );
+    }
+
+    #[test]
+    fn a_long_prompt_goes_to_stdin_once() {
+        let prompt = "x".repeat(512 * 1024);
+        let ctx = LaunchContext {
+            program: "claude".into(),
+            prompt: prompt.clone(),
+            model: None,
+            mcp_config: None,
+            base_url: None,
+            credential: None,
+            workdir: "/workspace".into(),
+            home: "/home/sandbox".into(),
+        };
+        let p = plan(&ctx);
+        assert_eq!(p.stdin.as_deref(), Some(prompt.as_bytes()));
+        assert!(p.argv.iter().all(|a| a.len() < 1024), "{:?}", p.argv);
+        assert!(p.env.iter().all(|(_, v)| v.len() < 1024));
+        // The exec request now fits a protocol frame.
+        let mut req = husk_sandbox::protocol::ExecRequest::new(p.argv);
+        req.env = p.env;
+        let mut frame = Vec::new();
+        husk_sandbox::protocol::encode_frame(
+            &husk_sandbox::protocol::Envelope {
+                id: 1,
+                msg: husk_sandbox::protocol::HostMsg::Exec(req),
+            },
+            &mut frame,
+        )
+        .unwrap();
+        // A short prompt stays an argument, and is not repeated in env.
+        let short = plan(&LaunchContext {
+            prompt: "do it".into(),
+            ..ctx
+        });
+        assert!(short.stdin.is_none() && short.argv.contains(&"do it".to_string()));
+        assert!(short.env.iter().all(|(k, _)| k != "HUSK_PROMPT"));
     }
 
     #[test]

@@ -25,7 +25,11 @@ pub fn plan(ctx: &LaunchContext) -> LaunchPlan {
     argv.push(ctx.prompt.clone());
     let mut env = base_env(ctx);
     env.push(("CODEX_HOME".into(), format!("{}/.codex", ctx.home)));
-    LaunchPlan { argv, env }
+    LaunchPlan {
+        argv,
+        env,
+        stdin: None,
+    }
 }
 
 /// Parses `codex exec --json` lines; usage adds up over turns.

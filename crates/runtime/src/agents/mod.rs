@@ -50,7 +50,16 @@ pub struct LaunchContext {
 pub struct LaunchPlan {
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Bytes for the agent's stdin (a prompt too large for argv).
+    pub stdin: Option<Vec<u8>>,
 }
+
+/// Longest prompt passed as an argument. Linux refuses a single argument
+/// or environment string over 128 KiB (`MAX_ARG_STRLEN`), and the exec
+/// request must fit a protocol frame (1 MiB): longer prompts go to the
+/// agent's stdin, which Claude Code (and the test agent) read in print
+/// mode when no prompt argument is given.
+pub const MAX_ARGV_PROMPT: usize = 96 * 1024;
 
 /// Something the agent did, parsed from its output.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -125,10 +134,23 @@ impl AgentKind {
         match self {
             AgentKind::ClaudeCode => claude::plan(ctx),
             AgentKind::Codex => codex::plan(ctx),
-            AgentKind::Command => LaunchPlan {
-                argv: vec![ctx.program.clone(), ctx.prompt.clone()],
-                env: base_env(ctx),
-            },
+            AgentKind::Command => {
+                let mut env = base_env(ctx);
+                if ctx.prompt.len() <= MAX_ARGV_PROMPT {
+                    env.push(("HUSK_PROMPT".into(), ctx.prompt.clone()));
+                    LaunchPlan {
+                        argv: vec![ctx.program.clone(), ctx.prompt.clone()],
+                        env,
+                        stdin: None,
+                    }
+                } else {
+                    LaunchPlan {
+                        argv: vec![ctx.program.clone()],
+                        env,
+                        stdin: Some(ctx.prompt.clone().into_bytes()),
+                    }
+                }
+            }
         }
     }
 
@@ -141,12 +163,11 @@ impl AgentKind {
     }
 }
 
-/// Environment every agent gets: the prompt, home, the credential.
+/// Environment every agent gets: home and the credential. (The prompt
+/// is in argv or on stdin, never also in the environment: a long one would
+/// be sent twice.)
 fn base_env(ctx: &LaunchContext) -> Vec<(String, String)> {
-    let mut env = vec![
-        ("HOME".to_string(), ctx.home.clone()),
-        ("HUSK_PROMPT".to_string(), ctx.prompt.clone()),
-    ];
+    let mut env = vec![("HOME".to_string(), ctx.home.clone())];
     if let Some((name, value)) = &ctx.credential {
         env.push((name.clone(), value.clone()));
     }
