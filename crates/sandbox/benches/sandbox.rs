@@ -1,5 +1,5 @@
 //! Namespace sandbox benchmarks, each reported against its floor measured in
-//! the same run (shared/TESTING.md):
+//! the same run (docs/testing.md, docs/BENCHMARKS.md):
 //!
 //! - create → first exec: start a sandbox and run `true` in it, versus a
 //!   bare `bwrap … true` with the same namespaces and binds;

@@ -1,4 +1,4 @@
-//! The backend conformance suite (shared/TESTING.md, layer 2), written once
+//! The backend conformance suite (docs/testing.md, layer 2), written once
 //! and run against every backend through the public `Backend` API.
 //!
 //! A backend's test file implements [`Harness`] and expands [`suite!`],
