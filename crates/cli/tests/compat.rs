@@ -133,12 +133,7 @@ workflow:
     assert!(warned, "{r:#}");
     let manifest = r["artifact_publication"]["manifest"].as_array().unwrap();
     assert_eq!(manifest.len(), 2, "each entry once: {manifest:?}");
-    let (code, body) = d.curl(
-        "GET",
-        &format!("/v1/runs/{id}/stages/main/output-file"),
-        None,
-        &[],
-    );
+    let (code, body) = d.output_file(id, "main");
     assert_eq!(code, 200);
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["summary"], "wf");

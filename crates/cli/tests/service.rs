@@ -112,12 +112,7 @@ fn publishes_while_running_republishes_and_cancels_within_grace() {
         .map(|m| m["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["result.json", "notes.md"], "{r:#}");
-    let (code, body) = d.curl(
-        "GET",
-        &format!("/v1/runs/{id}/stages/main/output-file"),
-        None,
-        &[],
-    );
+    let (code, body) = d.output_file(&id, "main");
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"summary\":\"first\""), "{body}");
     // Republication: a new event, a new manifest, new bytes.
@@ -130,12 +125,7 @@ fn publishes_while_running_republishes_and_cancels_within_grace() {
     assert_eq!(evs[1]["payload"]["publication"], 2);
     assert_eq!(evs[1]["event_type_v2"], "RunOutputReady");
     assert_eq!(evs[1]["attempt_id"], 1);
-    let (_, body) = d.curl(
-        "GET",
-        &format!("/v1/runs/{id}/stages/main/output-file"),
-        None,
-        &[],
-    );
+    let (_, body) = d.output_file(&id, "main");
     assert!(body.contains("\"summary\":\"second\""), "{body}");
     let (code, notes) = d.curl(
         "GET",
@@ -175,12 +165,7 @@ fn publishes_while_running_republishes_and_cancels_within_grace() {
     let r = d.wait_terminal(&id, Duration::from_secs(5));
     assert_eq!(r["status"], "cancelled");
     assert_eq!(r["output_ready"], true);
-    let (code, body) = d.curl(
-        "GET",
-        &format!("/v1/runs/{id}/stages/main/output-file"),
-        None,
-        &[],
-    );
+    let (code, body) = d.output_file(&id, "main");
     assert_eq!(code, 200);
     assert!(body.contains("second"), "{body}");
     assert!(
@@ -404,12 +389,7 @@ fn bad_output_files_are_reported_and_the_last_good_publication_stays() {
         assert!(all.contains(want), "no {want:?} in:\n{all}");
     }
     assert_eq!(events_of(&r, "run.output_ready").len(), 1, "{all}");
-    let (code, body) = d.curl(
-        "GET",
-        &format!("/v1/runs/{id}/stages/main/output-file"),
-        None,
-        &[],
-    );
+    let (code, body) = d.output_file(&id, "main");
     assert_eq!(code, 200);
     assert!(body.contains("\"summary\":\"good\""), "{body}");
     let (_, c) = d.json("POST", &format!("/v1/runs/{id}/cancel"), None);
@@ -463,20 +443,10 @@ workflow:
         .filter(|m| m["stage"] == "main")
         .collect();
     assert_eq!(main_entries.len(), 1, "{r:#}");
-    let (code, body) = d.curl(
-        "GET",
-        &format!("/v1/runs/{id}/stages/main/output-file"),
-        None,
-        &[],
-    );
+    let (code, body) = d.output_file(&id, "main");
     assert_eq!(code, 200);
     assert!(body.contains("used the server"), "{body}");
-    let (code, body) = d.curl(
-        "GET",
-        &format!("/v1/runs/{id}/stages/server/output-file"),
-        None,
-        &[],
-    );
+    let (code, body) = d.output_file(&id, "server");
     assert_eq!(code, 200);
     assert!(body.contains("listening"), "{body}");
     let (_, c) = d.json("POST", &format!("/v1/runs/{id}/cancel"), None);
@@ -554,12 +524,7 @@ fn a_daemon_restart_fails_a_service_run_and_leaves_no_sandbox() {
     assert_eq!(r["status"], "failed");
     assert_eq!(r["terminal_reason"], "daemon_restarted");
     // What was published before the restart is still served.
-    let (code, _) = d.curl(
-        "GET",
-        &format!("/v1/runs/{id}/stages/main/output-file"),
-        None,
-        &[],
-    );
+    let (code, _) = d.output_file(&id, "main");
     assert_eq!(code, 200);
 }
 
@@ -608,12 +573,7 @@ fn a_service_in_a_micro_vm_publishes_is_cancelled_and_crashes_cleanly() {
     });
     assert_eq!(r["status"], "running", "{r:#}");
     assert_eq!(r["active_microvm_count"], 1, "{r:#}");
-    let (code, body) = d.curl(
-        "GET",
-        &format!("/v1/runs/{id}/stages/main/output-file"),
-        None,
-        &[],
-    );
+    let (code, body) = d.output_file(&id, "main");
     assert_eq!(code, 200);
     assert!(body.contains("second pass"), "{body}");
     let (_, c) = d.json("POST", &format!("/v1/runs/{id}/cancel"), None);

@@ -110,6 +110,16 @@ impl Daemon {
         split(c.output().unwrap().stdout)
     }
 
+    /// `GET /v1/runs/{id}/stages/{stage}/output-file`: (status, body).
+    pub fn output_file(&self, id: &str, stage: &str) -> (u16, String) {
+        self.curl(
+            "GET",
+            &format!("/v1/runs/{id}/stages/{stage}/output-file"),
+            None,
+            &[],
+        )
+    }
+
     pub fn json(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
         let (code, text) = self.curl(method, path, body, &[]);
         (
