@@ -10,76 +10,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
+use common::endpoint::{Endpoint, events_of, files_containing, test_key};
 use common::{have_bwrap, husk};
 use serde_json::{Value, json};
-
-/// The scripted endpoint; killed when dropped, also when a test panics.
-struct Endpoint {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Endpoint {
-    fn start(log: &Path) -> Endpoint {
-        Self::with_plan(log, None)
-    }
-
-    /// `plan`: the scripted tool calls (FAKE_ANTHROPIC_PLAN), else the
-    /// endpoint's default (the echo server's shout tool).
-    fn with_plan(log: &Path, plan: Option<&Value>) -> Endpoint {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake_anthropic.py");
-        let mut cmd = Command::new("python3");
-        if let Some(p) = plan {
-            cmd.env("FAKE_ANTHROPIC_PLAN", p.to_string());
-        }
-        let mut child = cmd
-            .arg(&script)
-            .arg(log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start python3 fake_anthropic.py");
-        let mut first = String::new();
-        let stdout = child.stdout.take().unwrap();
-        let read = BufReader::new(stdout).read_line(&mut first);
-        let port = match read.ok().and_then(|_| first.trim().parse().ok()) {
-            Some(p) => p,
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the fake endpoint printed no port (got {first:?})");
-            }
-        };
-        Endpoint {
-            child,
-            port,
-            log: log.to_path_buf(),
-        }
-    }
-
-    /// The logged requests, one JSON object each.
-    fn requests(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("endpoint log line"))
-            .collect()
-    }
-}
-
-impl Drop for Endpoint {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A stdio MCP server (newline-delimited JSON-RPC) with one tool, `shout`,
 /// which upper-cases `text`. Unknown methods (such as the 2026-07-28
@@ -106,47 +41,6 @@ for line in sys.stdin:
     print(json.dumps({"jsonrpc": "2.0", "id": m["id"], "result": r}), flush=True)
 "#;
 
-/// A fresh random test credential.
-fn test_key() -> String {
-    let mut bytes = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .expect("read /dev/urandom");
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sk-test-{hex}")
-}
-
-/// Files under `dir` whose bytes contain `needle`.
-fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if std::fs::read(&path)
-                .unwrap()
-                .windows(needle.len())
-                .any(|w| w == needle)
-            {
-                found.push(path);
-            }
-        }
-    }
-    found
-}
-
-fn events_of<'a>(record: &'a Value, kind: &str) -> Vec<&'a str> {
-    record["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["event_type"] == kind)
-        .map(|e| e["message"].as_str().unwrap_or_default())
-        .collect()
-}
-
 #[test]
 fn real_claude_code_calls_an_mcp_tool_and_writes_the_output() {
     if std::env::var_os("HUSK_CLAUDE_BIN").is_none() {
@@ -169,8 +63,8 @@ fn real_claude_code_calls_an_mcp_tool_and_writes_the_output() {
     let _ = std::fs::remove_dir_all(&base);
     let runs = base.join("runs");
     std::fs::create_dir_all(&runs).unwrap();
-    let endpoint = Endpoint::start(&base.join("endpoint.jsonl"));
-    let key = test_key();
+    let endpoint = Endpoint::start("fake_anthropic.py", &base.join("endpoint.jsonl"), None);
+    let key = test_key("sk-test-");
 
     let spec = json!({
         "api_version": "v1", "kind": "agent", "name": "claude-e2e",
@@ -297,8 +191,12 @@ fn real_claude_code_collaborates_through_husk_mcp() {
          "input": {"summary_text": "the bug is in parse()", "priority": "high"}},
         {"name": "mcp__husk__read_peer_messages", "input": {}},
     ]);
-    let endpoint = Endpoint::with_plan(&base.join("endpoint.jsonl"), Some(&plan));
-    let key = test_key();
+    let endpoint = Endpoint::start(
+        "fake_anthropic.py",
+        &base.join("endpoint.jsonl"),
+        Some(("FAKE_ANTHROPIC_PLAN", &plan)),
+    );
+    let key = test_key("sk-test-");
     std::fs::create_dir_all(base.join("daemon")).unwrap();
     let d = common::daemon::Daemon::start_wrapped(
         base.join("daemon"),

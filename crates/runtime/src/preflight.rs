@@ -129,6 +129,7 @@ mod tests {
             kind,
             program: program.into(),
             host_path: None,
+            companions: Vec::new(),
         };
         assert!(
             network_needed(&a(AgentKind::ClaudeCode, "claude"), false)

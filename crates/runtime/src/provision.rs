@@ -48,6 +48,26 @@ pub struct AgentChoice {
     pub program: String,
     /// The host binary, when it has to be installed.
     pub host_path: Option<PathBuf>,
+    /// Binaries that must sit beside it in TOOL_DIR, as (host path, name)
+    /// (e.g. Codex's code-mode host).
+    pub companions: Vec<(PathBuf, String)>,
+}
+
+impl AgentChoice {
+    /// An agent installed from the host binary `host_path`, with the
+    /// companions its launcher says it needs.
+    pub fn from_host(kind: AgentKind, program: String, host_path: PathBuf) -> AgentChoice {
+        let companions = match kind {
+            AgentKind::Codex => crate::agents::codex::companions(&host_path),
+            AgentKind::ClaudeCode | AgentKind::Command => Vec::new(),
+        };
+        AgentChoice {
+            kind,
+            program,
+            host_path: Some(host_path),
+            companions,
+        }
+    }
 }
 
 /// Everything a stage puts into its sandbox before the agent starts.
@@ -160,11 +180,7 @@ fn add_skill(
             let host_path = tools
                 .locate(&program)
                 .ok_or_else(|| missing("agent binary", &program))?;
-            p.agent = Some(AgentChoice {
-                kind,
-                program: program.clone(),
-                host_path: Some(host_path),
-            });
+            p.agent = Some(AgentChoice::from_host(kind, program.clone(), host_path));
             p.mounted.push(format!("agent {name} ({program})"));
         }
         Skill::Cli(name) => {
@@ -503,64 +519,6 @@ fn read_tree(dir: &Path) -> std::io::Result<Vec<(String, Vec<u8>, u32)>> {
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
-}
-
-/// Codex's `config.toml`: MCP servers (tool calls approved: the sandbox is
-/// the boundary) and, with a base URL, a provider block. Top-level keys
-/// come before any table, as TOML requires.
-pub fn codex_config(
-    servers: &BTreeMap<String, Value>,
-    base_url: Option<&str>,
-    key_env: Option<&str>,
-) -> String {
-    let mut top = String::new();
-    let mut tables = String::new();
-    if let Some(url) = base_url {
-        top.push_str("model_provider = \"husk\"\n");
-        tables.push_str(&format!(
-            "\n[model_providers.husk]\nname = \"husk\"\nbase_url = {}\nwire_api = \"responses\"\n",
-            q(url)
-        ));
-        if let Some(k) = key_env {
-            tables.push_str(&format!("env_key = {}\n", q(k)));
-        }
-    }
-    for (name, entry) in servers {
-        tables.push_str(&format!("\n[mcp_servers.{}]\n", q(name)));
-        if let Some(url) = entry.get("url").and_then(Value::as_str) {
-            tables.push_str(&format!("url = {}\n", q(url)));
-        } else {
-            let cmd = entry
-                .get("command")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            tables.push_str(&format!("command = {}\n", q(cmd)));
-            let args: Vec<String> = entry
-                .get("args")
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_str).map(q).collect())
-                .unwrap_or_default();
-            tables.push_str(&format!("args = [{}]\n", args.join(", ")));
-            if let Some(env) = entry
-                .get("env")
-                .and_then(Value::as_object)
-                .filter(|e| !e.is_empty())
-            {
-                let pairs: Vec<String> = env
-                    .iter()
-                    .map(|(k, v)| format!("{} = {}", q(k), q(v.as_str().unwrap_or_default())))
-                    .collect();
-                tables.push_str(&format!("env = {{ {} }}\n", pairs.join(", ")));
-            }
-        }
-        tables.push_str("default_tools_approval_mode = \"approve\"\n");
-    }
-    top + &tables
-}
-
-/// A TOML basic string (JSON's string escapes are valid TOML).
-fn q(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
 #[cfg(test)]

@@ -435,11 +435,7 @@ fn choose_agent(
             program.to_ascii_uppercase()
         ))
     })?;
-    Ok(AgentChoice {
-        kind,
-        program,
-        host_path: Some(host_path),
-    })
+    Ok(AgentChoice::from_host(kind, program, host_path))
 }
 
 /// The credential from the host environment: the variable `llm.api_key_env`
@@ -474,6 +470,15 @@ fn host_tools<'a>(prov: &'a Provision, agent: &'a AgentChoice) -> Vec<sandboxes:
             host,
             guest: format!("{TOOL_DIR}/{}", agent.program),
         });
+        tools.extend(
+            agent
+                .companions
+                .iter()
+                .map(|(host, name)| sandboxes::HostTool {
+                    host,
+                    guest: format!("{TOOL_DIR}/{name}"),
+                }),
+        );
     }
     tools
 }
@@ -503,7 +508,8 @@ async fn provision_into(
             .kind
             .default_credential_env()
             .or(llm.api_key_env.as_deref());
-        let toml = provision::codex_config(&prov.mcp_servers, llm.base_url.as_deref(), key_env);
+        let toml =
+            crate::agents::codex::config_toml(&prov.mcp_servers, llm.base_url.as_deref(), key_env);
         client.mkdir_p(&format!("{HOME}/.codex")).await?;
         client
             .write_file(CODEX_CONFIG, toml.as_bytes(), 0o600)

@@ -4,10 +4,137 @@
 //! (`item.started|completed` with `agent_message`, `mcp_tool_call`,
 //! `command_execution` items; `turn.completed` with usage; `error`) become
 //! events.
+//!
+//! The launcher also owns what Codex needs besides its argv: the
+//! `config.toml` ([`config_toml`]) and the companion binaries its package
+//! ships next to the `codex` binary ([`companions`]): without
+//! `codex-code-mode-host`, Codex's default models get no tools at all
+//! (their tools, MCP ones included, are called from code mode).
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
 use serde_json::Value;
 
 use super::{AgentEvent, LaunchContext, LaunchPlan, StreamParser, base_env, preview};
+
+/// The provider name husk's config gives a custom base URL.
+const PROVIDER: &str = "husk";
+
+/// Codex's `config.toml` for a stage: the MCP servers (Claude Code
+/// `mcpServers` entries: `command`/`args`/`env`, or `url`), each with its
+/// tools approved (exec mode refuses unapproved tool calls), and, with a
+/// base URL, a Responses-API provider reading its key from `key_env`.
+pub fn config_toml(
+    servers: &BTreeMap<String, Value>,
+    base_url: Option<&str>,
+    key_env: Option<&str>,
+) -> String {
+    let config = Config {
+        model_provider: base_url.map(|_| PROVIDER),
+        model_providers: base_url
+            .map(|url| {
+                let p = Provider {
+                    name: PROVIDER,
+                    base_url: url,
+                    wire_api: "responses",
+                    env_key: key_env,
+                };
+                BTreeMap::from([(PROVIDER, p)])
+            })
+            .unwrap_or_default(),
+        mcp_servers: servers
+            .iter()
+            .map(|(name, entry)| (name.as_str(), McpServer::from_entry(entry)))
+            .collect(),
+    };
+    // Plain strings, maps and lists always serialize.
+    toml::to_string(&config).unwrap_or_default()
+}
+
+#[derive(Serialize)]
+struct Config<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model_provider: Option<&'a str>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    model_providers: BTreeMap<&'a str, Provider<'a>>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    mcp_servers: BTreeMap<&'a str, McpServer>,
+}
+
+#[derive(Serialize)]
+struct Provider<'a> {
+    name: &'a str,
+    base_url: &'a str,
+    wire_api: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    env_key: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct McpServer {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    command: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    args: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    env: BTreeMap<String, String>,
+    default_tools_approval_mode: &'static str,
+}
+
+impl McpServer {
+    fn from_entry(entry: &Value) -> McpServer {
+        let text = |k: &str| entry.get(k).and_then(Value::as_str).map(str::to_string);
+        let url = text("url");
+        McpServer {
+            command: if url.is_some() { None } else { text("command") },
+            url,
+            args: entry
+                .get("args")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            env: entry
+                .get("env")
+                .and_then(Value::as_object)
+                .map(|e| {
+                    e.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            default_tools_approval_mode: "approve",
+        }
+    }
+}
+
+/// Binaries of the Codex package that must sit beside `codex` in the
+/// sandbox, as (host path, name): `codex-code-mode-host` (same directory;
+/// code mode, through which the default models call every tool) and `rg`
+/// (the package's `codex-path/`, used for search). Missing ones are
+/// skipped: an older or differently packaged Codex may not have them.
+pub fn companions(codex: &Path) -> Vec<(PathBuf, String)> {
+    let Some(bin_dir) = codex.parent() else {
+        return Vec::new();
+    };
+    let candidates = [
+        (bin_dir.join("codex-code-mode-host"), "codex-code-mode-host"),
+        (bin_dir.join("../codex-path/rg"), "rg"),
+    ];
+    candidates
+        .into_iter()
+        .filter(|(p, _)| p.is_file())
+        .map(|(p, name)| (p, name.to_string()))
+        .collect()
+}
 
 pub fn plan(ctx: &LaunchContext) -> LaunchPlan {
     let mut argv = vec![
@@ -150,6 +277,71 @@ impl CodexParser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_parses_back_with_every_server_approved() {
+        let servers = BTreeMap::from([
+            (
+                "husk".to_string(),
+                serde_json::json!({"command": "/bin/x", "args": ["a \"q\""], "env": {"K": "v"}}),
+            ),
+            (
+                "web".to_string(),
+                serde_json::json!({"type": "http", "url": "http://127.0.0.1:9/mcp"}),
+            ),
+        ]);
+        let t = config_toml(
+            &servers,
+            Some("http://127.0.0.1:1/v1"),
+            Some("OPENAI_API_KEY"),
+        );
+        let v: toml::Table = toml::from_str(&t).expect(&t);
+        assert_eq!(v["model_provider"].as_str(), Some("husk"), "{t}");
+        let p = &v["model_providers"]["husk"];
+        assert_eq!(p["base_url"].as_str(), Some("http://127.0.0.1:1/v1"));
+        assert_eq!(p["wire_api"].as_str(), Some("responses"));
+        assert_eq!(p["env_key"].as_str(), Some("OPENAI_API_KEY"));
+        let husk = &v["mcp_servers"]["husk"];
+        assert_eq!(husk["command"].as_str(), Some("/bin/x"));
+        assert_eq!(husk["args"][0].as_str(), Some("a \"q\""));
+        assert_eq!(husk["env"]["K"].as_str(), Some("v"));
+        let web = &v["mcp_servers"]["web"];
+        assert_eq!(web["url"].as_str(), Some("http://127.0.0.1:9/mcp"));
+        assert!(web.get("command").is_none(), "{t}");
+        for s in ["husk", "web"] {
+            assert_eq!(
+                v["mcp_servers"][s]["default_tools_approval_mode"].as_str(),
+                Some("approve")
+            );
+        }
+        // Codex reads top-level keys only before the first table.
+        let first_table = t.find('[').unwrap();
+        assert!(t[..first_table].contains("model_provider"), "{t}");
+    }
+
+    #[test]
+    fn without_a_base_url_there_is_no_provider() {
+        let t = config_toml(&BTreeMap::new(), None, Some("K"));
+        let v: toml::Table = toml::from_str(&t).unwrap();
+        assert!(v.is_empty(), "{t}");
+    }
+
+    #[test]
+    fn companions_are_the_package_siblings_that_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(dir.path().join("codex-path")).unwrap();
+        std::fs::write(bin.join("codex"), b"").unwrap();
+        assert!(companions(&bin.join("codex")).is_empty());
+        std::fs::write(bin.join("codex-code-mode-host"), b"").unwrap();
+        std::fs::write(dir.path().join("codex-path/rg"), b"").unwrap();
+        let names: Vec<String> = companions(&bin.join("codex"))
+            .into_iter()
+            .map(|(_, n)| n)
+            .collect();
+        assert_eq!(names, ["codex-code-mode-host", "rg"]);
+    }
 
     #[test]
     fn parses_a_session() {

@@ -7,7 +7,7 @@
 //! never written to a file in the sandbox.
 
 mod claude;
-mod codex;
+pub(crate) mod codex;
 
 use serde::Serialize;
 use serde_json::Value;

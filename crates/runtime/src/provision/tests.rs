@@ -211,25 +211,3 @@ fn file_skills_refuse_symlinks_out_fifos_and_huge_files() {
     assert!(e.contains("1 MiB limit"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
-
-#[test]
-fn codex_toml() {
-    let mut servers = BTreeMap::new();
-    servers.insert(
-        "husk".to_string(),
-        json!({"command": "/bin/x", "args": ["a \"q\""], "env": {"K": "v"}}),
-    );
-    let t = codex_config(
-        &servers,
-        Some("http://127.0.0.1:1/v1"),
-        Some("OPENAI_API_KEY"),
-    );
-    let first_table = t.find('[').unwrap();
-    assert!(
-        t[..first_table].contains("model_provider = \"husk\""),
-        "{t}"
-    );
-    assert!(t.contains("[mcp_servers.\"husk\"]\ncommand = \"/bin/x\"\nargs = [\"a \\\"q\\\"\"]\nenv = { \"K\" = \"v\" }"), "{t}");
-    assert!(t.contains("default_tools_approval_mode = \"approve\""));
-    assert!(t.contains("env_key = \"OPENAI_API_KEY\""));
-}
