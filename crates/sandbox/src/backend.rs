@@ -248,6 +248,16 @@ pub trait Backend: Send + Sync {
     async fn start(&self, config: &SandboxConfig) -> Result<Sandbox>;
 }
 
+/// How a sandbox came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// Started for its caller.
+    Cold,
+    /// Started ahead of time by a warm pool and claimed.
+    Pool,
+}
+
 /// A running sandbox: a control client plus the means to stop it. Dropping
 /// it without [`Sandbox::stop`] still kills it (backends kill on drop).
 pub struct Sandbox {
@@ -255,6 +265,7 @@ pub struct Sandbox {
     control: Box<dyn SandboxControl>,
     info: SandboxInfo,
     default_env: Vec<(String, String)>,
+    origin: Origin,
     stopped: bool,
 }
 
@@ -277,6 +288,7 @@ impl Sandbox {
             control,
             info,
             default_env: config.env.clone(),
+            origin: Origin::Cold,
             stopped: false,
         }
     }
@@ -288,6 +300,20 @@ impl Sandbox {
 
     pub fn info(&self) -> &SandboxInfo {
         &self.info
+    }
+
+    pub fn origin(&self) -> Origin {
+        self.origin
+    }
+
+    pub(crate) fn set_origin(&mut self, origin: Origin) {
+        self.origin = origin;
+    }
+
+    /// Replaces the environment every exec starts with (a pooled sandbox
+    /// gets its stage's when claimed).
+    pub fn set_default_env(&mut self, env: Vec<(String, String)>) {
+        self.default_env = env;
     }
 
     /// `req` with the sandbox's default environment merged under its own.

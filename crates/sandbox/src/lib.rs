@@ -16,13 +16,14 @@ pub mod guest_bin;
 pub mod host;
 pub mod microvm;
 pub mod namespace;
+pub mod pool;
 pub mod select;
 mod spawner;
 mod stderr;
 pub mod tunnel;
 
 pub use backend::{
-    Backend, BackendKind, Mount, Sandbox, SandboxConfig, SandboxControl, SandboxInfo,
+    Backend, BackendKind, Mount, Origin, Sandbox, SandboxConfig, SandboxControl, SandboxInfo,
 };
 pub use client::{Client, ListenEvent, Listener, Output, Process, ProcessEvent};
 pub use error::{Result, SandboxError};

@@ -69,7 +69,6 @@ impl NamespaceBackend {
             hint: "install it with `apt-get install bubblewrap`".into(),
         })?;
         let host_uid = host_uid(std::env::var_os(HOST_UID_VAR).as_deref())?;
-        check_size_option(&bwrap)?;
         Ok(NamespaceBackend { bwrap, host_uid })
     }
 
@@ -114,35 +113,18 @@ impl NamespaceBackend {
 }
 
 /// Sizing tmpfs mounts (`--size`, bubblewrap 0.7 and later) is how
-/// `disk_mb` is enforced; an older bubblewrap is refused with the reason
-/// rather than failing every start with "Unknown option". Checked once.
-fn check_size_option(bwrap: &Path) -> Result<()> {
-    static VERDICT: std::sync::OnceLock<std::result::Result<(), String>> =
-        std::sync::OnceLock::new();
-    VERDICT
-        .get_or_init(|| {
-            let out = std::process::Command::new(bwrap)
-                .arg("--help")
-                .env_clear()
-                .stdin(Stdio::null())
-                .output()
-                .map_err(|e| format!("running {} --help: {e}", bwrap.display()))?;
-            let help = String::from_utf8_lossy(&out.stdout);
-            if help.contains("--size") {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{} has no --size option (needed to bound each tmpfs by disk_mb); \
-                     install bubblewrap 0.7 or later",
-                    bwrap.display()
-                ))
-            }
-        })
-        .clone()
-        .map_err(|reason| SandboxError::Unavailable {
-            backend: "namespace",
-            reason,
-        })
+/// `disk_mb` is enforced. An older bubblewrap fails every start with
+/// "Unknown option --size"; that failure is turned into this clear one
+/// (found at the first start rather than by running `bwrap --help` before
+/// each: an extra process on every `husk exec`).
+fn explain_start_failure(bwrap_stderr: &str) -> Option<SandboxError> {
+    let old = bwrap_stderr.contains("Unknown option") && bwrap_stderr.contains("--size");
+    old.then(|| SandboxError::Unavailable {
+        backend: "namespace",
+        reason: "bubblewrap has no --size option (needed to bound each tmpfs by disk_mb); \
+                 install bubblewrap 0.7 or later"
+            .into(),
+    })
 }
 
 /// Overrides [`DEFAULT_UNPRIVILEGED_UID`].
@@ -558,6 +540,9 @@ async fn start_failure(mut child: Child, stderr: StderrBuf, e: SandboxError) -> 
     let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     let detail = crate::stderr::text(&stderr);
+    if let Some(clear) = explain_start_failure(&detail) {
+        return clear;
+    }
     match e {
         SandboxError::Rejected(_) => e,
         SandboxError::StartFailed { reason, .. } => SandboxError::StartFailed { reason, detail },
@@ -657,6 +642,13 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn an_old_bubblewrap_is_named() {
+        let e = explain_start_failure("bwrap: Unknown option --size\n").unwrap();
+        assert!(e.to_string().contains("bubblewrap 0.7 or later"), "{e}");
+        assert!(explain_start_failure("bwrap: Creating new namespace failed").is_none());
     }
 
     #[test]

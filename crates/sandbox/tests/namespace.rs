@@ -27,24 +27,8 @@ impl conformance::Harness for Namespace {
         vec!["readlink".into(), "/proc/self/ns/pid".into()]
     }
 
-    /// Host processes living in the sandbox's pid namespace.
     fn leftovers(&self, identity: &str) -> usize {
-        let Ok(dir) = std::fs::read_dir("/proc") else {
-            return 0;
-        };
-        dir.filter_map(Result::ok)
-            .filter(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .bytes()
-                    .all(|c| c.is_ascii_digit())
-            })
-            .filter(|e| {
-                std::fs::read_link(e.path().join("ns/pid"))
-                    .map(|l| l.to_string_lossy() == identity)
-                    .unwrap_or(false)
-            })
-            .count()
+        conformance::processes_in_pid_namespace(identity)
     }
 }
 

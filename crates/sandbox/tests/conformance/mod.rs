@@ -29,6 +29,27 @@ pub trait Harness: Sync + Send + 'static {
     fn identity_command(&self) -> Vec<String>;
 }
 
+/// Host processes living in the pid namespace `identity` (the link text
+/// of `/proc/<pid>/ns/pid`): what is left of a namespace sandbox.
+pub fn processes_in_pid_namespace(identity: &str) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|c| c.is_ascii_digit())
+        })
+        .filter(|e| {
+            std::fs::read_link(e.path().join("ns/pid"))
+                .map(|l| l.to_string_lossy() == identity)
+                .unwrap_or(false)
+        })
+        .count()
+}
+
 pub static RT: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
