@@ -37,6 +37,25 @@ pub struct ServeArgs {
     /// Most open TCP connections (more are closed at once).
     #[arg(long, value_name = "N", default_value_t = husk_daemon::listen::DEFAULT_MAX_TCP_CONNECTIONS)]
     max_tcp_connections: usize,
+    /// Keep ready sandboxes for runs to claim, e.g. microvm=2,namespace=4
+    /// (stages whose sandbox has the default settings use them).
+    #[arg(long, value_name = "BACKEND=N,…", value_parser = parse_pool)]
+    pool: Option<PoolList>,
+    /// Replace a pooled sandbox that has been idle this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = husk_sandbox::pool::DEFAULT_IDLE_LIMIT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pool_idle_secs: u64,
+}
+
+/// The pools of one `--pool` (a newtype: clap would take a `Vec` for a
+/// repeated option).
+#[derive(Debug, Clone)]
+struct PoolList(Vec<husk_daemon::pools::PoolRequest>);
+
+fn parse_pool(s: &str) -> Result<PoolList, String> {
+    husk_daemon::pools::parse(s)
+        .map(PoolList)
+        .map_err(|e| e.to_string())
 }
 
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {
@@ -55,6 +74,8 @@ pub async fn serve(a: ServeArgs) -> CliResult<i32> {
         max_active_runs: a.max_active_runs.max(1),
         header_timeout: std::time::Duration::from_secs(a.header_timeout_secs),
         max_tcp_connections: a.max_tcp_connections.max(1),
+        pools: a.pool.map(|p| p.0).unwrap_or_default(),
+        pool_idle: std::time::Duration::from_secs(a.pool_idle_secs),
     };
     husk_daemon::serve(opts, |line| eprintln!("husk serve: {line}")).await?;
     eprintln!("husk serve: stopped");

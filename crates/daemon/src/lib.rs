@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod listen;
 pub mod manager;
+pub mod pools;
 pub mod socket;
 pub mod store;
 
@@ -35,6 +36,10 @@ pub struct ServeOptions {
     pub header_timeout: Duration,
     /// Most open TCP connections (lowered under a low open-files limit).
     pub max_tcp_connections: usize,
+    /// Warm pools to keep (`--pool`).
+    pub pools: Vec<pools::PoolRequest>,
+    /// A pooled sandbox idle this long is replaced.
+    pub pool_idle: Duration,
 }
 
 impl ServeOptions {
@@ -48,6 +53,8 @@ impl ServeOptions {
             max_active_runs: DEFAULT_MAX_ACTIVE_RUNS,
             header_timeout: listen::DEFAULT_HEADER_TIMEOUT,
             max_tcp_connections: listen::DEFAULT_MAX_TCP_CONNECTIONS,
+            pools: Vec::new(),
+            pool_idle: husk_sandbox::pool::DEFAULT_IDLE_LIMIT,
         }
     }
 }
@@ -68,6 +75,8 @@ pub enum ServeError {
     Token(#[from] auth::TokenError),
     #[error("listening on {0}: {1}")]
     Tcp(SocketAddr, std::io::Error),
+    #[error(transparent)]
+    Pool(#[from] pools::PoolError),
 }
 
 /// `$HUSK_DATA_DIR`, else `$XDG_DATA_HOME/husk`, else `~/.local/share/husk`.
@@ -92,6 +101,14 @@ pub async fn serve(opts: ServeOptions, ready: impl Fn(&str)) -> Result<(), Serve
     let data = opts.data_dir.clone().unwrap_or_else(default_data_dir);
     let store = Arc::new(store::Store::open(&data)?);
     let manager = manager::Manager::new(store, opts.max_active_runs)?;
+    let pools = pools::start(&opts.pools, opts.pool_idle).await?;
+    for s in pools.status() {
+        ready(&format!(
+            "warm pool: {} {} sandboxes (filling in the background)",
+            s.target, s.backend
+        ));
+    }
+    manager.set_pools(pools.clone());
     let path = opts.socket.clone().unwrap_or_else(socket::default_path);
     let fd_limit = listen::raise_fd_limit();
     let unix = socket::bind(&path).await?;
@@ -141,6 +158,7 @@ pub async fn serve(opts: ServeOptions, ready: impl Fn(&str)) -> Result<(), Serve
     ));
     shutdown.cancelled().await;
     manager.shutdown().await;
+    pools.shutdown().await;
     let drained = tokio::time::timeout(DRAIN_LIMIT, async {
         while tasks.join_next().await.is_some() {}
     })

@@ -86,6 +86,8 @@ pub struct Manager {
     runs_started: AtomicU64,
     /// Serialises drains of ended runs' undrained intents.
     drain_lock: Mutex<()>,
+    /// Warm pools (`--pool`), set once at start.
+    pools: std::sync::OnceLock<husk_sandbox::pool::Pools>,
 }
 
 impl Manager {
@@ -128,6 +130,7 @@ impl Manager {
             closing: AtomicBool::new(false),
             runs_started: AtomicU64::new(0),
             drain_lock: Mutex::new(()),
+            pools: std::sync::OnceLock::new(),
         }))
     }
 
@@ -142,6 +145,16 @@ impl Manager {
     /// How many runs this daemon has started since it began.
     pub fn runs_started(&self) -> u64 {
         self.runs_started.load(Ordering::SeqCst)
+    }
+
+    /// Gives the runs this daemon starts its warm pools (once).
+    pub fn set_pools(&self, pools: husk_sandbox::pool::Pools) {
+        let _ = self.pools.set(pools);
+    }
+
+    /// The warm pools (empty without `--pool`).
+    pub fn pools(&self) -> husk_sandbox::pool::Pools {
+        self.pools.get().cloned().unwrap_or_default()
     }
 
     pub fn active_count(&self) -> usize {
@@ -288,6 +301,7 @@ impl Manager {
         opts.live = Some(live.record.clone());
         opts.telemetry = Some(live.telemetry.clone());
         opts.sidecar = live.sidecar.clone();
+        opts.pools = self.pools();
         let me = self.clone();
         self.runs_started.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move { me.drive(spec, opts, live).await });

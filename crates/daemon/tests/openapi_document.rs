@@ -156,6 +156,9 @@ fn every_answer_has_a_real_schema() {
                 assert!(c["application/octet-stream"].is_object(), "{what}");
             }
             (Answer::Artifact, Some(c)) => assert!(c["*/*"].is_object(), "{what}"),
+            (Answer::Text, Some(c)) => {
+                assert_eq!(c["text/plain"]["schema"]["type"], "string", "{what}")
+            }
             (Answer::Coming, None) => {}
             (_, ok) => panic!("{what}: unexpected 200 answer {ok:?}"),
         }

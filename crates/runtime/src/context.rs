@@ -35,6 +35,8 @@ pub struct RunContext {
     pub tools: Arc<dyn ToolLocator + Send + Sync>,
     /// The run's messaging sidecar (`agent.messaging.enabled`).
     pub sidecar: Option<husk_sidecar::Sidecar>,
+    /// Warm pools of ready sandboxes (the daemon's `--pool`).
+    pub pools: husk_sandbox::pool::Pools,
     /// Bytes each stage has published (its latest publication).
     pub published_bytes: Mutex<HashMap<String, u64>>,
 }

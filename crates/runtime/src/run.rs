@@ -43,6 +43,9 @@ pub struct RunOptions {
     /// inbox/intents routes); made from the run input when `None` and the
     /// spec enables messaging.
     pub sidecar: Option<husk_sidecar::Sidecar>,
+    /// Warm pools: a stage whose sandbox fits one claims a ready sandbox
+    /// instead of starting one.
+    pub pools: husk_sandbox::pool::Pools,
 }
 
 impl RunOptions {
@@ -60,6 +63,7 @@ impl RunOptions {
             live: None,
             telemetry: None,
             sidecar: None,
+            pools: Default::default(),
         }
     }
 }
@@ -138,6 +142,7 @@ pub async fn run(
         spec_dir: opts.spec_dir.clone(),
         input: opts.input.clone(),
         tools: opts.tools.clone().unwrap_or_else(|| Arc::new(HostTools)),
+        pools: opts.pools.clone(),
     };
     let outcome = match &spec.body {
         Body::Agent(agent) => {

@@ -88,6 +88,7 @@ pub async fn start(
     emitter: &Arc<Emitter>,
     scope: &Scope,
     tools: &[HostTool<'_>],
+    pools: &husk_sandbox::pool::Pools,
 ) -> Result<Started, RunError> {
     let mut config = config(spec, &|n| std::env::var(n).ok())?;
     let progress_em = emitter.clone();
@@ -97,7 +98,7 @@ pub async fn start(
     };
     let selected =
         husk_sandbox::select(backend_choice(&spec.mode), AccelChoice::Auto, &progress).await?;
-    let description = format!("{} ({})", selected.kind.as_str(), selected.reason);
+    let mut description = format!("{} ({})", selected.kind.as_str(), selected.reason);
     let microvm = selected.kind == husk_sandbox::BackendKind::Microvm;
     if !microvm {
         for t in tools {
@@ -112,7 +113,16 @@ pub async fn start(
             });
         }
     }
-    let sandbox = selected.backend.start(&config).await?;
+    // A fitting stage claims a ready sandbox from the kind's warm pool
+    // (the pool starts cold on a miss or a config it cannot serve).
+    let backend: Arc<dyn husk_sandbox::Backend> = match pools.get(selected.kind) {
+        Some(pool) => pool.clone(),
+        None => selected.backend,
+    };
+    let sandbox = backend.start(&config).await?;
+    if sandbox.origin() == husk_sandbox::Origin::Pool {
+        description.push_str(", from the warm pool");
+    }
     Ok(Started {
         sandbox,
         description,

@@ -164,7 +164,7 @@ async fn attempt(
     crate::preflight::network_needed(&agent, st.sandbox.network)?;
     crate::preflight::endpoint_reachable(st.llm.base_url.as_deref()).await?;
     let tools = host_tools(&prov, &agent);
-    let started = sandboxes::start(st.sandbox, &ctx.emitter, scope, &tools)
+    let started = sandboxes::start(st.sandbox, &ctx.emitter, scope, &tools, &ctx.pools)
         .await
         .map_err(|e| match e {
             RunError::Sandbox(e) if transient(&e) => RunError::SandboxStart(e),

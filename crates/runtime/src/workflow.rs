@@ -54,7 +54,8 @@ pub async fn run(ctx: &RunContext, spec: &Spec, wf: &WorkflowSpec) -> Outcome {
             format!("step {} queued", s.name),
         );
     }
-    let started = match sandboxes::start(&spec.sandbox, &ctx.emitter, &none, &[]).await {
+    let started = match sandboxes::start(&spec.sandbox, &ctx.emitter, &none, &[], &ctx.pools).await
+    {
         Ok(s) => s,
         Err(e) => {
             return Outcome {

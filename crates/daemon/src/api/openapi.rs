@@ -91,6 +91,8 @@ pub enum Answer {
     Artifact,
     /// This document.
     OpenApi,
+    /// Plain text (`text/plain`).
+    Text,
     /// Not served yet (the route answers an error until its feature
     /// lands): no 200 is documented.
     Coming,
@@ -295,6 +297,10 @@ fn ok_response(answer: &Answer, components: &mut Components) -> Option<Response>
             )
             .content("*/*", json(any_value())),
         Answer::OpenApi => r.content("application/json", json(openapi_schema())),
+        Answer::Text => r.content(
+            "text/plain",
+            json(ObjectBuilder::new().schema_type(Type::String)),
+        ),
         Answer::Coming => return None,
     };
     Some(r.build())

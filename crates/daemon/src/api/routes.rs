@@ -42,6 +42,12 @@ pub const ROUTES: &[Route] = &[
         doc: plain(Answer::Json(component::<runs::Health>), &[]),
     },
     Route {
+        method: "get",
+        path: "/v1/metrics",
+        summary: "Gauges and counters (active runs, warm pools) in Prometheus text format",
+        doc: plain(Answer::Text, &[]),
+    },
+    Route {
         method: "post",
         path: "/v1/runs",
         summary: "Start a run",
@@ -225,6 +231,7 @@ pub const ROUTES: &[Route] = &[
 pub(super) fn handler(r: &Route) -> MethodRouter<AppState> {
     match (r.method, r.path) {
         ("get", "/v1/health") => get(runs::health),
+        ("get", "/v1/metrics") => get(runs::metrics),
         ("post", "/v1/runs") => post(runs::create),
         ("get", "/v1/runs") => get(runs::list),
         ("get", "/v1/runs/{id}") => get(runs::show),

@@ -21,6 +21,8 @@ pub struct Health {
     version: &'static str,
     active_runs: usize,
     uptime_ms: u64,
+    /// Warm pools (`husk serve --pool`), one per backend; empty without.
+    pools: Vec<crate::pools::PoolHealth>,
 }
 
 /// Always `ok`: a daemon that answers is healthy.
@@ -36,7 +38,21 @@ pub async fn health(State(s): State<AppState>) -> Json<Health> {
         version: env!("CARGO_PKG_VERSION"),
         active_runs: s.manager.active_count(),
         uptime_ms: s.manager.uptime().as_millis() as u64,
+        pools: crate::pools::health(&s.manager.pools()),
     })
+}
+
+/// `GET /v1/metrics`: Prometheus text.
+pub async fn metrics(State(s): State<AppState>) -> impl axum::response::IntoResponse {
+    let m = &s.manager;
+    let body = crate::pools::metrics(&m.pools(), m.active_count(), m.runs_started());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
 }
 
 pub async fn create(State(s): State<AppState>, body: Bytes) -> ApiResult<Json<Created>> {
