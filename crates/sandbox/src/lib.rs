@@ -18,6 +18,7 @@ pub mod microvm;
 pub mod namespace;
 pub mod pool;
 pub mod select;
+pub mod shared_tools;
 mod spawner;
 mod stderr;
 pub mod tunnel;

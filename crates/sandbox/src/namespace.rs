@@ -191,6 +191,8 @@ impl Backend for NamespaceBackend {
             Some(p) => p.clone(),
             None => crate::guest_bin::locate_guest()?,
         };
+        let shared = share_unreachable(config, self.host_uid).await;
+        let config = &shared;
         let copied = copied_mounts(config, self.host_uid)?;
         let copied_idx: Vec<usize> = copied.iter().map(|(i, _)| *i).collect();
         let secret = Secret(random_bytes()?);
@@ -349,6 +351,48 @@ fn bwrap_args(config: &SandboxConfig, guest: &Path, copied: &[usize]) -> Vec<Str
     push(&["--remount-ro", "/dev", "--remount-ro", "/"]);
     push(&["--", GUEST_PATH, "--control-fd", "3", "--secret-fd", "4"]);
     a
+}
+
+/// `config` with its read-only file mounts that host uid `uid` cannot
+/// reach pointed at their shared copy (see [`crate::shared_tools`]): one
+/// copy on the host for every sandbox instead of one in each sandbox's
+/// tmpfs. Runs off the async threads (a first copy can take a while); a
+/// mount that cannot be shared stays as it is and is copied per sandbox
+/// (see [`copied_mounts`]).
+async fn share_unreachable(config: &SandboxConfig, uid: u32) -> SandboxConfig {
+    let mut config = config.clone();
+    let unreachable = move |m: &crate::backend::Mount| {
+        !m.writable && m.host.is_file() && !reachable_by(&m.host, uid, uid)
+    };
+    if !rustix::process::geteuid().is_root() || !config.mounts.iter().any(unreachable) {
+        return config;
+    }
+    let base = crate::shared_tools::dir();
+    let mut mounts = config.mounts.clone();
+    let shared = tokio::task::spawn_blocking(move || {
+        for m in mounts.iter_mut().filter(|m| unreachable(m)) {
+            match crate::shared_tools::shared_path(&m.host, &base, uid) {
+                Ok(p) if reachable_by(&p, uid, uid) => m.host = p,
+                Ok(p) => tracing::warn!(
+                    "{} is not reachable by uid {uid}; copying {} into the sandbox instead",
+                    p.display(),
+                    m.host.display()
+                ),
+                Err(e) => tracing::warn!(
+                    "sharing {} under {}: {e}; copying it into the sandbox instead",
+                    m.host.display(),
+                    base.display()
+                ),
+            }
+        }
+        mounts
+    })
+    .await;
+    // A panicked task leaves the mounts as they were (copied per sandbox).
+    if let Ok(mounts) = shared {
+        config.mounts = mounts;
+    }
+    config
 }
 
 /// Read-only file mounts that bubblewrap could not reach by path, opened

@@ -63,11 +63,13 @@ fn rlimits_limit_processes_and_memory() {
 
 /// Namespace-only, as root: bubblewrap then runs as an unprivileged uid
 /// that cannot search `0700` directories such as `/root`, so a read-only
-/// file mount from one is copied in from a descriptor husk opened; it
-/// keeps its execute bit and stays read-only.
+/// file mount from one is shared: one hard link (or copy) in husk's shared
+/// directory, bind-mounted read-only into every sandbox — not a copy in
+/// each sandbox's tmpfs (host RAM). It keeps its execute bit and stays
+/// read-only.
 #[test]
-fn file_mounts_the_sandbox_uid_cannot_reach_are_copied_in() {
-    use std::os::unix::fs::PermissionsExt;
+fn file_mounts_the_sandbox_uid_cannot_reach_are_shared() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let Ok(backend) = NamespaceBackend::new() else {
         eprintln!("SKIP: bubblewrap is not installed");
         return;
@@ -82,23 +84,49 @@ fn file_mounts_the_sandbox_uid_cannot_reach_are_copied_in() {
     let tool = private.join("tool");
     std::fs::write(&tool, "#!/bin/sh\necho tool ran \"$@\"\n").unwrap();
     std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let guest = "/home/sandbox/.local/bin/tool";
     conformance::RT.block_on(async {
         let cfg = husk_sandbox::SandboxConfig {
             mounts: vec![husk_sandbox::Mount {
                 host: tool.clone(),
-                guest: "/home/sandbox/.local/bin/tool".into(),
+                guest: guest.into(),
                 writable: false,
             }],
             ..Default::default()
         };
-        let sb = backend.start(&cfg).await.expect("start with a mount from a 0700 directory");
-        let out = conformance::sh(&sb, "/home/sandbox/.local/bin/tool ok; echo changed > /home/sandbox/.local/bin/tool && echo WRITABLE; ls -l /home/sandbox/.local/bin/tool").await;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(stdout.contains("tool ran ok"), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
-        assert!(!stdout.contains("WRITABLE"), "{stdout}");
-        assert!(stdout.contains("-r-xr-xr-x"), "{stdout}");
-        sb.stop().await.unwrap();
+        let a = backend
+            .start(&cfg)
+            .await
+            .expect("start with a mount from a 0700 directory");
+        let b = backend.start(&cfg).await.expect("a second sandbox");
+        for sb in [&a, &b] {
+            let script = format!(
+                "{guest} ok; echo changed > {guest} && echo WRITABLE; \
+                 grep ' {guest} ' /proc/self/mountinfo | sed 's/.* - //'"
+            );
+            let out = conformance::sh(sb, &script).await;
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(stdout.contains("tool ran ok"), "{stdout} {err}");
+            assert!(!stdout.contains("WRITABLE"), "{stdout}");
+            // A bind mount of the shared file, not a file on the tmpfs.
+            let fs_line = stdout.lines().last().unwrap_or_default();
+            assert!(
+                !fs_line.starts_with("tmpfs"),
+                "copied into the sandbox: {stdout}"
+            );
+        }
+        a.stop().await.unwrap();
+        b.stop().await.unwrap();
     });
+    // The one shared entry is a hard link of the tool (no bytes copied).
+    let base = husk_sandbox::shared_tools::dir();
+    let shared = husk_sandbox::shared_tools::shared_path(&tool, &base, 65534).unwrap();
+    assert_eq!(
+        std::fs::metadata(&shared).unwrap().ino(),
+        std::fs::metadata(&tool).unwrap().ino()
+    );
+    std::fs::remove_dir_all(shared.parent().unwrap()).unwrap();
     std::fs::remove_dir_all(&private).unwrap();
 }
 
