@@ -1,0 +1,113 @@
+//! `husk exec` as a user runs it: the whole process from the shell, against
+//! floors husk does not configure, measured in the same run with runs
+//! alternating (so drift hits both alike):
+//!
+//! - `husk exec --backend namespace -- true` against a bare
+//!   `bwrap --unshare-all --die-with-parent --ro-bind / / --dev /dev --proc /proc -- /bin/true`;
+//! - with `HUSK_BENCH_VM_N` > 0, `husk exec --backend microvm -- true`
+//!   (restored from a snapshot when one exists, as a user gets it) and
+//!   with `--cold`, each against the bare boot the micro-VM bench uses.
+//!
+//! Run: `cargo bench -p husk-cli --bench cli` (HUSK_BENCH_N, default 50;
+//! HUSK_BENCH_VM_N, default 0). Needs bubblewrap and the guest agent
+//! (`scripts/build-guest`). Asserts nothing.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn timed(cmd: &mut Command) -> Duration {
+    let t = Instant::now();
+    let st = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .expect("spawn");
+    let d = t.elapsed();
+    assert!(st.success(), "{cmd:?} failed: {st}");
+    d
+}
+
+fn p(v: &mut [Duration], q: f64) -> Duration {
+    v.sort();
+    v[((v.len() as f64 - 1.0) * q).round() as usize]
+}
+
+fn row(name: &str, v: &mut [Duration], floor: Option<Duration>) {
+    let (p50, p95) = (p(v, 0.5), p(v, 0.95));
+    let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1000.0);
+    let ratio = floor.map_or("—".into(), |f| {
+        format!("{:.2}×", p50.as_secs_f64() / f.as_secs_f64())
+    });
+    println!("| {name} | {} | {} | {ratio} |", ms(p50), ms(p95));
+}
+
+fn env_n(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    if husk_sandbox::host::which("bwrap").is_none() {
+        eprintln!("SKIP: bubblewrap is not installed");
+        return;
+    }
+    let husk = env!("CARGO_BIN_EXE_husk");
+    let n = env_n("HUSK_BENCH_N", 50);
+    let bare = || {
+        let mut c = Command::new("bwrap");
+        c.args([
+            "--unshare-all",
+            "--die-with-parent",
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--",
+            "/bin/true",
+        ]);
+        c
+    };
+    let exec = |extra: &[&str]| {
+        let mut c = Command::new(husk);
+        c.arg("exec").args(extra).args(["--", "true"]);
+        c
+    };
+    // Warm the page cache and any first-use work (not timed).
+    timed(&mut bare());
+    timed(&mut exec(&["--backend", "namespace"]));
+    let (mut floor, mut ns) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        floor.push(timed(&mut bare()));
+        ns.push(timed(&mut exec(&["--backend", "namespace"])));
+    }
+    println!("whole process, {n} runs each, alternating");
+    println!();
+    println!("| measurement | p50 | p95 | vs floor (p50) |");
+    println!("|---|---|---|---|");
+    let f = p(&mut floor, 0.5);
+    row("floor: bare `bwrap --unshare-all … /bin/true`", &mut floor, None);
+    row("`husk exec --backend namespace -- true`", &mut ns, Some(f));
+
+    let vm_n = env_n("HUSK_BENCH_VM_N", 0);
+    if vm_n == 0 {
+        return;
+    }
+    let (mut restored, mut cold) = (Vec::new(), Vec::new());
+    timed(&mut exec(&["--backend", "microvm"]));
+    for _ in 0..vm_n {
+        restored.push(timed(&mut exec(&["--backend", "microvm"])));
+        cold.push(timed(&mut exec(&["--backend", "microvm", "--cold"])));
+    }
+    let c = p(&mut cold, 0.5);
+    row("`husk exec --backend microvm --cold -- true`", &mut cold, None);
+    row(
+        "`husk exec --backend microvm -- true` (vs cold)",
+        &mut restored,
+        Some(c),
+    );
+}
