@@ -293,7 +293,15 @@ pub async fn connect_raw(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
-    let qmp = Qmp::connect(&dir.join("qmp.sock")).await.ok();
+    let qmp_path = dir.join("qmp.sock");
+    let mut qmp = Qmp::connect(&qmp_path).await.ok();
+    // A cold boot can do without QMP (it only helps to stop a stuck VM);
+    // a template or a restore cannot, and QEMU may open the QMP socket
+    // just after the control socket.
+    while qmp.is_none() && spec.mode != VmMode::Cold && started.elapsed() < spec.boot_timeout {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        qmp = Qmp::connect(&qmp_path).await.ok();
+    }
     Ok((stream, qmp))
 }
 
