@@ -326,3 +326,20 @@ fn holders(dir: &std::path::Path) -> usize {
         })
         .count()
 }
+
+/// `cold_boot` (`husk exec --cold`) boots the kernel although a snapshot
+/// for the configuration exists.
+#[test]
+fn cold_boot_skips_the_snapshot() {
+    conformance::run_case(&HARNESS, |_, _| async move {
+        let suite = restoring_backend().unwrap();
+        let config = SandboxConfig {
+            cold_boot: true,
+            ..SandboxConfig::default()
+        };
+        assert!(suite.snapshot_path(&config).join("meta.json").is_file());
+        let sb = suite.start(&config).await.expect("cold boot");
+        assert_eq!(sb.info().boot, BootPath::Fresh);
+        sb.stop().await.unwrap();
+    });
+}
