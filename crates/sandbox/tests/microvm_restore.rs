@@ -26,8 +26,24 @@ fn suite_configs() -> Vec<SandboxConfig> {
     ]
 }
 
+/// A snapshot directory of this test process. The suite's snapshots live
+/// as long as the process (a static cannot clean up after itself), so the
+/// directories of earlier, finished runs are removed here.
 fn snapshot_root(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("husk-restore-test-{}-{name}", std::process::id()));
+    let tmp = std::env::temp_dir();
+    for e in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let pid = file
+            .strip_prefix("husk-restore-test-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+    let dir = tmp.join(format!("husk-restore-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
