@@ -90,7 +90,11 @@ fn main() {
     println!("| measurement | p50 | p95 | vs floor (p50) |");
     println!("|---|---|---|---|");
     let f = p(&mut floor, 0.5);
-    row("floor: bare `bwrap --unshare-all … /bin/true`", &mut floor, None);
+    row(
+        "floor: bare `bwrap --unshare-all … /bin/true`",
+        &mut floor,
+        None,
+    );
     row("`husk exec --backend namespace -- true`", &mut ns, Some(f));
 
     let vm_n = env_n("HUSK_BENCH_VM_N", 0);
@@ -104,7 +108,11 @@ fn main() {
         cold.push(timed(&mut exec(&["--backend", "microvm", "--cold"])));
     }
     let c = p(&mut cold, 0.5);
-    row("`husk exec --backend microvm --cold -- true`", &mut cold, None);
+    row(
+        "`husk exec --backend microvm --cold -- true`",
+        &mut cold,
+        None,
+    );
     row(
         "`husk exec --backend microvm -- true` (vs cold)",
         &mut restored,

@@ -54,6 +54,10 @@ pub struct ExecArgs {
     /// turned into a cached ext4 image) or an ext4 image file (micro-VM).
     #[arg(long, value_name = "DIR|IMAGE")]
     rootfs: Option<std::path::PathBuf>,
+    /// Micro-VM: boot the kernel even when a snapshot (`husk image build`)
+    /// could be restored.
+    #[arg(long)]
+    cold: bool,
     /// Print one JSON object with the result instead of streaming output.
     #[arg(long)]
     json: bool,
@@ -136,9 +140,13 @@ pub async fn run(args: ExecArgs) -> CliResult<i32> {
         vcpus: args.cpus,
         network: args.network,
         rootfs: args.rootfs.clone(),
+        cold_boot: args.cold,
         ..SandboxConfig::default()
     };
     let sandbox = selected.backend.start(&config).await?;
+    if let husk_sandbox::BootPath::ColdFallback { reason } = &sandbox.info().boot {
+        progress(reason);
+    }
     let req = ExecRequest {
         argv: args.command.clone(),
         env: args.env.clone(),

@@ -1,12 +1,15 @@
 //! `husk image build`: builds (or finds in the cache) the micro-VM guest
-//! image, and optionally an ext4 rootfs image from a directory, showing
-//! each step as it happens.
+//! image, saves a snapshot of a booted VM for `husk exec`'s default
+//! configuration (or the one given) so micro-VMs are restored instead of
+//! booted, and optionally builds an ext4 rootfs image from a directory,
+//! showing each step as it happens.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::{Args, Subcommand};
-use husk_sandbox::microvm::{MicrovmBackend, image};
+use husk_sandbox::SandboxConfig;
+use husk_sandbox::microvm::{AccelChoice, MicrovmBackend, image, snapshot::SnapshotInfo};
 use serde::Serialize;
 
 use crate::CliResult;
@@ -34,12 +37,29 @@ struct BuildArgs {
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Do not save a micro-VM snapshot.
+    #[arg(long)]
+    no_snapshot: bool,
+    /// Snapshot for micro-VMs with this much memory (MiB).
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    memory: u32,
+    /// Snapshot for micro-VMs with this many CPUs.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    cpus: u32,
+    /// Accelerator the snapshot is for: auto, kvm or tcg.
+    #[arg(long, default_value = "auto", value_parser = parse_accel)]
+    accel: AccelChoice,
+}
+
+fn parse_accel(s: &str) -> Result<AccelChoice, String> {
+    s.parse()
 }
 
 #[derive(Serialize)]
 struct Report {
     image: image::GuestImage,
     rootfs: Option<PathBuf>,
+    snapshot: Option<SnapshotInfo>,
     cache_dir: PathBuf,
     seconds: f64,
 }
@@ -57,7 +77,13 @@ async fn build(args: BuildArgs) -> CliResult<i32> {
         return Err(format!("--rootfs {}: not a directory", dir.display()).into());
     }
     let t = Instant::now();
-    let report = tokio::task::spawn_blocking(move || -> CliResult<Report> {
+    let (no_snapshot, accel) = (args.no_snapshot, args.accel);
+    let config = SandboxConfig {
+        memory_mb: args.memory,
+        vcpus: args.cpus,
+        ..SandboxConfig::default()
+    };
+    let mut report = tokio::task::spawn_blocking(move || -> CliResult<Report> {
         let progress = &crate::exec::progress;
         let guest = image::locate_static_guest()?;
         let opts = image::ImageOptions {
@@ -74,11 +100,18 @@ async fn build(args: BuildArgs) -> CliResult<i32> {
         Ok(Report {
             image,
             rootfs,
+            snapshot: None,
             cache_dir: image::cache_dir(),
             seconds: t.elapsed().as_secs_f64(),
         })
     })
     .await??;
+    if !no_snapshot {
+        let progress = &crate::exec::progress;
+        let backend = MicrovmBackend::new(accel, progress).await?;
+        report.snapshot = Some(backend.build_snapshot(&config, progress).await?);
+        report.seconds = t.elapsed().as_secs_f64();
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -108,5 +141,17 @@ fn print_human(r: &Report) {
     println!("  modules    {}", img.modules.join(" "));
     if let Some(rootfs) = &r.rootfs {
         println!("  rootfs     {}", rootfs.display());
+    }
+    if let Some(s) = &r.snapshot {
+        let m = &s.meta;
+        println!(
+            "  snapshot   {} ({} MiB, {} vCPU, {}; {:.1} MiB of RAM in use, saved in {:.1} s)",
+            s.dir.display(),
+            m.memory_mb,
+            m.vcpus,
+            m.accel.as_str(),
+            m.ram_allocated_bytes as f64 / 1048576.0,
+            m.build_ms as f64 / 1000.0
+        );
     }
 }

@@ -11,6 +11,7 @@ mod files;
 mod oom;
 mod port;
 mod reaper;
+mod restore;
 mod server;
 mod tunnel;
 mod vm;
@@ -168,14 +169,34 @@ fn vm_main() -> ! {
 fn vm_serve() -> Result<(), String> {
     let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
     vm::init_system()?;
-    let secret = vm::take_secret()?;
-    vm::boot_mark("secret read");
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    // A template reads no secret: its restored copies get theirs from the
+    // host (see restore.rs).
+    let template = restore::is_template(&cmdline);
+    let secret = if template {
+        None
+    } else {
+        let s = vm::take_secret()?;
+        vm::boot_mark("secret read");
+        Some(s)
+    };
     let dev = vm::find_port(std::time::Duration::from_secs(30))?;
     vm::boot_mark("control port found");
     let fd = vm::open_port(&dev, std::time::Duration::from_secs(60))?;
     vm::boot_mark("control port open");
     session(async move {
-        let stream = port::PortStream::new(fd).map_err(|e| format!("control port: {e}"))?;
+        let mut stream = port::PortStream::new(fd).map_err(|e| format!("control port: {e}"))?;
+        let secret = match secret {
+            Some(s) => s,
+            None => {
+                vm::network_ready();
+                vm::boot_mark("parked");
+                let identity = restore::park(&mut stream).await?;
+                restore::adopt(&identity)?;
+                vm::boot_mark("restored");
+                identity.secret
+            }
+        };
         let (rd, wr) = tokio::io::split(stream);
         let cfg = GuestConfig {
             secret,

@@ -42,6 +42,7 @@ mod handshake;
 #[cfg(feature = "tokio")]
 mod io;
 mod messages;
+pub mod restore;
 
 pub use frame::{FrameError, decode_frame, encode_frame};
 pub use handshake::{Secret, SecretParseError, negotiate_version};

@@ -78,6 +78,9 @@ pub struct SandboxConfig {
     /// RPCs, stat, ping, signal, the start of an exec) before the call fails
     /// with `SandboxError::Timeout` (see `Client::rpc_timeout`).
     pub rpc_timeout_secs: u64,
+    /// Micro-VM: boot the kernel even when a snapshot could be restored
+    /// (`husk exec --cold`). Other backends always start fresh.
+    pub cold_boot: bool,
 }
 
 impl Default for SandboxConfig {
@@ -95,6 +98,7 @@ impl Default for SandboxConfig {
             present_secret: None,
             start_timeout_secs: 10,
             rpc_timeout_secs: crate::client::DEFAULT_RPC_TIMEOUT.as_secs(),
+            cold_boot: false,
         }
     }
 }
@@ -220,6 +224,21 @@ pub struct SandboxInfo {
     pub limits: String,
     pub guest_kernel: String,
     pub guest_agent_version: String,
+    /// How the sandbox came up.
+    pub boot: BootPath,
+}
+
+/// How a sandbox came up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BootPath {
+    /// Started from scratch (a namespace sandbox, a micro-VM's kernel boot).
+    Fresh,
+    /// A micro-VM restored from the snapshot in `snapshot`.
+    Restored { snapshot: PathBuf },
+    /// A snapshot existed but could not be used (`reason` says why); the
+    /// micro-VM booted its kernel instead.
+    ColdFallback { reason: String },
 }
 
 /// Backend-specific teardown.

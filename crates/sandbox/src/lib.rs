@@ -24,7 +24,8 @@ mod stderr;
 pub mod tunnel;
 
 pub use backend::{
-    Backend, BackendKind, Mount, Origin, Sandbox, SandboxConfig, SandboxControl, SandboxInfo,
+    Backend, BackendKind, BootPath, Mount, Origin, Sandbox, SandboxConfig, SandboxControl,
+    SandboxInfo,
 };
 pub use client::{Client, ListenEvent, Listener, Output, Process, ProcessEvent};
 pub use error::{Result, SandboxError};

@@ -262,6 +262,7 @@ impl Backend for NamespaceBackend {
             limits: limits.describe(),
             guest_kernel: client.welcome().kernel.clone(),
             guest_agent_version: client.welcome().agent_version.clone(),
+            boot: crate::backend::BootPath::Fresh,
         };
         let control = NamespaceControl { child: Some(child) };
         Ok(Sandbox::new(client, Box::new(control), info, config))

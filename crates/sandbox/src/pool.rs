@@ -140,6 +140,7 @@ impl Pool {
             && a.mounts == b.mounts
             && a.rootfs == b.rootfs
             && a.guest_binary == b.guest_binary
+            && a.cold_boot == b.cold_boot
             && b.present_secret.is_none()
     }
 

@@ -10,13 +10,19 @@
 //! - Teardown: the guest powers off on `Shutdown` (QEMU runs `-no-reboot`);
 //!   failing that QMP `quit`, failing that SIGKILL. QEMU gets
 //!   `PR_SET_PDEATHSIG`, so it dies with husk even on SIGKILL.
+//! - Snapshots: when `husk image build` saved a template VM for this guest
+//!   image and configuration, a sandbox is restored from it instead of
+//!   booting (see `snapshot.rs`, `restore.rs`); a snapshot that cannot be
+//!   used is reported and the sandbox boots cold.
 
 mod clock;
 pub mod image;
 mod qemu;
 mod qmp;
+mod restore;
 mod rootfs;
 mod rundir;
+pub mod snapshot;
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -26,7 +32,9 @@ use async_trait::async_trait;
 use husk_protocol::Secret;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Backend, BackendKind, Sandbox, SandboxConfig, SandboxControl, SandboxInfo};
+use crate::backend::{
+    Backend, BackendKind, BootPath, Sandbox, SandboxConfig, SandboxControl, SandboxInfo,
+};
 use crate::client::Client;
 use crate::error::{Result, SandboxError};
 use crate::host;
@@ -90,6 +98,8 @@ pub struct MicrovmBackend {
     image: GuestImage,
     accel: Accel,
     accel_reason: String,
+    /// Where snapshots live (`<cache>/snapshots`).
+    snapshots: PathBuf,
 }
 
 impl std::fmt::Debug for MicrovmBackend {
@@ -112,8 +122,16 @@ impl MicrovmBackend {
     /// Finds QEMU, builds (or reuses) the guest image and settles the
     /// accelerator, probing KVM when `choice` is `Auto`.
     pub async fn new(choice: AccelChoice, progress: &(dyn Fn(&str) + Sync)) -> Result<Self> {
+        Self::with_guest(choice, image::locate_static_guest()?, progress).await
+    }
+
+    /// As [`MicrovmBackend::new`], with this (static) guest agent.
+    pub async fn with_guest(
+        choice: AccelChoice,
+        guest: PathBuf,
+        progress: &(dyn Fn(&str) + Sync),
+    ) -> Result<Self> {
         let qemu = find_qemu()?;
-        let guest = image::locate_static_guest()?;
         let opts = image::ImageOptions {
             guest_binary: guest,
             extra_binaries: Vec::new(),
@@ -131,6 +149,7 @@ impl MicrovmBackend {
             image,
             accel,
             accel_reason,
+            snapshots: probe_cache_dir().join("snapshots"),
         })
     }
 
@@ -177,6 +196,81 @@ impl MicrovmBackend {
 
     pub fn image(&self) -> &GuestImage {
         &self.image
+    }
+
+    /// The same backend with snapshots in `dir` instead of the cache.
+    pub fn with_snapshot_dir(mut self, dir: PathBuf) -> Self {
+        self.snapshots = dir;
+        self
+    }
+
+    /// Where this backend's snapshots live.
+    pub fn snapshot_dir(&self) -> &std::path::Path {
+        &self.snapshots
+    }
+
+    /// Where the snapshot for `config` is (or would be).
+    pub fn snapshot_path(&self, config: &SandboxConfig) -> PathBuf {
+        snapshot::slot_dir(&self.snapshots, &self.slot(config))
+    }
+
+    fn slot(&self, config: &SandboxConfig) -> String {
+        snapshot::Inputs {
+            image_key: &self.image.key,
+            accel: self.accel,
+            config,
+        }
+        .slot()
+    }
+
+    /// Boots a template VM for `config` and saves it, replacing the
+    /// snapshot of the same inputs. Sandboxes with this configuration are
+    /// then restored from it.
+    pub async fn build_snapshot(
+        &self,
+        config: &SandboxConfig,
+        progress: &(dyn Fn(&str) + Sync),
+    ) -> Result<snapshot::SnapshotInfo> {
+        config.validate()?;
+        preflight(config, &self.image)?;
+        snapshot::eligible(config).map_err(SandboxError::Config)?;
+        let nobody = Secret([0; 32]);
+        let spec = self.spec(config, &nobody, &nobody, None, None);
+        snapshot::build(&spec, &self.snapshots, &self.slot(config), progress).await
+    }
+
+    /// Restores a sandbox when a usable snapshot exists: `Ok(None)` when
+    /// there is none (or `config` cannot have one), `Err` with the reason
+    /// when one exists but could not be used. A guest that refuses the
+    /// handshake was restored fine: that refusal is the caller's error
+    /// (`Restore::Refused`), not a reason to boot cold.
+    async fn try_restore(
+        &self,
+        config: &SandboxConfig,
+        secret: &Secret,
+        present: &Secret,
+        id: &str,
+    ) -> std::result::Result<Option<qemu::Vm>, Restore> {
+        if config.cold_boot || snapshot::eligible(config).is_err() {
+            return Ok(None);
+        }
+        let checked = match snapshot::check(&self.snapshots, &self.slot(config), &self.qemu) {
+            Ok(c) => c,
+            Err(snapshot::SnapshotProblem::Missing) => return Ok(None),
+            Err(p) => return Err(Restore::Unusable(p)),
+        };
+        let dir = checked.dir.clone();
+        let spec = self.spec(config, secret, present, None, None);
+        match restore::restore(&spec, checked, secret, id).await {
+            Ok(vm) => Ok(Some(vm)),
+            Err(e @ SandboxError::Rejected(_)) => Err(Restore::Refused(e)),
+            Err(e) => Err(Restore::Unusable(
+                snapshot::SnapshotProblem::RestoreFailed {
+                    dir,
+                    reason: e.to_string(),
+                },
+            )),
+        }
     }
 
     /// `config.rootfs`: an ext4 image file as is, a directory built into one.
@@ -246,6 +340,7 @@ impl MicrovmBackend {
             boot_timeout: self.boot_timeout(),
             rdinit,
             rootfs,
+            mode: qemu::VmMode::Cold,
         }
     }
 }
@@ -290,10 +385,24 @@ impl Backend for MicrovmBackend {
             .present_secret
             .clone()
             .unwrap_or_else(|| secret.clone());
-        let rootfs = self.resolve_rootfs(config)?;
-        let spec = self.spec(config, &secret, &present, None, rootfs.as_deref());
         let id = new_id()?;
-        let mut vm = qemu::boot(&spec, &id).await?;
+        let (mut vm, boot) = match self.try_restore(config, &secret, &present, &id).await {
+            Ok(Some(vm)) => {
+                let snapshot = self.snapshot_path(config);
+                (vm, BootPath::Restored { snapshot })
+            }
+            Ok(None) => (
+                self.boot_cold(config, &secret, &present, &id).await?,
+                BootPath::Fresh,
+            ),
+            Err(Restore::Refused(e)) => return Err(e),
+            Err(Restore::Unusable(problem)) => {
+                let reason = format!("{problem}; booting cold instead");
+                tracing::warn!("{reason}");
+                let vm = self.boot_cold(config, &secret, &present, &id).await?;
+                (vm, BootPath::ColdFallback { reason })
+            }
+        };
         let client = vm.client.take().expect("booted VM has a client");
         let info = SandboxInfo {
             backend: BackendKind::Microvm,
@@ -307,6 +416,7 @@ impl Backend for MicrovmBackend {
             ),
             guest_kernel: client.welcome().kernel.clone(),
             guest_agent_version: client.welcome().agent_version.clone(),
+            boot,
         };
         Ok(Sandbox::new(
             client,
@@ -314,6 +424,28 @@ impl Backend for MicrovmBackend {
             info,
             config,
         ))
+    }
+}
+
+/// Why a sandbox was not restored.
+enum Restore {
+    /// The snapshot could not be used: boot cold.
+    Unusable(snapshot::SnapshotProblem),
+    /// The restored guest refused the handshake: the start fails.
+    Refused(SandboxError),
+}
+
+impl MicrovmBackend {
+    async fn boot_cold(
+        &self,
+        config: &SandboxConfig,
+        secret: &Secret,
+        present: &Secret,
+        id: &str,
+    ) -> Result<qemu::Vm> {
+        let rootfs = self.resolve_rootfs(config)?;
+        let spec = self.spec(config, secret, present, None, rootfs.as_deref());
+        qemu::boot(&spec, id).await
     }
 }
 
@@ -476,6 +608,7 @@ async fn probe_kvm(qemu: &std::path::Path, image: &GuestImage) -> (Accel, String
         boot_timeout: Duration::from_secs(KVM_PROBE_SECS),
         rdinit: None,
         rootfs: None,
+        mode: qemu::VmMode::Cold,
     };
     let Ok(id) = new_id() else {
         return (Accel::Tcg, "no randomness for the probe".into());

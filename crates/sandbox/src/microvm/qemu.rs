@@ -33,6 +33,28 @@ pub struct VmSpec<'a> {
     pub rdinit: Option<&'a str>,
     /// A read-only ext4 root image on virtio-blk (the guest overlays it).
     pub rootfs: Option<&'a Path>,
+    /// Cold boot, snapshot template, or restore.
+    pub mode: VmMode<'a>,
+}
+
+/// How a VM comes to life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmMode<'a> {
+    /// Boots the kernel; the secret comes through fw_cfg.
+    Cold,
+    /// Boots the kernel as a snapshot template (`husk.template`, no
+    /// secret), its RAM a shared mapping of `ram` so that saving it writes
+    /// only device state.
+    Template { ram: &'a Path },
+    /// Waits for a saved template's device state (`-incoming defer`) and
+    /// maps its RAM file privately: pages load on first touch, and the
+    /// sandbox's writes never reach the file.
+    Restore { ram: &'a Path },
+}
+
+/// Escapes a value for QEMU's `key=value,…` option syntax.
+fn opt_value(path: &Path) -> String {
+    path.to_string_lossy().replace(',', ",,")
 }
 
 /// A booted VM.
@@ -49,9 +71,16 @@ pub fn qemu_args(spec: &VmSpec<'_>, dir: &Path, id: &str) -> Vec<String> {
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
     let p = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let machine = match spec.mode {
+        VmMode::Cold => "microvm,x-option-roms=off",
+        // Same machine for both: a restore must match its template.
+        VmMode::Template { .. } | VmMode::Restore { .. } => {
+            "microvm,x-option-roms=off,memory-backend=husk.ram"
+        }
+    };
     push(&[
         "-M",
-        "microvm,x-option-roms=off",
+        machine,
         "-nodefaults",
         "-no-user-config",
         "-nographic",
@@ -64,6 +93,18 @@ pub fn qemu_args(spec: &VmSpec<'_>, dir: &Path, id: &str) -> Vec<String> {
     let mem = format!("{}M", spec.config.memory_mb);
     let smp = spec.config.vcpus.to_string();
     push(&["-m", &mem, "-smp", &smp]);
+    if let VmMode::Template { ram } | VmMode::Restore { ram } = spec.mode {
+        let share = if matches!(spec.mode, VmMode::Template { .. }) {
+            "on"
+        } else {
+            "off"
+        };
+        let backend = format!(
+            "memory-backend-file,id=husk.ram,size={mem},mem-path={},share={share}",
+            opt_value(ram)
+        );
+        push(&["-object", &backend]);
+    }
     let kernel = spec.image.kernel.to_string_lossy().into_owned();
     let initrd = spec.image.initramfs.to_string_lossy().into_owned();
     let mut append = format!(
@@ -84,6 +125,9 @@ pub fn qemu_args(spec: &VmSpec<'_>, dir: &Path, id: &str) -> Vec<String> {
     if let Ok(extra) = std::env::var("HUSK_KERNEL_ARGS") {
         append.push(' ');
         append.push_str(&extra);
+    }
+    if let VmMode::Template { .. } = spec.mode {
+        append.push_str(" husk.template");
     }
     if let Some(init) = spec.rdinit {
         append.push_str(&format!(" rdinit={init}"));
@@ -113,10 +157,16 @@ pub fn qemu_args(spec: &VmSpec<'_>, dir: &Path, id: &str) -> Vec<String> {
         "-qmp",
         &format!("unix:{},server=on,wait=off", p("qmp.sock")),
     ]);
-    push(&[
-        "-fw_cfg",
-        &format!("name=opt/husk/secret,file={}", p("secret")),
-    ]);
+    match spec.mode {
+        VmMode::Cold => push(&[
+            "-fw_cfg",
+            &format!("name=opt/husk/secret,file={}", p("secret")),
+        ]),
+        // Neither has a secret: a restored guest gets its own from the
+        // host on the control port.
+        VmMode::Template { .. } => {}
+        VmMode::Restore { .. } => push(&["-incoming", "defer"]),
+    }
     a
 }
 
@@ -132,29 +182,16 @@ pub async fn boot(spec: &VmSpec<'_>, id: &str) -> Result<Vm> {
 
 async fn boot_in(spec: &VmSpec<'_>, dir: &Path, id: &str) -> Result<Vm> {
     write_private(&dir.join("secret"), spec.secret.to_hex().as_bytes())?;
-    let mut cmd = Command::new(spec.qemu);
-    cmd.args(qemu_args(spec, dir, id))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    cmd.kill_on_drop(true);
-    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no
-    // memory; it runs in the forked child before exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = crate::spawner::spawn(cmd)
-        .await
-        .map_err(|e| SandboxError::io(format!("starting {}", spec.qemu.display()), e))?;
-    let stderr = crate::stderr::collect(&mut child);
+    let (mut child, stderr) = spawn(spec, dir, id, Vec::new()).await?;
     let console_path = dir.join("console.log");
     let started = Instant::now();
-    let connected = connect(spec, dir, &mut child, started).await;
+    let connected = async {
+        let (stream, qmp) = connect_raw(spec, dir, &mut child, started).await?;
+        handshake(spec, stream, &mut child, started)
+            .await
+            .map(|c| (c, qmp))
+    }
+    .await;
     let console = File::open(&console_path).ok();
     match connected {
         Ok((client, qmp)) => Ok(Vm {
@@ -182,12 +219,64 @@ async fn boot_in(spec: &VmSpec<'_>, dir: &Path, id: &str) -> Result<Vm> {
     }
 }
 
-async fn connect(
+/// Starts QEMU for `spec` (killed on drop and when husk dies). `fd3`, if
+/// given, becomes the child's descriptor 3 (a restore's migration stream).
+pub async fn spawn(
+    spec: &VmSpec<'_>,
+    dir: &Path,
+    id: &str,
+    fds: Vec<(std::os::fd::OwnedFd, i32)>,
+) -> Result<(Child, crate::stderr::StderrBuf)> {
+    use std::os::fd::AsRawFd;
+    let mut cmd = Command::new(spec.qemu);
+    cmd.args(qemu_args(spec, dir, id))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd.kill_on_drop(true);
+    // Above every target number first, so one dup2 cannot clobber the
+    // source of the next.
+    let mut high = Vec::with_capacity(fds.len());
+    for (fd, target) in &fds {
+        let copy = rustix::io::fcntl_dupfd_cloexec(fd, 64)
+            .map_err(|e| SandboxError::io("passing a descriptor to QEMU", e.into()))?;
+        high.push((copy, *target));
+    }
+    drop(fds);
+    let raw: Vec<(i32, i32)> = high.iter().map(|(f, t)| (f.as_raw_fd(), *t)).collect();
+    // SAFETY: prctl(PR_SET_PDEATHSIG) and dup2 are async-signal-safe and
+    // allocate nothing; they run in the forked child before exec. The
+    // descriptors in `raw` stay open in the parent until the spawn has
+    // returned (`high` is dropped after it), so the child's copies are
+    // valid, and dup2 leaves the targets without close-on-exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            for &(fd, target) in &raw {
+                if libc::dup2(fd, target) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let mut child = crate::spawner::spawn(cmd)
+        .await
+        .map_err(|e| SandboxError::io(format!("starting {}", spec.qemu.display()), e))?;
+    drop(high);
+    let stderr = crate::stderr::collect(&mut child);
+    Ok((child, stderr))
+}
+
+/// Connects to the control socket (and QMP) once QEMU listens.
+pub async fn connect_raw(
     spec: &VmSpec<'_>,
     dir: &Path,
     child: &mut Child,
     started: Instant,
-) -> Result<(Client, Option<Qmp>)> {
+) -> Result<(tokio::net::UnixStream, Option<Qmp>)> {
     let ctl = dir.join("control.sock");
     let stream = loop {
         if let Some(status) = child.try_wait().map_err(|e| SandboxError::io("QEMU", e))? {
@@ -204,12 +293,34 @@ async fn connect(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
-    let qmp = Qmp::connect(&dir.join("qmp.sock")).await.ok();
+    let qmp_path = dir.join("qmp.sock");
+    let mut qmp = Qmp::connect(&qmp_path).await.ok();
+    // A cold boot can do without QMP (it only helps to stop a stuck VM);
+    // a template or a restore cannot, and QEMU may open the QMP socket
+    // just after the control socket.
+    while qmp.is_none() && spec.mode != VmMode::Cold && started.elapsed() < spec.boot_timeout {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        qmp = Qmp::connect(&qmp_path).await.ok();
+    }
+    Ok((stream, qmp))
+}
+
+/// The session handshake on a connected control stream, bounded by the
+/// boot timeout and by QEMU's life.
+pub async fn handshake<S>(
+    spec: &VmSpec<'_>,
+    stream: S,
+    child: &mut Child,
+    started: Instant,
+) -> Result<Client>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
     let left = spec.boot_timeout.saturating_sub(started.elapsed());
     let roots = spec.config.mounts.iter().map(|m| m.guest.clone()).collect();
     tokio::select! {
         r = tokio::time::timeout(left, Client::connect(stream, spec.present, roots)) => match r {
-            Ok(r) => r.map(|c| (c, qmp)),
+            Ok(r) => r,
             Err(_) => Err(timeout_error(spec)),
         },
         status = child.wait() => Err(SandboxError::StartFailed {
@@ -219,7 +330,7 @@ async fn connect(
     }
 }
 
-fn timeout_error(spec: &VmSpec<'_>) -> SandboxError {
+pub fn timeout_error(spec: &VmSpec<'_>) -> SandboxError {
     SandboxError::StartFailed {
         reason: format!(
             "the guest agent did not answer within {}s ({} boot)",
@@ -230,7 +341,7 @@ fn timeout_error(spec: &VmSpec<'_>) -> SandboxError {
     }
 }
 
-fn explain(
+pub fn explain(
     e: SandboxError,
     console: Option<File>,
     stderr: &crate::stderr::StderrBuf,

@@ -1,5 +1,6 @@
 //! A minimal QMP client: enough to ask QEMU to quit when the guest does not
-//! power off by itself. One JSON object per line each way.
+//! power off by itself, and to save and load snapshots (`migrate`,
+//! `migrate-incoming`). One JSON object per line each way.
 
 use std::path::Path;
 
@@ -53,7 +54,17 @@ impl Qmp {
 
     /// Runs one command and returns its `return` value.
     pub async fn execute(&mut self, command: &str) -> Result<Value> {
-        let mut msg = serde_json::to_vec(&json!({ "execute": command })).expect("static JSON");
+        self.execute_with(command, Value::Null).await
+    }
+
+    /// Runs one command with arguments (none when `args` is null).
+    pub async fn execute_with(&mut self, command: &str, args: Value) -> Result<Value> {
+        let request = if args.is_null() {
+            json!({ "execute": command })
+        } else {
+            json!({ "execute": command, "arguments": args })
+        };
+        let mut msg = serde_json::to_vec(&request).expect("JSON values serialize");
         msg.push(b'\n');
         self.wr
             .write_all(&msg)

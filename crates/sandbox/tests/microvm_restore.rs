@@ -1,0 +1,361 @@
+//! Micro-VMs restored from snapshots: the whole conformance suite on
+//! restored sandboxes (every start must really be a restore), fresh
+//! identities, a changed guest agent, and broken snapshot files.
+//!
+//! Snapshots go to a directory of this test binary's own, so nothing here
+//! touches the user's snapshots (the guest image cache is shared).
+
+mod conformance;
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use async_trait::async_trait;
+use husk_sandbox::microvm::{AccelChoice, MicrovmBackend};
+use husk_sandbox::{Backend, BackendKind, BootPath, Sandbox, SandboxConfig, SandboxError};
+
+/// Configurations the suite starts sandboxes with (its default and the
+/// `disk_mb` case's): each gets a snapshot.
+fn suite_configs() -> Vec<SandboxConfig> {
+    vec![
+        SandboxConfig::default(),
+        SandboxConfig {
+            disk_mb: 16,
+            ..SandboxConfig::default()
+        },
+    ]
+}
+
+/// A snapshot directory of this test process. The suite's snapshots live
+/// as long as the process (a static cannot clean up after itself), so the
+/// directories of earlier, finished runs are removed here.
+fn snapshot_root(name: &str) -> PathBuf {
+    let tmp = std::env::temp_dir();
+    for e in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let pid = file
+            .strip_prefix("husk-restore-test-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+    let dir = tmp.join(format!("husk-restore-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+static BACKEND: OnceLock<Result<Arc<MicrovmBackend>, String>> = OnceLock::new();
+
+/// One backend with snapshots of the suite's configurations.
+fn restoring_backend() -> Result<Arc<MicrovmBackend>, String> {
+    BACKEND
+        .get_or_init(|| {
+            let progress = |line: &str| eprintln!("microvm: {line}");
+            let b =
+                match conformance::RT.block_on(MicrovmBackend::new(AccelChoice::Auto, &progress)) {
+                    Ok(b) => b.with_snapshot_dir(snapshot_root("suite")),
+                    Err(SandboxError::MissingTool { tool, hint }) => {
+                        return Err(format!("{tool}: {hint}"));
+                    }
+                    Err(e) => panic!("micro-VM backend: {e}"),
+                };
+            for config in suite_configs() {
+                conformance::RT
+                    .block_on(b.build_snapshot(&config, &progress))
+                    .expect("build a snapshot");
+            }
+            Ok(Arc::new(b))
+        })
+        .clone()
+}
+
+/// The micro-VM backend, refusing every start that was not a restore.
+struct RestoredOnly(Arc<MicrovmBackend>);
+
+#[async_trait]
+impl Backend for RestoredOnly {
+    fn kind(&self) -> BackendKind {
+        self.0.kind()
+    }
+
+    async fn start(&self, config: &SandboxConfig) -> husk_sandbox::Result<Sandbox> {
+        let sb = self.0.start(config).await?;
+        assert!(
+            matches!(sb.info().boot, BootPath::Restored { .. }),
+            "not restored: {:?}",
+            sb.info().boot
+        );
+        Ok(sb)
+    }
+}
+
+struct Restored;
+
+static HARNESS: Restored = Restored;
+
+impl conformance::Harness for Restored {
+    fn backend(&self) -> Result<Arc<dyn Backend>, String> {
+        restoring_backend().map(|b| Arc::new(RestoredOnly(b)) as Arc<dyn Backend>)
+    }
+
+    fn identity_command(&self) -> Vec<String> {
+        vec![
+            "sh".into(),
+            "-c".into(),
+            "tr ' ' '\\n' < /proc/cmdline | grep '^husk.id='".into(),
+        ]
+    }
+
+    /// QEMU processes of this VM, plus its run directory if still there.
+    fn leftovers(&self, identity: &str) -> usize {
+        let id = identity.trim_start_matches("husk.id=");
+        let procs = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .is_ok_and(|c| contains(&c, identity.as_bytes()))
+            })
+            .count();
+        let dirs = std::fs::read_dir(husk_sandbox::microvm::run_base_dir())
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(id))
+                    .count()
+            })
+            .unwrap_or(0);
+        procs + dirs
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+suite!(HARNESS);
+
+async fn sh_text(sb: &Sandbox, script: &str) -> String {
+    let out = conformance::sh(sb, script).await;
+    assert!(out.status.success(), "{script}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Two sandboxes restored from one snapshot share nothing that makes them
+/// one: secrets (each refuses the other's, and the template had none to
+/// accept), kernel RNG output, boot ids and sandbox ids; and both have
+/// the host's time, not the template's.
+#[test]
+fn restored_sandboxes_get_fresh_identities() {
+    conformance::run_case(&HARNESS, |_, backend| async move {
+        let config = SandboxConfig::default();
+        let a = backend.start(&config).await.expect("restore a");
+        let b = backend.start(&config).await.expect("restore b");
+        let probe = "tr ' ' '\\n' < /proc/cmdline | grep '^husk.id='; \
+                     cat /proc/sys/kernel/random/boot_id; \
+                     head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; date +%s";
+        let (ta, tb) = (sh_text(&a, probe).await, sh_text(&b, probe).await);
+        let (la, lb): (Vec<&str>, Vec<&str>) = (ta.lines().collect(), tb.lines().collect());
+        assert_eq!((la.len(), lb.len()), (4, 4), "{ta}\n{tb}");
+        assert_ne!(la[0], lb[0], "same sandbox id");
+        assert_ne!(la[1], lb[1], "same boot id");
+        assert_ne!(la[2], lb[2], "same RNG output");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        for (name, l) in [("a", &la), ("b", &lb)] {
+            let t: i64 = l[3].parse().unwrap();
+            assert!((t - now).abs() < 60, "{name}: guest clock {t}, host {now}");
+        }
+        a.stop().await.unwrap();
+        b.stop().await.unwrap();
+
+        // Each restored guest accepts only its own secret. A start that
+        // presents another secret (here the all-zero one; the template
+        // never had any) is refused by the restored guest itself, not
+        // turned into a cold boot.
+        let other = SandboxConfig {
+            present_secret: Some(husk_sandbox::protocol::Secret([0; 32])),
+            ..SandboxConfig::default()
+        };
+        let err = backend.start(&other).await.unwrap_err();
+        assert!(matches!(err, SandboxError::Rejected(_)), "{err}");
+    });
+}
+
+/// A snapshot belongs to one guest image: another guest agent (another
+/// image key) never finds it, and the sandbox boots cold.
+#[test]
+fn a_changed_guest_agent_never_uses_the_old_snapshot() {
+    conformance::run_case(&HARNESS, |_, _| async move {
+        let suite = restoring_backend().unwrap();
+        // The same host and snapshots, but a guest image with another
+        // agent: build an image from a copy of the agent with one more
+        // byte at the end (an ELF ignores it; the image key changes).
+        let agent = husk_sandbox::microvm::image::locate_static_guest().unwrap();
+        let dir = snapshot_root("agent");
+        std::fs::create_dir_all(&dir).unwrap();
+        let changed = dir.join("husk-guest");
+        let mut bytes = std::fs::read(&agent).unwrap();
+        bytes.push(0);
+        std::fs::write(&changed, bytes).unwrap();
+        std::fs::set_permissions(
+            &changed,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let progress = |line: &str| eprintln!("microvm: {line}");
+        let other = husk_sandbox::microvm::MicrovmBackend::with_guest(
+            AccelChoice::Auto,
+            changed,
+            &progress,
+        )
+        .await
+        .unwrap()
+        .with_snapshot_dir(suite.snapshot_dir().to_path_buf());
+        assert_ne!(other.image().key, suite.image().key);
+        let config = SandboxConfig::default();
+        assert!(suite.snapshot_path(&config).join("meta.json").is_file());
+        assert!(!other.snapshot_path(&config).exists());
+        let sb = other.start(&config).await.expect("cold boot");
+        assert_eq!(sb.info().boot, BootPath::Fresh);
+        sb.stop().await.unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
+
+/// A corrupt or truncated snapshot is reported (what is wrong, and that
+/// the sandbox booted cold) and the sandbox works; no QEMU is left over.
+#[test]
+fn broken_snapshots_fall_back_to_a_cold_boot() {
+    conformance::run_case(&HARNESS, |_, _| async move {
+        let suite = restoring_backend().unwrap();
+        let config = SandboxConfig::default();
+        let good = suite.snapshot_path(&config);
+        let root = snapshot_root("broken");
+        let backend = MicrovmBackend::clone(&suite).with_snapshot_dir(root.clone());
+        let slot = backend.snapshot_path(&config);
+        let copy = |dir: &PathBuf| {
+            std::fs::create_dir_all(dir).unwrap();
+            for f in ["meta.json", "state", "ram"] {
+                std::fs::copy(good.join(f), dir.join(f)).unwrap();
+            }
+        };
+        type Break = fn(&std::path::Path);
+        let cases: [(&str, Break, &str); 3] = [
+            (
+                "truncated state",
+                |d| {
+                    let s = std::fs::read(d.join("state")).unwrap();
+                    std::fs::write(d.join("state"), &s[..s.len() / 2]).unwrap();
+                },
+                "truncated",
+            ),
+            (
+                "corrupt state",
+                |d| {
+                    let mut s = std::fs::read(d.join("state")).unwrap();
+                    let n = s.len();
+                    s[n / 2] ^= 0xff;
+                    std::fs::write(d.join("state"), s).unwrap();
+                },
+                "corrupt",
+            ),
+            (
+                "truncated RAM",
+                |d| {
+                    let f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(d.join("ram"))
+                        .unwrap();
+                    f.set_len(4096).unwrap();
+                },
+                "truncated",
+            ),
+        ];
+        for (name, break_it, says) in cases {
+            copy(&slot);
+            break_it(&slot);
+            let sb = backend.start(&config).await.expect(name);
+            let BootPath::ColdFallback { reason } = &sb.info().boot else {
+                panic!("{name}: {:?}", sb.info().boot);
+            };
+            assert!(reason.contains(says), "{name}: {reason}");
+            assert!(reason.contains("booting cold"), "{name}: {reason}");
+            let out = conformance::sh(&sb, "echo ok").await;
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n", "{name}");
+            sb.stop().await.unwrap();
+            assert_eq!(
+                holders(&root),
+                0,
+                "{name}: a process still holds the snapshot"
+            );
+        }
+        // A state that passes the checks but that QEMU cannot load (as
+        // from another QEMU build): the restore fails, QEMU is gone, the
+        // sandbox boots cold.
+        copy(&slot);
+        let meta_path = slot.join("meta.json");
+        let mut meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+        let junk = b"QEVM\0\0\0\x03not a device state".to_vec();
+        std::fs::write(slot.join("state"), &junk).unwrap();
+        meta["state_bytes"] = junk.len().into();
+        meta["state_sha256"] = sha256_hex(&junk).into();
+        std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
+        let sb = backend.start(&config).await.expect("unloadable state");
+        let BootPath::ColdFallback { reason } = &sb.info().boot else {
+            panic!("unloadable: {:?}", sb.info().boot);
+        };
+        assert!(reason.contains("restoring snapshot"), "{reason}");
+        sb.stop().await.unwrap();
+        assert_eq!(
+            holders(&root),
+            0,
+            "the failed restore's QEMU is still there"
+        );
+        let _ = std::fs::remove_dir_all(&root);
+    });
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    husk_sandbox::microvm::image::hex(&sha2::Sha256::digest(bytes))
+}
+
+/// Processes that hold a file under `dir` open (a restore's QEMU holds its
+/// RAM file).
+fn holders(dir: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|p| {
+            std::fs::read_dir(p.path().join("fd")).is_ok_and(|fds| {
+                fds.filter_map(Result::ok)
+                    .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                    .any(|target| target.starts_with(dir))
+            })
+        })
+        .count()
+}
+
+/// `cold_boot` (`husk exec --cold`) boots the kernel although a snapshot
+/// for the configuration exists.
+#[test]
+fn cold_boot_skips_the_snapshot() {
+    conformance::run_case(&HARNESS, |_, _| async move {
+        let suite = restoring_backend().unwrap();
+        let config = SandboxConfig {
+            cold_boot: true,
+            ..SandboxConfig::default()
+        };
+        assert!(suite.snapshot_path(&config).join("meta.json").is_file());
+        let sb = suite.start(&config).await.expect("cold boot");
+        assert_eq!(sb.info().boot, BootPath::Fresh);
+        sb.stop().await.unwrap();
+    });
+}
