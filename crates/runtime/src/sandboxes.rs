@@ -51,7 +51,7 @@ pub fn config(
     Ok(SandboxConfig {
         memory_mb: spec.memory_mb,
         vcpus: spec.vcpus,
-        network: spec.network,
+        network: spec.network.is_enabled(),
         env,
         mounts,
         rootfs: spec.image.as_ref().map(Into::into),

@@ -161,7 +161,7 @@ async fn attempt(
     )?;
     let agent = choose_agent(&prov, st.llm, ctx)?;
     let credential = credential(&agent, st.llm)?;
-    crate::preflight::network_needed(&agent, st.sandbox.network)?;
+    crate::preflight::network_needed(&agent, st.sandbox.network.is_enabled())?;
     crate::preflight::endpoint_reachable(st.llm.base_url.as_deref()).await?;
     let tools = host_tools(&prov, &agent);
     let started = sandboxes::start(st.sandbox, &ctx.emitter, scope, &tools)
