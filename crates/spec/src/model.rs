@@ -266,6 +266,11 @@ pub struct LlmSpec {
     pub base_url: Option<String>,
     /// Name of the host variable that holds the API key.
     pub api_key_env: Option<String>,
+    /// **(husk)** `true`: the agent gets the real key in its environment
+    /// and talks to the model API itself. `false` (default): the key stays
+    /// on the host and the run's proxy adds it (docs/network.md).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub key_in_sandbox: bool,
 }
 
 /// Telemetry export settings (accepted with void-box's key names). husk's

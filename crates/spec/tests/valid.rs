@@ -118,6 +118,7 @@ fn full_agent_spec() {
             model: Some("claude-sonnet-4-5".into()),
             base_url: Some("https://api.example.com".into()),
             api_key_env: Some("ANTHROPIC_API_KEY".into()),
+            key_in_sandbox: false,
         },
         observe: ObserveSpec {
             traces: true,
@@ -408,6 +409,7 @@ fn full_pipeline_spec() {
             model: Some("gpt-5".into()),
             base_url: None,
             api_key_env: None,
+            key_in_sandbox: false,
         })
     );
     // The box's sandbox is the top-level one with the box's keys laid over.
@@ -609,4 +611,12 @@ fn network_modes() {
         j,
         serde_json::json!({"allow": ["api.example.com", "*.example.org:443", "localhost:8080"]})
     );
+}
+
+#[test]
+fn the_key_stays_on_the_host_unless_asked() {
+    let spec = parse("\nkind: agent\nname: x\nagent: {prompt: p}\n");
+    assert!(!spec.llm.key_in_sandbox);
+    let spec = parse("\nkind: agent\nname: x\nllm: {key_in_sandbox: true}\nagent: {prompt: p}\n");
+    assert!(spec.llm.key_in_sandbox);
 }

@@ -218,6 +218,7 @@ pub(crate) fn llm(ctx: &mut Ctx, node: &Node, path: &str) -> LlmSpec {
         model: m.string(ctx, "model"),
         base_url: m.string(ctx, "base_url"),
         api_key_env: m.string(ctx, "api_key_env"),
+        key_in_sandbox: m.boolean(ctx, "key_in_sandbox").unwrap_or(false),
     };
     m.finish(ctx);
     llm
