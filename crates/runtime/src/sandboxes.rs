@@ -52,9 +52,14 @@ pub fn config(
         };
         env.push((name.clone(), value));
     }
-    for (name, value) in crate::network::proxy_env() {
-        if !spec.env.contains_key(&name) {
-            env.push((name, value));
+    // With networking off there is nothing to proxy to (the model route
+    // is reached by its base URL), and tools that ignore NO_PROXY (busybox
+    // wget) would send even the sidecar's requests to the proxy.
+    if spec.network.is_enabled() {
+        for (name, value) in crate::network::proxy_env() {
+            if !spec.env.contains_key(&name) {
+                env.push((name, value));
+            }
         }
     }
     let mounts = spec
@@ -183,7 +188,7 @@ mod tests {
             crate::network::PLACEHOLDER_KEY.into()
         )));
         // No network device, whatever the mode; the proxy variables are
-        // set, except where the spec set its own.
+        // set, except where the spec set its own, and only with a network.
         assert!(!c.network);
         assert!(
             c.env
@@ -194,5 +199,11 @@ mod tests {
                 .contains(&("HTTP_PROXY".into(), "http://127.0.0.1:3128".into()))
         );
         assert_eq!(c.env.iter().filter(|(k, _)| k == "HTTPS_PROXY").count(), 1);
+        spec.network = husk_spec::NetworkSpec::None;
+        let c = config(&spec, &|_| None, None).unwrap_err();
+        assert!(c.to_string().contains("ANTHROPIC_API_KEY"));
+        spec.env.clear();
+        let c = config(&spec, &|_| None, None).unwrap();
+        assert!(c.env.iter().all(|(k, _)| k != "HTTP_PROXY"), "{:?}", c.env);
     }
 }
