@@ -6,7 +6,8 @@
 //! torn down after. No other traffic leaves this machine.
 //!
 //! Backends: namespace always (needs bubblewrap, curl, python3); micro-VM
-//! when `HUSK_TEST_MICROVM=1` and the host has KVM (`HUSK_GUEST_BIN`).
+//! when `HUSK_TEST_MICROVM=1` (`HUSK_GUEST_BIN`) and its guest has curl —
+//! the stock micro-VM guest does not, so this is off by default.
 
 mod common;
 
