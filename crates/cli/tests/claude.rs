@@ -10,6 +10,8 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use common::endpoint::{Endpoint, events_of, files_containing, test_key};
@@ -70,11 +72,12 @@ fn real_claude_code_calls_an_mcp_tool_and_writes_the_output() {
         "api_version": "v1", "kind": "agent", "name": "claude-e2e",
         "llm": {
             "provider": "claude",
-            "base_url": format!("http://127.0.0.1:{}", endpoint.port),
+            "base_url": format!("http://localhost:{}", endpoint.port),
             "api_key_env": "HUSK_TEST_FAKE_ANTHROPIC_KEY",
         },
-        // The agent must reach the endpoint on the host's loopback.
-        "sandbox": {"mode": "namespace", "network": true},
+        // The model API is the only host the sandbox may reach; the
+        // proxy's model route takes Claude Code there and adds the key.
+        "sandbox": {"mode": "namespace", "network": {"allow": ["localhost"]}},
         "agent": {
             "prompt": "Call the shout tool of the echo MCP server with the text \"hello from claude\", \
                        then write the result.",
@@ -147,6 +150,15 @@ fn real_claude_code_calls_an_mcp_tool_and_writes_the_output() {
         assert!(q["anthropic_version"].is_string(), "{context}");
     }
 
+    // Every model request went out through the proxy's model route.
+    let routed = r["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event_type"] == "net.allowed" && e["payload"]["via"] == "model")
+        .count();
+    assert!(routed >= scripted.len(), "{context}");
+
     // Credentials never land in files: not in the record, not in anything
     // husk kept, not in its messages.
     assert!(!stdout.contains(&key), "the key is in the run record");
@@ -207,10 +219,10 @@ fn real_claude_code_collaborates_through_husk_mcp() {
         "api_version": "v1", "kind": "agent", "name": "claude-mcp",
         "llm": {
             "provider": "claude",
-            "base_url": format!("http://127.0.0.1:{}", endpoint.port),
+            "base_url": format!("http://localhost:{}", endpoint.port),
             "api_key_env": "HUSK_TEST_FAKE_ANTHROPIC_KEY",
         },
-        "sandbox": {"mode": "namespace", "network": true},
+        "sandbox": {"mode": "namespace", "network": {"allow": ["localhost"]}},
         "agent": {
             "prompt": "Tell your peers what you found, then read their messages.",
             "timeout_secs": 120,
@@ -285,4 +297,167 @@ fn real_claude_code_collaborates_through_husk_mcp() {
     assert_eq!(again, json!([]));
     drop(endpoint);
     let _ = std::fs::remove_dir_all(&base);
+}
+
+/// Host-side view of a running sandbox: its processes (same pid namespace
+/// as `pid`) and its filesystem (`/proc/PID/root`).
+fn sandbox_processes(pid: u32) -> Vec<u32> {
+    let ns = std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| std::fs::read_link(format!("/proc/{p}/ns/pid")).is_ok_and(|l| l == ns))
+        .collect()
+}
+
+/// The host pid of a process whose command line contains `needle`.
+fn find_process(needle: &str) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle.as_bytes()))
+                && *p != std::process::id()
+        })
+}
+
+/// The real Claude Code, with the key injected by the proxy: while the
+/// agent runs, the test (on the host) reads the environment of every
+/// process in the sandbox and every file of its filesystem, except the
+/// host's read-only system directories bound into it, and finds no key.
+#[test]
+fn real_claude_code_never_holds_the_real_key() {
+    if std::env::var_os("HUSK_CLAUDE_BIN").is_none() {
+        eprintln!("SKIP: HUSK_CLAUDE_BIN is not set");
+        return;
+    }
+    if !have_bwrap() || husk_sandbox::host::which("python3").is_none() {
+        eprintln!("SKIP: needs bubblewrap and python3");
+        return;
+    }
+    let base = std::env::temp_dir().join(format!("husk-claude-key-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base).unwrap();
+    // The agent's command blocks (reading a FIFO) until the test, done
+    // scanning, ends the reader (a file written from the host would not
+    // map to a sandbox uid; Claude Code refuses long sleeps).
+    let fifo = format!("/tmp/hold-{}", std::process::id());
+    let wait = format!("mkfifo {fifo}; cat {fifo}; echo scanned");
+    let plan = json!([{"name": "Bash", "input": {"command": wait, "description": "wait"}}]);
+    let endpoint = Endpoint::start(
+        "fake_anthropic.py",
+        &base.join("endpoint.jsonl"),
+        Some(("FAKE_ANTHROPIC_PLAN", &plan)),
+    );
+    let key = test_key("sk-test-");
+    let spec = json!({
+        "api_version": "v1", "kind": "agent", "name": "claude-key",
+        "llm": {"provider": "claude", "base_url": format!("http://localhost:{}", endpoint.port),
+                "api_key_env": "HUSK_TEST_FAKE_ANTHROPIC_KEY"},
+        "sandbox": {"mode": "namespace", "network": {"allow": ["localhost"]},
+                    "env": {"HUSK_TEST_FAKE_ANTHROPIC_KEY": ""}},
+        "agent": {"prompt": "Run the command, then write the result.", "timeout_secs": 180,
+                  "skills": ["agent:claude-code"]},
+    });
+    let spec_path = base.join("claude-key.json");
+    std::fs::write(&spec_path, spec.to_string()).unwrap();
+    let child = husk()
+        .args(["run", "--json", "--runs-dir"])
+        .arg(base.join("runs"))
+        .arg(&spec_path)
+        .env("HUSK_TEST_FAKE_ANTHROPIC_KEY", &key)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The agent's Bash command waits: find its sleep.
+    let deadline = Instant::now() + std::time::Duration::from_secs(150);
+    let waiting = loop {
+        if let Some(p) = find_process(&format!("cat\0{fifo}")) {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent's command never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let procs = sandbox_processes(waiting);
+    assert!(procs.len() >= 3, "guest, claude and its shell: {procs:?}");
+    let mut environ_seen = 0;
+    for p in &procs {
+        if let Ok(env) = std::fs::read(format!("/proc/{p}/environ")) {
+            environ_seen += 1;
+            assert!(
+                !env.windows(key.len()).any(|w| w == key.as_bytes()),
+                "the key is in the environment of sandbox process {p}"
+            );
+        }
+    }
+    assert!(environ_seen >= 3);
+    let root = PathBuf::from(format!("/proc/{waiting}/root"));
+    let mut leaked = Vec::new();
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        // Kernel views and the host's read-only system directories.
+        if [
+            "proc", "sys", "dev", "usr", "lib", "lib32", "lib64", "bin", "sbin",
+        ]
+        .contains(&name.as_str())
+        {
+            continue;
+        }
+        if path.is_dir() {
+            leaked.extend(files_containing_lenient(&path, key.as_bytes()));
+        }
+    }
+    assert!(leaked.is_empty(), "the key is in sandbox files {leaked:?}");
+    let killed = Command::new("kill")
+        .arg(waiting.to_string())
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let o = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    let r: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("no record ({e}): {}", String::from_utf8_lossy(&o.stderr)));
+    let requests = endpoint.requests();
+    assert_eq!(r["status"], "succeeded", "{r:#}\n{requests:#?}");
+    // The endpoint got the real key on every scripted request.
+    let scripted: Vec<&Value> = requests.iter().filter(|q| q["scripted"] == true).collect();
+    assert!(scripted.len() >= 2, "{requests:#?}");
+    for q in scripted {
+        assert_eq!(q["x_api_key"], key.as_str());
+    }
+    drop(endpoint);
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// Like `files_containing`, skipping what cannot be read (sockets, files
+/// of other users) and files over 64 MiB (host binaries bound in).
+fn files_containing_lenient(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.is_file()
+                && meta.len() < 64 << 20
+                && std::fs::read(&path).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
 }

@@ -57,10 +57,10 @@ fn real_codex_collaborates_through_husk_mcp() {
         "api_version": "v1", "kind": "agent", "name": "codex-mcp",
         "llm": {
             "provider": "codex",
-            "base_url": format!("http://127.0.0.1:{}/v1", endpoint.port),
+            "base_url": format!("http://localhost:{}/v1", endpoint.port),
             "api_key_env": "HUSK_TEST_FAKE_OPENAI_KEY",
         },
-        "sandbox": {"mode": "namespace", "network": true},
+        "sandbox": {"mode": "namespace", "network": {"allow": ["localhost"]}},
         "agent": {
             "prompt": "Tell your peers what you found, then read their messages.",
             "timeout_secs": 120,

@@ -76,7 +76,7 @@ pub fn parse(s: &str) -> Result<Vec<PoolRequest>, PoolError> {
 /// The sandbox a spec gets when its `sandbox` section says nothing: what
 /// the pools keep ready.
 pub fn template() -> SandboxConfig {
-    husk_runtime::sandboxes::config(&SandboxSpec::default(), &|_| None).unwrap_or_default()
+    husk_runtime::sandboxes::config(&SandboxSpec::default(), &|_| None, None).unwrap_or_default()
 }
 
 /// Refuses a request whose micro-VMs need more memory than the host has

@@ -23,6 +23,7 @@ pub mod events;
 pub mod lines;
 pub mod live;
 pub mod messaging;
+pub mod network;
 pub mod output;
 pub mod pipeline;
 pub mod preflight;

@@ -5,6 +5,8 @@
 use std::net::ToSocketAddrs;
 use std::time::Duration;
 
+use husk_spec::NetworkSpec;
+
 use crate::agents::AgentKind;
 use crate::error::RunError;
 use crate::provision::AgentChoice;
@@ -13,17 +15,49 @@ use crate::provision::AgentChoice;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A model CLI needs the network to reach its API (the scripted test agent
-/// and plain commands do not).
-pub fn network_needed(agent: &AgentChoice, network: bool) -> Result<(), RunError> {
+/// and plain commands do not): networking off fails the run, and so does an
+/// allowlist without the model API's host (`upstream`, its base URL as the
+/// host sees it).
+pub fn network_needed(
+    agent: &AgentChoice,
+    network: &NetworkSpec,
+    upstream: Option<&str>,
+) -> Result<(), RunError> {
     let model_cli = matches!(agent.kind, AgentKind::ClaudeCode | AgentKind::Codex)
         && agent.program != "husk-test-agent";
-    if model_cli && !network {
-        return Err(RunError::Provision(format!(
-            "the agent `{}` must reach its model API, but the sandbox has no network; set `sandbox.network: true`",
-            agent.program
-        )));
+    if !model_cli {
+        return Ok(());
     }
-    Ok(())
+    let program = &agent.program;
+    match network {
+        NetworkSpec::None => Err(RunError::Provision(format!(
+            "the agent `{program}` must reach its model API, but the sandbox has no network; \
+             set `sandbox.network` to `{{allow: [MODEL_HOST]}}` or `open`"
+        ))),
+        NetworkSpec::Open => Ok(()),
+        NetworkSpec::Allow(_) => {
+            let Some(url) = upstream else { return Ok(()) };
+            let (host, port) = host_port(url).ok_or_else(|| {
+                RunError::Provision(format!(
+                    "the model API URL {url:?} is not an http:// or https:// URL with a host"
+                ))
+            })?;
+            if host.parse::<std::net::IpAddr>().is_ok() {
+                return Err(RunError::Provision(format!(
+                    "the model API {url} is addressed by IP, but an allowlist holds host names; \
+                     use a name in the URL (e.g. `localhost` for 127.0.0.1) and allow it"
+                )));
+            }
+            if network.allows(&host, port) {
+                Ok(())
+            } else {
+                Err(RunError::Provision(format!(
+                    "the agent `{program}` must reach its model API {url}, but `{host}:{port}` \
+                     is not in sandbox.network.allow; add `{host}`"
+                )))
+            }
+        }
+    }
 }
 
 /// `llm.base_url`, when given, must accept a TCP connection from this
@@ -131,14 +165,43 @@ mod tests {
             host_path: None,
             companions: Vec::new(),
         };
+        let claude = a(AgentKind::ClaudeCode, "claude");
+        let api = Some("https://api.anthropic.com");
+        let none = NetworkSpec::None;
         assert!(
-            network_needed(&a(AgentKind::ClaudeCode, "claude"), false)
+            network_needed(&claude, &none, api)
                 .unwrap_err()
                 .to_string()
-                .contains("sandbox.network: true")
+                .contains("set `sandbox.network` to `{allow: [MODEL_HOST]}` or `open`")
         );
-        assert!(network_needed(&a(AgentKind::ClaudeCode, "claude"), true).is_ok());
-        assert!(network_needed(&a(AgentKind::ClaudeCode, "husk-test-agent"), false).is_ok());
-        assert!(network_needed(&a(AgentKind::Command, "x"), false).is_ok());
+        assert!(network_needed(&claude, &NetworkSpec::Open, api).is_ok());
+        assert!(network_needed(&a(AgentKind::ClaudeCode, "husk-test-agent"), &none, api).is_ok());
+        assert!(network_needed(&a(AgentKind::Command, "x"), &none, None).is_ok());
+        let allow = |e: &[&str]| {
+            NetworkSpec::Allow(
+                e.iter()
+                    .map(|s| husk_spec::AllowEntry::parse(s).unwrap())
+                    .collect(),
+            )
+        };
+        assert!(network_needed(&claude, &allow(&["api.anthropic.com"]), api).is_ok());
+        assert!(network_needed(&claude, &allow(&["*.anthropic.com:443"]), api).is_ok());
+        let e = network_needed(&claude, &allow(&["pypi.org"]), api)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "`api.anthropic.com:443` is not in sandbox.network.allow; add `api.anthropic.com`"
+            ),
+            "{e}"
+        );
+        assert!(network_needed(&claude, &allow(&["api.anthropic.com:80"]), api).is_err());
+        let e = network_needed(&claude, &allow(&["localhost"]), Some("http://127.0.0.1:9"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("addressed by IP"), "{e}");
+        assert!(
+            network_needed(&claude, &allow(&["localhost"]), Some("http://localhost:9")).is_ok()
+        );
     }
 }

@@ -21,10 +21,17 @@ pub fn backend_choice(mode: &SandboxMode) -> BackendChoice {
 }
 
 /// The sandbox configuration of a spec. `host_env` looks up host
-/// variables (injectable for tests).
+/// variables (injectable for tests). `secret`: a model key the run's proxy
+/// adds on the host; a variable that would carry it (`ANTHROPIC_API_KEY:
+/// ""` takes the host's value) gets the placeholder instead.
+///
+/// The sandbox never gets a network device: what `sandbox.network`
+/// allows goes through the run's proxy (see [`crate::network`]), whose
+/// variables every process gets unless the spec sets them itself.
 pub fn config(
     spec: &SandboxSpec,
     host_env: &dyn Fn(&str) -> Option<String>,
+    secret: Option<&str>,
 ) -> Result<SandboxConfig, RunError> {
     let mut env = Vec::new();
     for (name, value) in &spec.env {
@@ -37,7 +44,23 @@ pub fn config(
         } else {
             value.clone()
         };
+        let value = match secret {
+            Some(k) if !k.is_empty() && value.contains(k) => {
+                crate::network::PLACEHOLDER_KEY.to_string()
+            }
+            _ => value,
+        };
         env.push((name.clone(), value));
+    }
+    // With networking off there is nothing to proxy to (the model route
+    // is reached by its base URL), and tools that ignore NO_PROXY (busybox
+    // wget) would send even the sidecar's requests to the proxy.
+    if spec.network.is_enabled() {
+        for (name, value) in crate::network::proxy_env() {
+            if !spec.env.contains_key(&name) {
+                env.push((name, value));
+            }
+        }
     }
     let mounts = spec
         .mounts
@@ -51,7 +74,7 @@ pub fn config(
     Ok(SandboxConfig {
         memory_mb: spec.memory_mb,
         vcpus: spec.vcpus,
-        network: spec.network,
+        network: false,
         env,
         mounts,
         rootfs: spec.image.as_ref().map(Into::into),
@@ -88,9 +111,10 @@ pub async fn start(
     emitter: &Arc<Emitter>,
     scope: &Scope,
     tools: &[HostTool<'_>],
+    secret: Option<&str>,
     pools: &husk_sandbox::pool::Pools,
 ) -> Result<Started, RunError> {
-    let mut config = config(spec, &|n| std::env::var(n).ok())?;
+    let mut config = config(spec, &|n| std::env::var(n).ok(), secret)?;
     let progress_em = emitter.clone();
     let progress_scope = scope.clone();
     let progress = move |line: &str| {
@@ -140,13 +164,56 @@ mod tests {
         let mut spec = SandboxSpec::default();
         spec.env.insert("A".into(), "".into());
         spec.env.insert("B".into(), "set".into());
-        let c = config(&spec, &|n| (n == "A").then(|| "from-host".to_string())).unwrap();
+        let c = config(
+            &spec,
+            &|n| (n == "A").then(|| "from-host".to_string()),
+            None,
+        )
+        .unwrap();
         assert_eq!(
-            c.env,
-            vec![("A".into(), "from-host".into()), ("B".into(), "set".into())]
+            c.env[..2],
+            [("A".into(), "from-host".into()), ("B".into(), "set".into())]
         );
         spec.env.insert("C".into(), "".into());
-        let e = config(&spec, &|_| None).unwrap_err().to_string();
+        let e = config(&spec, &|_| None, None).unwrap_err().to_string();
         assert!(e.contains("sandbox.env.A"), "{e}");
+    }
+
+    #[test]
+    fn the_key_the_proxy_adds_never_enters_the_sandbox() {
+        let mut spec = SandboxSpec::default();
+        spec.env.insert("ANTHROPIC_API_KEY".into(), "".into());
+        spec.env.insert("OTHER".into(), "Bearer sk-real".into());
+        spec.env
+            .insert("HTTPS_PROXY".into(), "http://mine:1".into());
+        spec.network = husk_spec::NetworkSpec::Open;
+        let c = config(&spec, &|_| Some("sk-real".to_string()), Some("sk-real")).unwrap();
+        assert!(
+            c.env.iter().all(|(_, v)| !v.contains("sk-real")),
+            "{:?}",
+            c.env
+        );
+        assert!(c.env.contains(&(
+            "ANTHROPIC_API_KEY".into(),
+            crate::network::PLACEHOLDER_KEY.into()
+        )));
+        // No network device, whatever the mode; the proxy variables are
+        // set, except where the spec set its own, and only with a network.
+        assert!(!c.network);
+        assert!(
+            c.env
+                .contains(&("HTTPS_PROXY".into(), "http://mine:1".into()))
+        );
+        assert!(
+            c.env
+                .contains(&("HTTP_PROXY".into(), "http://127.0.0.1:3128".into()))
+        );
+        assert_eq!(c.env.iter().filter(|(k, _)| k == "HTTPS_PROXY").count(), 1);
+        spec.network = husk_spec::NetworkSpec::None;
+        let c = config(&spec, &|_| None, None).unwrap_err();
+        assert!(c.to_string().contains("ANTHROPIC_API_KEY"));
+        spec.env.clear();
+        let c = config(&spec, &|_| None, None).unwrap();
+        assert!(c.env.iter().all(|(k, _)| k != "HTTP_PROXY"), "{:?}", c.env);
     }
 }

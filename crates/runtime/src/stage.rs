@@ -37,6 +37,12 @@ pub struct AgentStage<'a> {
     pub messaging: bool,
 }
 
+/// A stage's way out: where its model key lives, and its proxy.
+struct Net {
+    plan: crate::network::ModelPlan,
+    proxy: husk_netproxy::Proxy,
+}
+
 /// Task or service, with what bounds each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StageMode {
@@ -161,15 +167,25 @@ async fn attempt(
     )?;
     let agent = choose_agent(&prov, st.llm, ctx)?;
     let credential = credential(&agent, st.llm)?;
-    crate::preflight::network_needed(&agent, st.sandbox.network)?;
+    let plan = crate::network::model_plan(&agent, st.llm, credential, &|n| std::env::var(n).ok())?;
+    crate::preflight::network_needed(&agent, &st.sandbox.network, plan.upstream.as_deref())?;
     crate::preflight::endpoint_reachable(st.llm.base_url.as_deref()).await?;
+    let proxy =
+        crate::network::proxy(&st.sandbox.network, plan.route.clone(), &ctx.emitter, scope)?;
     let tools = host_tools(&prov, &agent);
-    let started = sandboxes::start(st.sandbox, &ctx.emitter, scope, &tools, &ctx.pools)
-        .await
-        .map_err(|e| match e {
-            RunError::Sandbox(e) if transient(&e) => RunError::SandboxStart(e),
-            other => other,
-        })?;
+    let started = sandboxes::start(
+        st.sandbox,
+        &ctx.emitter,
+        scope,
+        &tools,
+        plan.secret.as_deref(),
+        &ctx.pools,
+    )
+    .await
+    .map_err(|e| match e {
+        RunError::Sandbox(e) if transient(&e) => RunError::SandboxStart(e),
+        other => other,
+    })?;
     res.report.sandbox = Some(started.description.clone());
     ctx.live.sandbox_started(started.microvm);
     let _sampler = crate::telemetry::start(
@@ -190,10 +206,8 @@ async fn attempt(
         tools
     };
     let sandbox = started.sandbox;
-    let outcome = in_sandbox(
-        ctx, st, scope, res, &sandbox, &prov, &agent, credential, &copy,
-    )
-    .await;
+    let net = Net { plan, proxy };
+    let outcome = in_sandbox(ctx, st, scope, res, &sandbox, &prov, &agent, net, &copy).await;
     let stopped = sandbox.stop().await;
     ctx.live.sandbox_stopped(started.microvm);
     if let Err(e) = stopped {
@@ -217,10 +231,17 @@ async fn in_sandbox(
     sandbox: &Sandbox,
     prov: &Provision,
     agent: &AgentChoice,
-    credential: Option<(String, String)>,
+    net: Net,
     copy: &[sandboxes::HostTool<'_>],
 ) -> Result<(), RunError> {
-    provision_into(ctx, scope, sandbox, prov, agent, st.llm, copy).await?;
+    let base_url = net.plan.agent_base_url.as_deref();
+    provision_into(ctx, scope, sandbox, prov, agent, st.llm, base_url, copy).await?;
+    let _proxy = crate::network::attach(sandbox, net.proxy).await?;
+    ctx.emitter.info(
+        "net.policy",
+        scope,
+        crate::network::describe(&st.sandbox.network, &net.plan),
+    );
     let _sidecar = match (&ctx.sidecar, st.messaging) {
         (Some(sc), true) => Some(crate::messaging::attach(sandbox, sc).await?),
         _ => None,
@@ -239,8 +260,8 @@ async fn in_sandbox(
         ),
         model: st.llm.model.clone(),
         mcp_config: (!prov.mcp_servers.is_empty()).then(|| provision::MCP_JSON.to_string()),
-        base_url: st.llm.base_url.clone(),
-        credential,
+        base_url: net.plan.agent_base_url.clone(),
+        credential: net.plan.agent_credential.clone(),
         workdir: WORKSPACE.into(),
         home: HOME.into(),
     };
@@ -483,7 +504,9 @@ fn host_tools<'a>(prov: &'a Provision, agent: &'a AgentChoice) -> Vec<sandboxes:
     tools
 }
 
-/// Writes skills, configs and tools into the sandbox.
+/// Writes skills, configs and tools into the sandbox. `base_url`: the
+/// model URL the agent is given (the proxy's, when it adds the key).
+#[allow(clippy::too_many_arguments)]
 async fn provision_into(
     ctx: &RunContext,
     scope: &Scope,
@@ -491,6 +514,7 @@ async fn provision_into(
     prov: &Provision,
     agent: &AgentChoice,
     llm: &LlmSpec,
+    base_url: Option<&str>,
     copy: &[sandboxes::HostTool<'_>],
 ) -> Result<(), RunError> {
     let client = sandbox.client();
@@ -508,8 +532,7 @@ async fn provision_into(
             .kind
             .default_credential_env()
             .or(llm.api_key_env.as_deref());
-        let toml =
-            crate::agents::codex::config_toml(&prov.mcp_servers, llm.base_url.as_deref(), key_env);
+        let toml = crate::agents::codex::config_toml(&prov.mcp_servers, base_url, key_env);
         client.mkdir_p(&format!("{HOME}/.codex")).await?;
         client
             .write_file(CODEX_CONFIG, toml.as_bytes(), 0o600)

@@ -54,17 +54,17 @@ pub async fn run(ctx: &RunContext, spec: &Spec, wf: &WorkflowSpec) -> Outcome {
             format!("step {} queued", s.name),
         );
     }
-    let started = match sandboxes::start(&spec.sandbox, &ctx.emitter, &none, &[], &ctx.pools).await
-    {
-        Ok(s) => s,
-        Err(e) => {
-            return Outcome {
-                stages: Vec::new(),
-                output: None,
-                error: Some(e.to_string()),
-            };
-        }
-    };
+    let started =
+        match sandboxes::start(&spec.sandbox, &ctx.emitter, &none, &[], None, &ctx.pools).await {
+            Ok(s) => s,
+            Err(e) => {
+                return Outcome {
+                    stages: Vec::new(),
+                    output: None,
+                    error: Some(e.to_string()),
+                };
+            }
+        };
     ctx.live.sandbox_started(started.microvm);
     ctx.emitter.info(
         "box.started",
@@ -72,6 +72,15 @@ pub async fn run(ctx: &RunContext, spec: &Spec, wf: &WorkflowSpec) -> Outcome {
         format!("sandbox up: {}", started.description),
     );
     let sandbox = started.sandbox;
+    // Steps reach out only through the proxy (no model route here).
+    let _proxy = match crate::network::proxy(&spec.sandbox.network, None, &ctx.emitter, &none) {
+        Ok(p) => crate::network::attach(&sandbox, p).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &_proxy {
+        ctx.emitter
+            .emit(Level::Warn, "net.unavailable", &none, e.to_string(), None);
+    }
     let _sampler = crate::telemetry::start(
         &ctx.telemetry,
         crate::telemetry::Label::RunningSteps(ctx.live.clone()),

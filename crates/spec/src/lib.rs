@@ -41,6 +41,7 @@ mod ctx;
 mod decode;
 mod error;
 mod model;
+mod network;
 mod node;
 mod text;
 mod validate;

@@ -12,6 +12,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::SpecError;
+pub use crate::network::{AllowEntry, MAX_ALLOW_ENTRIES, MAX_HOST_LEN, NetworkSpec};
 
 /// The only `api_version` husk understands.
 pub const API_VERSION: &str = "v1";
@@ -131,7 +132,8 @@ pub struct SandboxSpec {
     /// backend's default.
     pub disk_mb: Option<u32>,
     pub vcpus: u32,
-    pub network: bool,
+    /// What the sandbox may reach; see [`NetworkSpec`].
+    pub network: NetworkSpec,
     /// Variables set in the sandbox. An empty value means "take the host's
     /// variable of that name"; resolving it is the runtime's job.
     pub env: BTreeMap<String, String>,
@@ -150,7 +152,7 @@ impl Default for SandboxSpec {
             memory_mb: DEFAULT_MEMORY_MB,
             disk_mb: None,
             vcpus: DEFAULT_VCPUS,
-            network: false,
+            network: NetworkSpec::None,
             env: BTreeMap::new(),
             mounts: Vec::new(),
             image: None,
@@ -264,6 +266,11 @@ pub struct LlmSpec {
     pub base_url: Option<String>,
     /// Name of the host variable that holds the API key.
     pub api_key_env: Option<String>,
+    /// **(husk)** `true`: the agent gets the real key in its environment
+    /// and talks to the model API itself. `false` (default): the key stays
+    /// on the host and the run's proxy adds it (docs/network.md).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub key_in_sandbox: bool,
 }
 
 /// Telemetry export settings (accepted with void-box's key names). husk's

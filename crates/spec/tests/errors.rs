@@ -1002,7 +1002,7 @@ fn wrong_types_say_what_was_expected_and_found() {
         "\nkind: agent\nname: x\nsandbox: {network: yes}\nagent: {prompt: p}\n",
         "sandbox.network",
         3,
-        "expected `true` or `false`",
+        "(YAML 1.2 has no yes/no booleans)",
     );
     only_error(
         "\nkind: agent\nname: x\nllm: {model: 4}\nagent: {prompt: p}\n",
@@ -1192,4 +1192,73 @@ fn deep_nesting_is_refused() {
         errs.to_string().contains("nested deeper than 32 levels"),
         "{errs}"
     );
+}
+
+#[test]
+fn network_modes_are_checked() {
+    only_error(
+        "\nkind: agent\nname: x\nsandbox: {network: opne}\nagent: {prompt: p}\n",
+        "sandbox.network",
+        3,
+        "unknown network mode `opne`; did you mean `open`?",
+    );
+    only_error(
+        "\nkind: agent\nname: x\nsandbox: {network: 3}\nagent: {prompt: p}\n",
+        "sandbox.network",
+        3,
+        "expected `false`/`none`, `true`/`open`, or a mapping `{allow: [host, …]}`, found an integer",
+    );
+    only_error(
+        "\nkind: agent\nname: x\nsandbox: {network: {alow: [a.com]}}\nagent: {prompt: p}\n",
+        "sandbox.network.alow",
+        3,
+        "did you mean `allow`?",
+    );
+    only_error(
+        "\nkind: agent\nname: x\nsandbox: {network: {allow: []}}\nagent: {prompt: p}\n",
+        "sandbox.network.allow",
+        3,
+        "an empty allowlist allows nothing",
+    );
+    only_error(
+        "\nkind: agent\nname: x\nsandbox: {network: {allow: a.com}}\nagent: {prompt: p}\n",
+        "sandbox.network.allow",
+        3,
+        "write it as a list: [a.com]",
+    );
+}
+
+#[test]
+fn every_bad_allowlist_entry_is_named() {
+    let spec = "
+kind: agent
+name: x
+sandbox:
+  network:
+    allow:
+      - api.example.com
+      - https://api.example.com/v1
+      - 127.0.0.1
+      - api.*.com
+      - a.com:70000
+      - 8080
+agent: {prompt: p}
+";
+    let errs = common::errors(spec);
+    let all = common::render(&errs);
+    assert_eq!(errs.len(), 5, "{all}");
+    let at = |i: usize, needle: &str| {
+        let e = &errs[i];
+        assert_eq!(e.path, format!("sandbox.network.allow[{}]", i + 1), "{all}");
+        assert_eq!(e.line, Some(i + 7), "{all}");
+        assert!(e.message.contains(needle), "{needle:?} in {all}");
+    };
+    at(
+        0,
+        "is a URL or a path, not a host name; write the host alone (e.g. `api.example.com`)",
+    );
+    at(1, "is an IP address; the proxy checks names");
+    at(2, "a wildcard is allowed only as a whole first label");
+    at(3, "not a number from 1 to 65535");
+    at(4, "expected a host name (a string), found an integer");
 }

@@ -94,7 +94,7 @@ fn full_agent_spec() {
             memory_mb: 2048,
             disk_mb: Some(512),
             vcpus: 2,
-            network: true,
+            network: NetworkSpec::Open,
             env: env(&[("ANTHROPIC_API_KEY", ""), ("PORT", "8080"), ("EMPTY", "")]),
             mounts: vec![
                 Mount {
@@ -118,6 +118,7 @@ fn full_agent_spec() {
             model: Some("claude-sonnet-4-5".into()),
             base_url: Some("https://api.example.com".into()),
             api_key_env: Some("ANTHROPIC_API_KEY".into()),
+            key_in_sandbox: false,
         },
         observe: ObserveSpec {
             traces: true,
@@ -186,7 +187,7 @@ agent:
     assert_eq!(spec.sandbox.memory_mb, 1024);
     assert_eq!(spec.sandbox.disk_mb, None, "absent: the backend's default");
     assert_eq!(spec.sandbox.vcpus, 1);
-    assert!(!spec.sandbox.network);
+    assert_eq!(spec.sandbox.network, NetworkSpec::None);
     assert_eq!(spec.llm, LlmSpec::default());
     assert_eq!(spec.observe, ObserveSpec::default());
     let agent = spec.agent().expect("agent");
@@ -408,13 +409,14 @@ fn full_pipeline_spec() {
             model: Some("gpt-5".into()),
             base_url: None,
             api_key_env: None,
+            key_in_sandbox: false,
         })
     );
     // The box's sandbox is the top-level one with the box's keys laid over.
     let expected_sandbox = SandboxSpec {
         memory_mb: 4096,
         disk_mb: Some(64),
-        network: true,
+        network: NetworkSpec::Open,
         env: env(&[("SHARED", "1"), ("OVERRIDDEN", "box"), ("EXTRA", "x")]),
         mounts: vec![
             Mount {
@@ -563,4 +565,58 @@ fn load_file_reads_yaml_and_json_and_names_the_file() {
     let errs = load_file(&big).expect_err("too large");
     assert!(errs.to_string().contains("larger than 1024 KiB"), "{errs}");
     std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn network_modes() {
+    let net = |v: &str| {
+        parse(&format!(
+            "\nkind: agent\nname: x\nsandbox:\n  network: {v}\nagent: {{prompt: p}}\n"
+        ))
+        .sandbox
+        .network
+    };
+    assert_eq!(net("false"), NetworkSpec::None);
+    assert_eq!(net("none"), NetworkSpec::None);
+    assert_eq!(net("true"), NetworkSpec::Open);
+    assert_eq!(net("open"), NetworkSpec::Open);
+    let allow = net("{allow: [API.example.com, \"*.example.org:443\", localhost:8080]}");
+    assert_eq!(
+        allow,
+        NetworkSpec::Allow(vec![
+            AllowEntry {
+                host: "api.example.com".into(),
+                wildcard: false,
+                port: None
+            },
+            AllowEntry {
+                host: "example.org".into(),
+                wildcard: true,
+                port: Some(443)
+            },
+            AllowEntry {
+                host: "localhost".into(),
+                wildcard: false,
+                port: Some(8080)
+            },
+        ])
+    );
+    assert!(allow.allows("api.example.com", 443));
+    assert!(allow.allows("x.example.org", 443));
+    assert!(!allow.allows("x.example.org", 80));
+    assert!(!allow.allows("other.com", 443));
+    // The record keeps the mode in a form that reads back.
+    let j = serde_json::to_value(&allow).unwrap();
+    assert_eq!(
+        j,
+        serde_json::json!({"allow": ["api.example.com", "*.example.org:443", "localhost:8080"]})
+    );
+}
+
+#[test]
+fn the_key_stays_on_the_host_unless_asked() {
+    let spec = parse("\nkind: agent\nname: x\nagent: {prompt: p}\n");
+    assert!(!spec.llm.key_in_sandbox);
+    let spec = parse("\nkind: agent\nname: x\nllm: {key_in_sandbox: true}\nagent: {prompt: p}\n");
+    assert!(spec.llm.key_in_sandbox);
 }

@@ -8,6 +8,7 @@
 
 mod agent;
 mod flow;
+mod network;
 mod read;
 
 use crate::ctx::{Ctx, Section};
@@ -148,8 +149,11 @@ pub(crate) fn sandbox(ctx: &mut Ctx, node: &Node, path: &str, base: &SandboxSpec
     {
         s.vcpus = v;
     }
-    if let Some(v) = m.boolean(ctx, "network") {
-        s.network = v;
+    if let Some(n) = m.take(ctx, "network") {
+        let p = m.child("network");
+        if let Some(v) = network::network(ctx, n, &p) {
+            s.network = v;
+        }
     }
     s.env.extend(m.env(ctx, "env"));
     if let Some(n) = m.take(ctx, "mounts") {
@@ -214,6 +218,7 @@ pub(crate) fn llm(ctx: &mut Ctx, node: &Node, path: &str) -> LlmSpec {
         model: m.string(ctx, "model"),
         base_url: m.string(ctx, "base_url"),
         api_key_env: m.string(ctx, "api_key_env"),
+        key_in_sandbox: m.boolean(ctx, "key_in_sandbox").unwrap_or(false),
     };
     m.finish(ctx);
     llm
