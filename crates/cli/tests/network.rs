@@ -242,8 +242,9 @@ struct Outside {
 }
 
 impl Outside {
-    fn create() -> Option<Outside> {
-        let n = std::process::id() % 200 + 20;
+    /// `slot` (0 or 1) keeps tests of one process apart.
+    fn create(slot: u32) -> Option<Outside> {
+        let n = std::process::id() % 100 * 2 + slot + 20;
         let o = Outside {
             ns: format!("husk-t{n}"),
             host_if: format!("hk{n}h"),
@@ -303,7 +304,7 @@ fn open_mode_reaches_outside_but_never_the_host() {
     if modes.is_empty() {
         return;
     }
-    let Some(outside) = Outside::create() else {
+    let Some(outside) = Outside::create(0) else {
         return;
     };
     let far = Server::start(
@@ -348,6 +349,100 @@ fn open_mode_reaches_outside_but_never_the_host() {
                 .contains("machine husk runs on")),
             "{mode}: {denied:?}"
         );
+    }
+}
+
+/// `husk exec` output of `sh -c "CLIENT; echo SUMMARY"` (stdout, stderr).
+fn exec(mode: &str, network: &[&str], summary: &str) -> (String, String) {
+    let o = husk()
+        .args(["exec", "--backend", mode])
+        .args(network)
+        .args(["--", "sh", "-c", &format!("{CLIENT}echo \"{summary}\"")])
+        .output()
+        .unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{mode}: {out}\n{err}");
+    (out, err)
+}
+
+/// `husk exec --network` is open mode through a proxy of its own, as in
+/// runs: it reaches an outside server but not the host (which a shared
+/// host network would reach directly); `--network=allow=…` reaches its
+/// names only. Every decision is a line on stderr.
+#[test]
+fn exec_network_goes_through_a_policy_proxy() {
+    let modes = modes();
+    if modes.is_empty() {
+        return;
+    }
+    let Some(outside) = Outside::create(1) else {
+        return;
+    };
+    let far = Server::start(
+        &["ip", "netns", "exec", &outside.ns],
+        "outside",
+        &outside.addr(),
+    );
+    let host = Server::start(&[], "host", "127.0.0.1");
+    let (fa, f, h) = (outside.addr(), far.port, host.port);
+    for mode in modes {
+        let (out, err) = exec(
+            mode,
+            &["--network"],
+            &format!(
+                "far=$(body http://{fa}:{f}/) host=$(pst http://127.0.0.1:{h}/) \
+                 direct=$(st -Y off http://127.0.0.1:{h}/)"
+            ),
+        );
+        assert_eq!(
+            out, "far=hello-outside host=403 direct=000",
+            "{mode}: {err}"
+        );
+        assert!(
+            err.contains(&format!("husk: net.allowed: allowed {fa}:{f} (http)")),
+            "{mode}: {err}"
+        );
+        assert!(
+            err.contains(&format!("husk: net.denied: denied 127.0.0.1:{h}: ")),
+            "{mode}: {err}"
+        );
+
+        let allow = format!("--network=allow=localhost:{h}");
+        let (out, err) = exec(
+            mode,
+            &[&allow],
+            &format!(
+                "name=$(body http://localhost:{h}/) far=$(pst http://{fa}:{f}/) \
+                 direct=$(st -Y off http://127.0.0.1:{h}/)"
+            ),
+        );
+        assert_eq!(out, "name=hello-host far=403 direct=000", "{mode}: {err}");
+        assert!(
+            err.contains(&format!("husk: net.denied: denied {fa}:{f}: ")),
+            "{mode}: {err}"
+        );
+    }
+    drop(far);
+}
+
+#[test]
+fn exec_network_modes_are_checked() {
+    for (arg, says) in [
+        ("--network=wide", "is not a network mode"),
+        ("--network=allow=", "an empty entry"),
+        ("--network=allow=https://x.example/", "not a host name"),
+        ("--network=allow=127.0.0.1", "127.0.0.1"),
+    ] {
+        let o = husk()
+            .args(["exec", "--backend", "namespace", arg, "--", "true"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{arg}: {err}");
+        assert!(err.contains(says), "{arg}: {err}");
     }
 }
 
