@@ -6,6 +6,7 @@ use clap::Args;
 use husk_sandbox::microvm::AccelChoice;
 use husk_sandbox::protocol::{ExecRequest, ExitStatus};
 use husk_sandbox::{BackendChoice, ProcessEvent, Sandbox, SandboxConfig};
+use husk_spec::{AllowEntry, NetworkSpec};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -41,9 +42,19 @@ pub struct ExecArgs {
     /// Forward husk's stdin to the command.
     #[arg(short = 'i', long)]
     interactive: bool,
-    /// Give the sandbox network access (off by default).
-    #[arg(long)]
-    network: bool,
+    /// What the sandbox may reach, through a policy proxy of its own (as
+    /// runs): `--network` alone is `open` (any host but this machine);
+    /// `--network=none` (the default), `--network=allow=HOST[:PORT],…`.
+    #[arg(
+        long,
+        value_name = "MODE",
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "none",
+        default_missing_value = "open",
+        value_parser = parse_network
+    )]
+    network: NetworkSpec,
     /// Memory limit in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 1024)]
     memory: u32,
@@ -100,6 +111,30 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// `none`, `open` or `allow=HOST[:PORT],…` (entries as in a spec's
+/// `sandbox.network.allow`).
+fn parse_network(s: &str) -> Result<NetworkSpec, String> {
+    match s {
+        "none" => return Ok(NetworkSpec::None),
+        "open" => return Ok(NetworkSpec::Open),
+        _ => {}
+    }
+    let Some(list) = s.strip_prefix("allow=") else {
+        return Err(format!(
+            "{s:?} is not a network mode: use none, open or allow=HOST[:PORT],…"
+        ));
+    };
+    let entries = list
+        .split(',')
+        .map(|e| AllowEntry::parse(e.trim()).map_err(|why| format!("allow entry {e:?}: {why}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let max = husk_spec::MAX_ALLOW_ENTRIES;
+    if entries.len() > max {
+        return Err(format!("{} allow entries; at most {max}", entries.len()));
+    }
+    Ok(NetworkSpec::Allow(entries))
+}
+
 fn parse_workdir(s: &str) -> Result<String, String> {
     if s.starts_with('/') {
         Ok(s.into())
@@ -135,10 +170,16 @@ struct JsonResult<'a> {
 pub async fn run(args: ExecArgs) -> CliResult<i32> {
     let selected = husk_sandbox::select(args.backend, args.accel, &progress).await?;
     tracing::info!(backend = %selected.kind, reason = %selected.reason, "backend selected");
+    // No network device on either backend: the proxy is the way out.
+    let env = if args.network.is_enabled() {
+        husk_runtime::network::proxy_env()
+    } else {
+        Vec::new()
+    };
     let config = SandboxConfig {
         memory_mb: args.memory,
         vcpus: args.cpus,
-        network: args.network,
+        env,
         rootfs: args.rootfs.clone(),
         cold_boot: args.cold,
         ..SandboxConfig::default()
@@ -147,6 +188,13 @@ pub async fn run(args: ExecArgs) -> CliResult<i32> {
     if let husk_sandbox::BootPath::ColdFallback { reason } = &sandbox.info().boot {
         progress(reason);
     }
+    let proxy = match attach_proxy(&sandbox, &args.network).await {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = sandbox.stop().await;
+            return Err(e);
+        }
+    };
     let req = ExecRequest {
         argv: args.command.clone(),
         env: args.env.clone(),
@@ -161,6 +209,7 @@ pub async fn run(args: ExecArgs) -> CliResult<i32> {
     } else {
         run_streaming(&sandbox, &req).await
     };
+    drop(proxy);
     let stopped = sandbox.stop().await;
     let status = result?;
     stopped?;
@@ -169,6 +218,21 @@ pub async fn run(args: ExecArgs) -> CliResult<i32> {
         eprintln!("husk: command timed out after {secs}s and was killed");
     }
     Ok(exit_code(&status))
+}
+
+/// With a network, the sandbox's policy proxy on its `127.0.0.1:3128`;
+/// each decision is a line on stderr (`husk: net.denied: …`).
+async fn attach_proxy(
+    sandbox: &Sandbox,
+    network: &NetworkSpec,
+) -> CliResult<Option<husk_sandbox::tunnel::Forward>> {
+    if !network.is_enabled() {
+        return Ok(None);
+    }
+    let proxy = husk_runtime::network::standalone_proxy(network, |kind, line| {
+        eprintln!("husk: {kind}: {line}");
+    })?;
+    Ok(Some(husk_runtime::network::attach(sandbox, proxy).await?))
 }
 
 fn exit_code(status: &ExitStatus) -> i32 {

@@ -13,6 +13,9 @@ use crate::policy::{Unusable, normalize, resolve};
 use crate::server::{Body, Proxy, text};
 use crate::sni::{Opening, sniff};
 
+/// Copy buffer of an open tunnel, per direction.
+const TUNNEL_BUF: usize = 64 * 1024;
+
 pub(crate) async fn connect(p: &Proxy, req: Request<Incoming>) -> Response<Body> {
     let Some(authority) = req.uri().authority().cloned() else {
         let why = "CONNECT needs host:port".to_string();
@@ -103,5 +106,13 @@ where
     if upstream.write_all(&seen).await.is_err() {
         return;
     }
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    // 64 KiB a direction instead of tokio's 8 KiB default: fewer wakeups
+    // per byte on bulk transfers (docs/network.md, "Measured overhead").
+    let _ = tokio::io::copy_bidirectional_with_sizes(
+        &mut client,
+        &mut upstream,
+        TUNNEL_BUF,
+        TUNNEL_BUF,
+    )
+    .await;
 }

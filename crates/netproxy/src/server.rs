@@ -176,7 +176,10 @@ impl Proxy {
 
     fn builder(&self) -> hyper::server::conn::http1::Builder {
         let mut b = hyper::server::conn::http1::Builder::new();
+        // A client may close its write side once the request is sent
+        // (`nc`, scripts piping a request in): it still gets its answer.
         b.timer(TokioTimer::new())
+            .half_close(true)
             .header_read_timeout(self.inner.limits.header_timeout)
             .max_buf_size(self.inner.limits.max_head_bytes.max(8192));
         b

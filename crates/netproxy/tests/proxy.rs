@@ -550,3 +550,48 @@ async fn events_stop_at_the_budget_but_the_policy_does_not() {
     assert_eq!(h.event().await, NetEvent::Suppressed { after: 2 });
     h.no_more_events();
 }
+
+/// Sends `head` on a raw connection, closes the write side (as `nc`
+/// does when its input ends) and returns everything the proxy answers.
+async fn half_closed(proxy: std::net::SocketAddr, head: &str) -> String {
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut answer))
+        .await
+        .expect("the proxy answers within 30 s")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn a_client_that_half_closes_still_gets_its_answer() {
+    let up = origin("half").await;
+    let mut h = proxy(allow(&[("localhost", None)]), None, Limits::default()).await;
+    // Refused: the answer and the event still come.
+    let answer = half_closed(h.addr, &format!("CONNECT 127.0.0.1:{up} HTTP/1.1\r\n\r\n")).await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer:?}");
+    assert_eq!(
+        h.event().await,
+        NetEvent::Denied {
+            host: Some("127.0.0.1".into()),
+            port: Some(up),
+            reason: DenyReason::HostNotAllowed
+        }
+    );
+    // Allowed: forwarded, and the origin's answer relayed.
+    let answer = half_closed(
+        h.addr,
+        &format!("GET http://localhost:{up}/h HTTP/1.1\r\nhost: localhost:{up}\r\n\r\n"),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    let body = format!("half /h host=localhost:{up} key=- auth=-");
+    assert!(answer.ends_with(&body), "{answer:?}");
+    assert!(matches!(
+        h.event().await,
+        NetEvent::Allowed { via: Via::Http, .. }
+    ));
+    h.no_more_events();
+}

@@ -168,6 +168,18 @@ pub fn proxy(
         .map_err(|e| RunError::Provision(format!("the network proxy: {e}")))
 }
 
+/// A proxy for a sandbox outside any run (`husk exec`): no model route,
+/// and each decision goes to `report` as one line (`allowed …`,
+/// `denied …: why`) with its event kind.
+pub fn standalone_proxy(
+    spec: &NetworkSpec,
+    report: impl Fn(&'static str, String) + Send + Sync + 'static,
+) -> Result<Proxy, RunError> {
+    let sink = move |ev: NetEvent| report(ev.kind(), ev.to_string());
+    Proxy::new(policy(spec), None, Limits::default(), sink)
+        .map_err(|e| RunError::Provision(format!("the network proxy: {e}")))
+}
+
 /// Host and port (and why), never payloads.
 fn payload(ev: &NetEvent) -> serde_json::Value {
     match ev {
