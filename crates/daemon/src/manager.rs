@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use husk_runtime::events::{Level, event_id, v2_name};
+use husk_runtime::events::Level;
 use husk_runtime::live::LiveRun;
 use husk_runtime::record::{RunRecord, StageStatus, new_run_id, now_rfc3339};
 use husk_runtime::telemetry::{Page, Telemetry};
@@ -48,7 +48,7 @@ pub struct CreateRun {
 }
 
 /// The answer to `POST /v1/runs`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Created {
     pub run_id: String,
     pub attempt_id: u32,
@@ -56,7 +56,7 @@ pub struct Created {
 }
 
 /// The answer to `POST /v1/runs/{id}/cancel`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Cancelled {
     pub run_id: String,
     pub state: RunStatus,
@@ -236,7 +236,11 @@ impl Manager {
             }
         }
         let policy = parse_policy(req.policy)?;
-        let (spec, file, spec_dir) = load_spec(req.file.as_deref(), req.spec.as_deref())?;
+        let (spec, mut opts) = load_spec(
+            req.file.as_deref(),
+            req.spec.as_deref(),
+            self.store.runs_dir().to_path_buf(),
+        )?;
         let id = req.run_id.unwrap_or_else(new_run_id);
         let mut live_map = self.live.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(l) = live_map.get(&id) {
@@ -269,7 +273,7 @@ impl Manager {
         create_private_dir(&self.store.runs_dir().join(&id))?;
         let sidecar = husk_runtime::run::messaging_sidecar(&spec, &id, req.input.as_ref(), None)
             .map_err(ApiError::params)?;
-        let record = Arc::new(LiveRun::pending(&id, &file, &policy));
+        let record = Arc::new(LiveRun::pending(&id, &opts.file, &policy));
         self.store.put_run(&record.snapshot())?;
         let live = Arc::new(Live {
             record,
@@ -281,7 +285,6 @@ impl Manager {
         });
         live_map.insert(id.clone(), live.clone());
         drop(live_map);
-        let mut opts = RunOptions::new(file, spec_dir, self.store.runs_dir().to_path_buf());
         opts.run_id = Some(id.clone());
         opts.input = req.input;
         opts.policy = policy;
@@ -448,25 +451,9 @@ impl EventSink for DaemonSink {
 }
 
 fn terminal_event(run_id: &str, attempt_id: u32, seq: u64, ty: &str, message: &str) -> Event {
-    let now = std::time::SystemTime::now();
-    Event {
-        event_id: event_id(seq),
-        seq,
-        ts_ms: now
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0),
-        timestamp: humantime::format_rfc3339_millis(now).to_string(),
-        level: Level::Error,
-        event_type: ty.into(),
-        event_type_v2: v2_name(ty),
-        message: message.into(),
-        run_id: run_id.into(),
-        attempt_id,
-        stage_name: None,
-        box_name: None,
-        payload: Some(serde_json::json!({"terminal_reason": "daemon_restarted"})),
-    }
+    let mut ev = Event::new(run_id, attempt_id, seq, Level::Error, ty, message);
+    ev.payload = Some(serde_json::json!({"terminal_reason": "daemon_restarted"}));
+    ev
 }
 
 const TELEMETRY_FILE: &str = "telemetry.json";
@@ -528,21 +515,19 @@ fn parse_policy(v: Option<serde_json::Value>) -> ApiResult<RunPolicy> {
     Ok(p)
 }
 
-/// The spec from a file on this host or from inline text.
+/// The spec from a file on this host or from inline text, with the run
+/// options that say where it came from (artifacts under `runs_dir`).
 fn load_spec(
     file: Option<&str>,
     text: Option<&str>,
-) -> ApiResult<(Spec, String, std::path::PathBuf)> {
+    runs_dir: std::path::PathBuf,
+) -> ApiResult<(Spec, RunOptions)> {
     let invalid = |e: husk_spec::SpecErrors| ApiError::new(Code::InvalidSpec, e.to_string());
     match (file, text) {
         (_, Some(text)) => {
             let spec = husk_spec::parse_str(text, "<inline>").map_err(invalid)?;
-            let name = file.unwrap_or("<inline>").to_string();
-            Ok((
-                spec,
-                name,
-                std::env::current_dir().unwrap_or_else(|_| "/".into()),
-            ))
+            let name = file.unwrap_or("<inline>");
+            Ok((spec, RunOptions::for_spec_text(name, runs_dir)))
         }
         (Some(path), None) => {
             let p = std::path::Path::new(path);
@@ -553,11 +538,7 @@ fn load_spec(
                 ));
             }
             let spec = husk_spec::load_file(p).map_err(invalid)?;
-            let dir = p
-                .parent()
-                .map(std::path::Path::to_path_buf)
-                .unwrap_or_else(|| "/".into());
-            Ok((spec, path.to_string(), dir))
+            Ok((spec, RunOptions::for_spec_file(p, runs_dir)))
         }
         (None, None) => Err(ApiError::params(
             "give `file` (a spec path on the daemon's host) or `spec` (the spec text)",

@@ -164,12 +164,18 @@ async fn attempt(
     crate::preflight::network_needed(&agent, st.sandbox.network)?;
     crate::preflight::endpoint_reachable(st.llm.base_url.as_deref()).await?;
     let tools = host_tools(&prov, &agent);
-    let started = sandboxes::start(st.sandbox, &ctx.emitter, scope, &tools)
-        .await
-        .map_err(|e| match e {
-            RunError::Sandbox(e) if transient(&e) => RunError::SandboxStart(e),
-            other => other,
-        })?;
+    let started = sandboxes::start(
+        st.sandbox,
+        ctx.backend.as_ref(),
+        &ctx.emitter,
+        scope,
+        &tools,
+    )
+    .await
+    .map_err(|e| match e {
+        RunError::Sandbox(e) if transient(&e) => RunError::SandboxStart(e),
+        other => other,
+    })?;
     res.report.sandbox = Some(started.description.clone());
     ctx.live.sandbox_started(started.microvm);
     let _sampler = crate::telemetry::start(

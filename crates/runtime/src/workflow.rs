@@ -54,7 +54,15 @@ pub async fn run(ctx: &RunContext, spec: &Spec, wf: &WorkflowSpec) -> Outcome {
             format!("step {} queued", s.name),
         );
     }
-    let started = match sandboxes::start(&spec.sandbox, &ctx.emitter, &none, &[]).await {
+    let started = match sandboxes::start(
+        &spec.sandbox,
+        ctx.backend.as_ref(),
+        &ctx.emitter,
+        &none,
+        &[],
+    )
+    .await
+    {
         Ok(s) => s,
         Err(e) => {
             return Outcome {

@@ -22,7 +22,7 @@ mod stderr;
 pub mod tunnel;
 
 pub use backend::{
-    Backend, BackendKind, Mount, Sandbox, SandboxConfig, SandboxControl, SandboxInfo,
+    Backend, BackendKind, Mount, Sandbox, SandboxConfig, SandboxControl, SandboxInfo, ToolDelivery,
 };
 pub use client::{Client, ListenEvent, Listener, Output, Process, ProcessEvent};
 pub use error::{Result, SandboxError};
