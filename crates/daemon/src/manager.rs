@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use husk_runtime::events::Level;
 use husk_runtime::live::LiveRun;
 use husk_runtime::record::{RunRecord, StageStatus, new_run_id, now_rfc3339};
+use husk_runtime::sandbox::Backend;
 use husk_runtime::telemetry::{Page, Telemetry};
 use husk_runtime::{Event, EventSink, RunOptions, RunPolicy, RunStatus};
 use husk_spec::Spec;
@@ -86,6 +87,9 @@ pub struct Manager {
     runs_started: AtomicU64,
     /// Serialises drains of ended runs' undrained intents.
     drain_lock: Mutex<()>,
+    /// The backend every run's sandboxes start on; `None`: chosen per
+    /// stage from the spec (tests give `husk_runtime::testing::FakeBackend`).
+    backend: Option<Arc<dyn Backend>>,
 }
 
 impl Manager {
@@ -94,6 +98,16 @@ impl Manager {
     pub fn new(
         store: Arc<Store>,
         max_active: usize,
+    ) -> Result<Arc<Self>, crate::store::StoreError> {
+        Self::with_backend(store, max_active, None)
+    }
+
+    /// [`Manager::new`], with every run's sandboxes on `backend` when
+    /// given.
+    pub fn with_backend(
+        store: Arc<Store>,
+        max_active: usize,
+        backend: Option<Arc<dyn Backend>>,
     ) -> Result<Arc<Self>, crate::store::StoreError> {
         for mut r in store.unfinished()? {
             let seq = store.last_seq(&r.id)? + 1;
@@ -128,6 +142,7 @@ impl Manager {
             closing: AtomicBool::new(false),
             runs_started: AtomicU64::new(0),
             drain_lock: Mutex::new(()),
+            backend,
         }))
     }
 
@@ -291,6 +306,7 @@ impl Manager {
         opts.live = Some(live.record.clone());
         opts.telemetry = Some(live.telemetry.clone());
         opts.sidecar = live.sidecar.clone();
+        opts.backend = self.backend.clone();
         let me = self.clone();
         self.runs_started.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move { me.drive(spec, opts, live).await });
