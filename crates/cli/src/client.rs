@@ -82,7 +82,11 @@ impl DaemonClient {
 
     /// Follows a run's SSE stream, calling `on_event` per event, until the
     /// run's terminal event.
-    pub async fn follow(&self, run: &str, mut on_event: impl FnMut(&Value)) -> CliResult<()> {
+    pub async fn follow(
+        &self,
+        run: &str,
+        mut on_event: impl FnMut(&husk_runtime::Event),
+    ) -> CliResult<()> {
         let mut send = self.connect().await?;
         let req = Self::request(
             Method::GET,
@@ -112,10 +116,11 @@ impl DaemonClient {
             while let Some(end) = buf.find("\n\n") {
                 let block: String = buf.drain(..end + 2).collect();
                 for line in block.lines() {
-                    if let Some(json) = line.strip_prefix("data:")
-                        && let Ok(v) = serde_json::from_str::<Value>(json.trim_start())
-                    {
-                        on_event(&v);
+                    if let Some(json) = line.strip_prefix("data:") {
+                        let event = serde_json::from_str(json.trim_start()).map_err(|e| {
+                            format!("the daemon sent an event that did not parse: {e}")
+                        })?;
+                        on_event(&event);
                     }
                 }
             }

@@ -10,7 +10,10 @@ use serde_json::{Value, json};
 
 use crate::CliResult;
 use crate::client::DaemonClient;
+use husk_daemon::api::runs::RunList;
 use husk_daemon::api::url;
+use husk_daemon::manager::{Cancelled, Created};
+use husk_runtime::Event;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -104,8 +107,8 @@ pub async fn ps(a: PsArgs) -> CliResult<i32> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
     }
-    let runs = v["runs"].as_array().cloned().unwrap_or_default();
-    if runs.is_empty() {
+    let list: RunList = typed(v, "run list")?;
+    if list.runs.is_empty() {
         println!("no {}runs", if a.all { "" } else { "active " });
         return Ok(0);
     }
@@ -113,22 +116,22 @@ pub async fn ps(a: PsArgs) -> CliResult<i32> {
         "{:<18} {:<10} {:<25} {:<7} FILE",
         "RUN", "STATUS", "STARTED", "STAGES"
     );
-    for r in runs {
-        let stages = r["stage_states"].as_object().map_or(0, |m| m.len());
+    for r in &list.runs {
         println!(
             "{:<18} {:<10} {:<25} {:<7} {}",
-            s(&r["id"]),
-            s(&r["status"]),
-            s(&r["started_at"]),
-            stages,
-            s(&r["file"])
+            r.id,
+            r.status.as_str(),
+            r.started_at,
+            r.stage_states.len(),
+            r.file
         );
     }
     Ok(0)
 }
 
-fn s(v: &Value) -> String {
-    v.as_str().unwrap_or("-").to_string()
+/// A daemon answer as the daemon's own type; `what` names it in the error.
+fn typed<T: serde::de::DeserializeOwned>(v: Value, what: &str) -> CliResult<T> {
+    serde_json::from_value(v).map_err(|e| format!("the daemon's {what} did not parse: {e}").into())
 }
 
 #[derive(Debug, Args)]
@@ -147,8 +150,7 @@ pub async fn inspect(a: RunRef) -> CliResult<i32> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
     }
-    let r: husk_runtime::RunRecord = serde_json::from_value(v)
-        .map_err(|e| format!("the daemon's run record did not parse: {e}"))?;
+    let r: husk_runtime::RunRecord = typed(v, "run record")?;
     print_record(&r);
     Ok(0)
 }
@@ -228,18 +230,14 @@ pub struct LogsArgs {
 
 pub async fn logs(a: LogsArgs) -> CliResult<i32> {
     let client = DaemonClient::from_env();
-    let print = |e: &Value| {
+    let print = |e: &Event| {
         if a.json {
-            println!("{e}");
+            match serde_json::to_string(e) {
+                Ok(line) => println!("{line}"),
+                Err(err) => eprintln!("husk: event {}: {err}", e.event_id),
+            }
         } else {
-            let stage = e["stage_name"].as_str().unwrap_or("run");
-            println!(
-                "{} {:<12} {:<18} {}",
-                s(&e["timestamp"]),
-                stage,
-                s(&e["event_type"]),
-                s(&e["message"])
-            );
+            println!("{}", event_line(e));
         }
     };
     if a.follow {
@@ -252,9 +250,21 @@ pub async fn logs(a: LogsArgs) -> CliResult<i32> {
                 None,
             )
             .await?;
-        v.as_array().into_iter().flatten().for_each(print);
+        let events: Vec<Event> = typed(v, "event list")?;
+        events.iter().for_each(print);
     }
     Ok(0)
+}
+
+/// One event for a person: time, stage (or `run`), type, message.
+fn event_line(e: &Event) -> String {
+    format!(
+        "{} {:<12} {:<18} {}",
+        e.timestamp,
+        e.stage_name.as_deref().unwrap_or("run"),
+        e.event_type,
+        e.message
+    )
 }
 
 #[derive(Debug, Args)]
@@ -279,11 +289,12 @@ pub async fn cancel(a: CancelArgs) -> CliResult<i32> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
+        let c: Cancelled = typed(v, "cancel answer")?;
         println!(
             "run {}: {} (terminal event {})",
-            s(&v["run_id"]),
-            s(&v["state"]),
-            s(&v["terminal_event_id"])
+            c.run_id,
+            c.state.as_str(),
+            c.terminal_event_id.as_deref().unwrap_or("-")
         );
     }
     Ok(0)
@@ -305,7 +316,61 @@ pub async fn run_detached(
     if json_out {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!("{}", s(&v["run_id"]));
+        let c: Created = typed(v, "answer to the new run")?;
+        println!("{}", c.run_id);
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn daemon_answers_parse_into_the_daemons_types() {
+        let policy = husk_runtime::RunPolicy::default();
+        let live = husk_runtime::live::LiveRun::pending("run-1", "/specs/a.yaml", &policy);
+        let list = serde_json::to_value(RunList {
+            runs: vec![live.snapshot()],
+        })
+        .unwrap();
+        let back: RunList = typed(list, "run list").unwrap();
+        assert_eq!(back.runs[0].id, "run-1");
+        assert_eq!(back.runs[0].file, "/specs/a.yaml");
+        let err = typed::<RunList>(json!({"runs": 3}), "run list").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("the daemon's run list did not parse"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn events_read_as_one_line_each() {
+        let mut e = Event::new(
+            "run-1",
+            1,
+            7,
+            husk_runtime::Level::Info,
+            "stage.started",
+            "stage a started",
+        );
+        e.stage_name = Some("a".into());
+        let line = event_line(&e);
+        assert!(line.starts_with(&e.timestamp), "{line}");
+        assert!(line.contains(" a "), "{line}");
+        assert!(
+            line.ends_with("stage.started      stage a started"),
+            "{line}"
+        );
+        let run_level = Event::new(
+            "run-1",
+            1,
+            8,
+            husk_runtime::Level::Info,
+            "run.started",
+            "go",
+        );
+        assert!(event_line(&run_level).contains(" run "));
+    }
 }

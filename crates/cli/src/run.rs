@@ -74,13 +74,7 @@ pub async fn run(args: RunArgs, global_verbose: bool) -> CliResult<i32> {
         );
         return Ok(EXIT_INVALID);
     }
-    let spec_dir = args
-        .spec
-        .canonicalize()
-        .ok()
-        .and_then(|p| p.parent().map(PathBuf::from))
-        .unwrap_or_else(|| ".".into());
-    let mut opts = RunOptions::new(args.spec.display().to_string(), spec_dir, root.clone());
+    let mut opts = RunOptions::for_spec_file(&args.spec, root.clone());
     opts.input = input;
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();

@@ -45,7 +45,7 @@ fn routes_errors_and_the_openapi_document_agree() {
     // Every documented route exists (anything but the fallback's "no route").
     let (_, doc) = d.json("GET", "/v1/openapi.json", None);
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 14, "{paths:?}");
+    assert_eq!(paths.len(), 15, "{paths:?}");
     for (path, ops) in paths {
         for method in ops.as_object().unwrap().keys() {
             let concrete = path

@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use husk_runtime::events::{Level, event_id, v2_name};
+use husk_runtime::events::Level;
 use husk_runtime::live::LiveRun;
 use husk_runtime::record::{RunRecord, StageStatus, new_run_id, now_rfc3339};
+use husk_runtime::sandbox::Backend;
 use husk_runtime::telemetry::{Page, Telemetry};
 use husk_runtime::{Event, EventSink, RunOptions, RunPolicy, RunStatus};
 use husk_spec::Spec;
@@ -48,7 +49,7 @@ pub struct CreateRun {
 }
 
 /// The answer to `POST /v1/runs`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Created {
     pub run_id: String,
     pub attempt_id: u32,
@@ -56,7 +57,7 @@ pub struct Created {
 }
 
 /// The answer to `POST /v1/runs/{id}/cancel`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Cancelled {
     pub run_id: String,
     pub state: RunStatus,
@@ -88,6 +89,9 @@ pub struct Manager {
     drain_lock: Mutex<()>,
     /// Warm pools (`--pool`), set once at start.
     pools: std::sync::OnceLock<husk_sandbox::pool::Pools>,
+    /// The backend every run's sandboxes start on; `None`: chosen per
+    /// stage from the spec (tests give `husk_runtime::testing::FakeBackend`).
+    backend: Option<Arc<dyn Backend>>,
 }
 
 impl Manager {
@@ -96,6 +100,16 @@ impl Manager {
     pub fn new(
         store: Arc<Store>,
         max_active: usize,
+    ) -> Result<Arc<Self>, crate::store::StoreError> {
+        Self::with_backend(store, max_active, None)
+    }
+
+    /// [`Manager::new`], with every run's sandboxes on `backend` when
+    /// given.
+    pub fn with_backend(
+        store: Arc<Store>,
+        max_active: usize,
+        backend: Option<Arc<dyn Backend>>,
     ) -> Result<Arc<Self>, crate::store::StoreError> {
         for mut r in store.unfinished()? {
             let seq = store.last_seq(&r.id)? + 1;
@@ -131,6 +145,7 @@ impl Manager {
             runs_started: AtomicU64::new(0),
             drain_lock: Mutex::new(()),
             pools: std::sync::OnceLock::new(),
+            backend,
         }))
     }
 
@@ -249,7 +264,11 @@ impl Manager {
             }
         }
         let policy = parse_policy(req.policy)?;
-        let (spec, file, spec_dir) = load_spec(req.file.as_deref(), req.spec.as_deref())?;
+        let (spec, mut opts) = load_spec(
+            req.file.as_deref(),
+            req.spec.as_deref(),
+            self.store.runs_dir().to_path_buf(),
+        )?;
         let id = req.run_id.unwrap_or_else(new_run_id);
         let mut live_map = self.live.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(l) = live_map.get(&id) {
@@ -282,7 +301,7 @@ impl Manager {
         create_private_dir(&self.store.runs_dir().join(&id))?;
         let sidecar = husk_runtime::run::messaging_sidecar(&spec, &id, req.input.as_ref(), None)
             .map_err(ApiError::params)?;
-        let record = Arc::new(LiveRun::pending(&id, &file, &policy));
+        let record = Arc::new(LiveRun::pending(&id, &opts.file, &policy));
         self.store.put_run(&record.snapshot())?;
         let live = Arc::new(Live {
             record,
@@ -294,7 +313,6 @@ impl Manager {
         });
         live_map.insert(id.clone(), live.clone());
         drop(live_map);
-        let mut opts = RunOptions::new(file, spec_dir, self.store.runs_dir().to_path_buf());
         opts.run_id = Some(id.clone());
         opts.input = req.input;
         opts.policy = policy;
@@ -302,6 +320,7 @@ impl Manager {
         opts.telemetry = Some(live.telemetry.clone());
         opts.sidecar = live.sidecar.clone();
         opts.pools = self.pools();
+        opts.backend = self.backend.clone();
         let me = self.clone();
         self.runs_started.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move { me.drive(spec, opts, live).await });
@@ -462,25 +481,9 @@ impl EventSink for DaemonSink {
 }
 
 fn terminal_event(run_id: &str, attempt_id: u32, seq: u64, ty: &str, message: &str) -> Event {
-    let now = std::time::SystemTime::now();
-    Event {
-        event_id: event_id(seq),
-        seq,
-        ts_ms: now
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0),
-        timestamp: humantime::format_rfc3339_millis(now).to_string(),
-        level: Level::Error,
-        event_type: ty.into(),
-        event_type_v2: v2_name(ty),
-        message: message.into(),
-        run_id: run_id.into(),
-        attempt_id,
-        stage_name: None,
-        box_name: None,
-        payload: Some(serde_json::json!({"terminal_reason": "daemon_restarted"})),
-    }
+    let mut ev = Event::new(run_id, attempt_id, seq, Level::Error, ty, message);
+    ev.payload = Some(serde_json::json!({"terminal_reason": "daemon_restarted"}));
+    ev
 }
 
 const TELEMETRY_FILE: &str = "telemetry.json";
@@ -542,21 +545,19 @@ fn parse_policy(v: Option<serde_json::Value>) -> ApiResult<RunPolicy> {
     Ok(p)
 }
 
-/// The spec from a file on this host or from inline text.
+/// The spec from a file on this host or from inline text, with the run
+/// options that say where it came from (artifacts under `runs_dir`).
 fn load_spec(
     file: Option<&str>,
     text: Option<&str>,
-) -> ApiResult<(Spec, String, std::path::PathBuf)> {
+    runs_dir: std::path::PathBuf,
+) -> ApiResult<(Spec, RunOptions)> {
     let invalid = |e: husk_spec::SpecErrors| ApiError::new(Code::InvalidSpec, e.to_string());
     match (file, text) {
         (_, Some(text)) => {
             let spec = husk_spec::parse_str(text, "<inline>").map_err(invalid)?;
-            let name = file.unwrap_or("<inline>").to_string();
-            Ok((
-                spec,
-                name,
-                std::env::current_dir().unwrap_or_else(|_| "/".into()),
-            ))
+            let name = file.unwrap_or("<inline>");
+            Ok((spec, RunOptions::for_spec_text(name, runs_dir)))
         }
         (Some(path), None) => {
             let p = std::path::Path::new(path);
@@ -567,11 +568,7 @@ fn load_spec(
                 ));
             }
             let spec = husk_spec::load_file(p).map_err(invalid)?;
-            let dir = p
-                .parent()
-                .map(std::path::Path::to_path_buf)
-                .unwrap_or_else(|| "/".into());
-            Ok((spec, path.to_string(), dir))
+            Ok((spec, RunOptions::for_spec_file(p, runs_dir)))
         }
         (None, None) => Err(ApiError::params(
             "give `file` (a spec path on the daemon's host) or `spec` (the spec text)",

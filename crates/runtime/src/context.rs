@@ -33,6 +33,9 @@ pub struct RunContext {
     /// The run input (`/workspace/input.json`).
     pub input: Option<Value>,
     pub tools: Arc<dyn ToolLocator + Send + Sync>,
+    /// The backend every sandbox of the run starts on; `None`: chosen per
+    /// stage from the spec's `sandbox.mode`.
+    pub backend: Option<Arc<dyn husk_sandbox::Backend>>,
     /// The run's messaging sidecar (`agent.messaging.enabled`).
     pub sidecar: Option<husk_sidecar::Sidecar>,
     /// Warm pools of ready sandboxes (the daemon's `--pool`).

@@ -91,6 +91,41 @@ pub fn v2_name(dotted: &str) -> String {
         .collect()
 }
 
+impl Event {
+    /// Event number `seq` of attempt `attempt_id` of run `run_id`, stamped
+    /// now, with both type names, about the whole run (no stage, box or
+    /// payload: set those fields as needed).
+    pub fn new(
+        run_id: &str,
+        attempt_id: u32,
+        seq: u64,
+        level: Level,
+        event_type: &str,
+        message: impl Into<String>,
+    ) -> Event {
+        let now = SystemTime::now();
+        let ts_ms = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Event {
+            event_id: event_id(seq),
+            seq,
+            ts_ms,
+            timestamp: humantime::format_rfc3339_millis(now).to_string(),
+            level,
+            event_type: event_type.to_string(),
+            event_type_v2: v2_name(event_type),
+            message: message.into(),
+            run_id: run_id.to_string(),
+            attempt_id,
+            stage_name: None,
+            box_name: None,
+            payload: None,
+        }
+    }
+}
+
 /// Where events go.
 pub trait EventSink: Send + Sync {
     fn emit(&self, event: &Event);
@@ -180,26 +215,17 @@ impl Emitter {
         payload: Option<serde_json::Value>,
     ) -> Event {
         let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
-        let now = SystemTime::now();
-        let ts_ms = now
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let event = Event {
-            event_id: event_id(seq),
+        let mut event = Event::new(
+            &self.run_id,
+            self.attempt_id,
             seq,
-            ts_ms,
-            timestamp: humantime::format_rfc3339_millis(now).to_string(),
             level,
-            event_type: event_type.to_string(),
-            event_type_v2: v2_name(event_type),
-            message: message.into(),
-            run_id: self.run_id.clone(),
-            attempt_id: self.attempt_id,
-            stage_name: scope.stage.clone(),
-            box_name: scope.box_name.clone(),
-            payload,
-        };
+            event_type,
+            message,
+        );
+        event.stage_name = scope.stage.clone();
+        event.box_name = scope.box_name.clone();
+        event.payload = payload;
         self.sink.emit(&event);
         event
     }

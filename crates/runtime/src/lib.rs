@@ -12,6 +12,9 @@
 //! - Workflows ([`workflow`]) run steps in one sandbox in dependency order;
 //!   pipelines ([`pipeline`]) run boxes stage by stage with fan-out.
 //!
+//! - [`testing`] (feature `testing`) is an in-memory sandbox backend with
+//!   scripted processes, for fast tests of the runtime and the daemon.
+//!
 //! The runtime never prints: the CLI renders events for people, the
 //! daemon stores and streams them.
 
@@ -37,9 +40,14 @@ pub mod service;
 pub mod stage;
 pub mod store;
 pub mod telemetry;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod workflow;
 
 pub use error::RunError;
 pub use events::{Event, EventSink, Level};
+/// The sandbox crate, for callers that hand the runtime a backend
+/// ([`RunOptions::backend`]).
+pub use husk_sandbox as sandbox;
 pub use record::{RunPolicy, RunRecord, RunStatus};
 pub use run::{RunOptions, run};

@@ -97,15 +97,10 @@ impl ToolLocator for HostTools {
         if let Some(p) = std::env::var_os(var) {
             return Some(PathBuf::from(p));
         }
-        // husk's own helpers: the static build (it runs in micro-VMs
-        // too), else the one next to husk.
-        if name.starts_with("husk-") {
-            if let Some(p) = husk_sandbox::microvm::image::locate_static_helper(name) {
-                return Some(p);
-            }
-            if let Ok(p) = husk_sandbox::guest_bin::locate_helper(name, "HUSK_NO_SUCH_VAR") {
-                return Some(p);
-            }
+        if name.starts_with("husk-")
+            && let Some(p) = husk_sandbox::guest_bin::helper_binary(name)
+        {
+            return Some(p);
         }
         husk_sandbox::host::which(name)
     }

@@ -46,6 +46,9 @@ pub struct RunOptions {
     /// Warm pools: a stage whose sandbox fits one claims a ready sandbox
     /// instead of starting one.
     pub pools: husk_sandbox::pool::Pools,
+    /// The backend every sandbox of the run starts on, instead of the one
+    /// the spec's `sandbox.mode` selects (tests: `testing::FakeBackend`).
+    pub backend: Option<Arc<dyn husk_sandbox::Backend>>,
 }
 
 impl RunOptions {
@@ -64,7 +67,26 @@ impl RunOptions {
             telemetry: None,
             sidecar: None,
             pools: Default::default(),
+            backend: None,
         }
+    }
+
+    /// Options for the spec file at `path`: recorded as given, its
+    /// relative paths resolved against the file's (canonical) directory.
+    pub fn for_spec_file(path: &std::path::Path, artifacts_root: PathBuf) -> Self {
+        let spec_dir = path
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.parent().map(PathBuf::from))
+            .unwrap_or_else(|| ".".into());
+        RunOptions::new(path.display().to_string(), spec_dir, artifacts_root)
+    }
+
+    /// Options for a spec given as text, recorded as `name`: its relative
+    /// paths resolve against the current directory.
+    pub fn for_spec_text(name: impl Into<String>, artifacts_root: PathBuf) -> Self {
+        let here = std::env::current_dir().unwrap_or_else(|_| "/".into());
+        RunOptions::new(name, here, artifacts_root)
     }
 }
 
@@ -143,6 +165,7 @@ pub async fn run(
         input: opts.input.clone(),
         tools: opts.tools.clone().unwrap_or_else(|| Arc::new(HostTools)),
         pools: opts.pools.clone(),
+        backend: opts.backend.clone(),
     };
     let outcome = match &spec.body {
         Body::Agent(agent) => {
@@ -337,4 +360,23 @@ fn first_stage_error(reports: &[StageReport]) -> Option<String> {
     reports
         .iter()
         .find_map(|r| r.error.as_ref().map(|e| format!("stage {}: {e}", r.name)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_file_options_resolve_against_the_files_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = dir.path().join("s.yaml");
+        std::fs::write(&spec, "x").unwrap();
+        let o = RunOptions::for_spec_file(&spec, "/runs".into());
+        assert_eq!(o.file, spec.display().to_string());
+        assert_eq!(o.spec_dir, dir.path().canonicalize().unwrap());
+        assert_eq!(o.artifacts_root, PathBuf::from("/runs"));
+        let t = RunOptions::for_spec_text("<inline>", "/runs".into());
+        assert_eq!(t.file, "<inline>");
+        assert_eq!(t.spec_dir, std::env::current_dir().unwrap());
+    }
 }

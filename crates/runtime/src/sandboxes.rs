@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use husk_sandbox::microvm::AccelChoice;
-use husk_sandbox::{BackendChoice, Mount, Sandbox, SandboxConfig};
+use husk_sandbox::{
+    Backend, BackendChoice, BackendKind, Mount, Sandbox, SandboxConfig, ToolDelivery,
+};
 use husk_spec::{MountMode, SandboxMode, SandboxSpec};
 
 use crate::error::RunError;
@@ -90,9 +92,10 @@ pub struct Started {
     pub sandbox: Sandbox,
     /// e.g. `namespace (auto: KVM is not available …)`.
     pub description: String,
+    /// It is a micro-VM (counted in the run's `active_microvm_count`).
     pub microvm: bool,
-    /// The host tools are already in place (bind-mounted read-only into a
-    /// namespace sandbox); otherwise the caller copies them in.
+    /// The host tools are already in place (bind-mounted read-only, the
+    /// backend's [`ToolDelivery::Mount`]); otherwise the caller copies them in.
     pub tools_mounted: bool,
 }
 
@@ -102,12 +105,15 @@ pub struct HostTool<'a> {
     pub guest: String,
 }
 
-/// Starts the sandbox of a stage; slow steps (image build, KVM probe)
-/// become `sandbox.progress` events. In a namespace sandbox, `tools` are
-/// bind-mounted read-only (no copy, however large: Claude Code's binary
-/// is ~380 MB); for a micro-VM the caller copies them.
+/// Starts the sandbox of a stage on `given` (the run's backend, when the
+/// caller chose one) or on the backend the spec's mode selects; slow steps
+/// (image build, KVM probe) become `sandbox.progress` events. When the
+/// backend mounts tools ([`ToolDelivery::Mount`]), `tools` are bind-mounted
+/// read-only (no copy, however large: Claude Code's binary is ~380 MB);
+/// otherwise the caller copies them.
 pub async fn start(
     spec: &SandboxSpec,
+    given: Option<&Arc<dyn Backend>>,
     emitter: &Arc<Emitter>,
     scope: &Scope,
     tools: &[HostTool<'_>],
@@ -115,16 +121,23 @@ pub async fn start(
     pools: &husk_sandbox::pool::Pools,
 ) -> Result<Started, RunError> {
     let mut config = config(spec, &|n| std::env::var(n).ok(), secret)?;
-    let progress_em = emitter.clone();
-    let progress_scope = scope.clone();
-    let progress = move |line: &str| {
-        progress_em.info("sandbox.progress", &progress_scope, line.to_string());
+    let (backend, mut description) = match given {
+        Some(b) => (b.clone(), format!("{} (given by the caller)", b.kind())),
+        None => {
+            let progress_em = emitter.clone();
+            let progress_scope = scope.clone();
+            let progress = move |line: &str| {
+                progress_em.info("sandbox.progress", &progress_scope, line.to_string());
+            };
+            let selected =
+                husk_sandbox::select(backend_choice(&spec.mode), AccelChoice::Auto, &progress)
+                    .await?;
+            let description = format!("{} ({})", selected.kind.as_str(), selected.reason);
+            (selected.backend, description)
+        }
     };
-    let selected =
-        husk_sandbox::select(backend_choice(&spec.mode), AccelChoice::Auto, &progress).await?;
-    let mut description = format!("{} ({})", selected.kind.as_str(), selected.reason);
-    let microvm = selected.kind == husk_sandbox::BackendKind::Microvm;
-    if !microvm {
+    let tools_mounted = backend.tool_delivery() == ToolDelivery::Mount;
+    if tools_mounted {
         for t in tools {
             let host = t
                 .host
@@ -139,9 +152,9 @@ pub async fn start(
     }
     // A fitting stage claims a ready sandbox from the kind's warm pool
     // (the pool starts cold on a miss or a config it cannot serve).
-    let backend: Arc<dyn husk_sandbox::Backend> = match pools.get(selected.kind) {
-        Some(pool) => pool.clone(),
-        None => selected.backend,
+    let backend: Arc<dyn husk_sandbox::Backend> = match pools.get(backend.kind()) {
+        Some(pool) if given.is_none() => pool.clone(),
+        _ => backend,
     };
     let sandbox = backend.start(&config).await?;
     if sandbox.origin() == husk_sandbox::Origin::Pool {
@@ -150,8 +163,8 @@ pub async fn start(
     Ok(Started {
         sandbox,
         description,
-        microvm,
-        tools_mounted: !microvm,
+        microvm: backend.kind() == BackendKind::Microvm,
+        tools_mounted,
     })
 }
 

@@ -175,6 +175,7 @@ async fn attempt(
     let tools = host_tools(&prov, &agent);
     let started = sandboxes::start(
         st.sandbox,
+        ctx.backend.as_ref(),
         &ctx.emitter,
         scope,
         &tools,
@@ -186,6 +187,13 @@ async fn attempt(
         RunError::Sandbox(e) if transient(&e) => RunError::SandboxStart(e),
         other => other,
     })?;
+    if ctx.cancel.is_cancelled() {
+        // Cancelled while the sandbox started: nothing of the agent runs.
+        let _ = started.sandbox.stop().await;
+        return Err(RunError::Cancelled(
+            "the run was cancelled while its sandbox started".into(),
+        ));
+    }
     res.report.sandbox = Some(started.description.clone());
     ctx.live.sandbox_started(started.microvm);
     let _sampler = crate::telemetry::start(

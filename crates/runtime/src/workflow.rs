@@ -54,17 +54,26 @@ pub async fn run(ctx: &RunContext, spec: &Spec, wf: &WorkflowSpec) -> Outcome {
             format!("step {} queued", s.name),
         );
     }
-    let started =
-        match sandboxes::start(&spec.sandbox, &ctx.emitter, &none, &[], None, &ctx.pools).await {
-            Ok(s) => s,
-            Err(e) => {
-                return Outcome {
-                    stages: Vec::new(),
-                    output: None,
-                    error: Some(e.to_string()),
-                };
-            }
-        };
+    let started = match sandboxes::start(
+        &spec.sandbox,
+        ctx.backend.as_ref(),
+        &ctx.emitter,
+        &none,
+        &[],
+        None,
+        &ctx.pools,
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            return Outcome {
+                stages: Vec::new(),
+                output: None,
+                error: Some(e.to_string()),
+            };
+        }
+    };
     ctx.live.sandbox_started(started.microvm);
     ctx.emitter.info(
         "box.started",

@@ -259,10 +259,25 @@ pub trait SandboxControl: Send + Sync {
     }
 }
 
+/// How host binaries (agents, husk's helpers) get into a sandbox of a
+/// backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolDelivery {
+    /// Bind-mounted read-only through [`SandboxConfig::mounts`]: no copy,
+    /// however large the binary (the sandbox shares the host's kernel and
+    /// filesystem).
+    Mount,
+    /// Copied in through the guest's file RPCs after the start (the
+    /// sandbox cannot see host paths).
+    Copy,
+}
+
 /// A way to create sandboxes.
 #[async_trait]
 pub trait Backend: Send + Sync {
     fn kind(&self) -> BackendKind;
+    /// How the caller puts host binaries into this backend's sandboxes.
+    fn tool_delivery(&self) -> ToolDelivery;
     /// Starts a sandbox and returns it once its guest has answered.
     async fn start(&self, config: &SandboxConfig) -> Result<Sandbox>;
 }

@@ -25,7 +25,7 @@ pub mod tunnel;
 
 pub use backend::{
     Backend, BackendKind, BootPath, Mount, Origin, Sandbox, SandboxConfig, SandboxControl,
-    SandboxInfo,
+    SandboxInfo, ToolDelivery,
 };
 pub use client::{Client, ListenEvent, Listener, Output, Process, ProcessEvent};
 pub use error::{Result, SandboxError};

@@ -179,6 +179,10 @@ impl Backend for NamespaceBackend {
         BackendKind::Namespace
     }
 
+    fn tool_delivery(&self) -> crate::backend::ToolDelivery {
+        crate::backend::ToolDelivery::Mount
+    }
+
     async fn start(&self, config: &SandboxConfig) -> Result<Sandbox> {
         config.validate()?;
         if let Some(root) = config.rootfs.as_ref().filter(|r| !r.is_dir()) {

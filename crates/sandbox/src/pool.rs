@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use crate::backend::{Backend, BackendKind, Origin, Sandbox, SandboxConfig};
+use crate::backend::{Backend, BackendKind, Origin, Sandbox, SandboxConfig, ToolDelivery};
 use crate::error::Result;
 
 /// How long a claimed sandbox's guest gets to answer its ping.
@@ -319,6 +319,10 @@ impl Pool {
 impl Backend for Pool {
     fn kind(&self) -> BackendKind {
         self.backend.kind()
+    }
+
+    fn tool_delivery(&self) -> ToolDelivery {
+        self.backend.tool_delivery()
     }
 
     async fn start(&self, config: &SandboxConfig) -> Result<Sandbox> {

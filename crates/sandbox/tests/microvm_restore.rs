@@ -12,7 +12,9 @@ use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use husk_sandbox::microvm::{AccelChoice, MicrovmBackend};
-use husk_sandbox::{Backend, BackendKind, BootPath, Sandbox, SandboxConfig, SandboxError};
+use husk_sandbox::{
+    Backend, BackendKind, BootPath, Sandbox, SandboxConfig, SandboxError, ToolDelivery,
+};
 
 /// Configurations the suite starts sandboxes with (its default and the
 /// `disk_mb` case's): each gets a snapshot.
@@ -80,6 +82,10 @@ struct RestoredOnly(Arc<MicrovmBackend>);
 impl Backend for RestoredOnly {
     fn kind(&self) -> BackendKind {
         self.0.kind()
+    }
+
+    fn tool_delivery(&self) -> ToolDelivery {
+        self.0.tool_delivery()
     }
 
     async fn start(&self, config: &SandboxConfig) -> husk_sandbox::Result<Sandbox> {

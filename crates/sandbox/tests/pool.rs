@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use husk_sandbox::namespace::NamespaceBackend;
 use husk_sandbox::pool::{Pool, PoolOptions, PoolStatus};
-use husk_sandbox::{Backend, BackendKind, Origin, Sandbox, SandboxConfig, SandboxError};
+use husk_sandbox::{
+    Backend, BackendKind, Origin, Sandbox, SandboxConfig, SandboxError, ToolDelivery,
+};
 
 /// Polls `pool` until `ok` holds; panics with the last status after `limit`.
 async fn until(pool: &Pool, limit: Duration, ok: impl Fn(&PoolStatus) -> bool) -> PoolStatus {
@@ -48,6 +50,9 @@ struct Broken(AtomicU64);
 impl Backend for Broken {
     fn kind(&self) -> BackendKind {
         BackendKind::Microvm
+    }
+    fn tool_delivery(&self) -> ToolDelivery {
+        ToolDelivery::Copy
     }
     async fn start(&self, _: &SandboxConfig) -> husk_sandbox::Result<Sandbox> {
         self.0.fetch_add(1, Ordering::SeqCst);

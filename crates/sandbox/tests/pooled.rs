@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use husk_sandbox::namespace::NamespaceBackend;
 use husk_sandbox::pool::{Pool, PoolOptions};
-use husk_sandbox::{Backend, BackendKind, Origin, Sandbox, SandboxConfig, SandboxError};
+use husk_sandbox::{
+    Backend, BackendKind, Origin, Sandbox, SandboxConfig, SandboxError, ToolDelivery,
+};
 use tokio::sync::OnceCell;
 
 /// Every start of the template claims from the pool (waiting for a refill
@@ -24,6 +26,10 @@ static POOL: OnceCell<Arc<Pool>> = OnceCell::const_new();
 impl Backend for StrictPool {
     fn kind(&self) -> BackendKind {
         BackendKind::Namespace
+    }
+
+    fn tool_delivery(&self) -> ToolDelivery {
+        ToolDelivery::Mount
     }
 
     async fn start(&self, config: &SandboxConfig) -> husk_sandbox::Result<Sandbox> {

@@ -14,7 +14,7 @@ mod files;
 mod messaging;
 pub mod openapi;
 mod routes;
-mod runs;
+pub mod runs;
 pub mod sessions;
 pub mod url;
 

@@ -95,9 +95,9 @@ impl StateFilter {
 }
 
 /// `GET /v1/runs`: records without their events.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct RunList {
-    runs: Vec<RunRecord>,
+    pub runs: Vec<RunRecord>,
 }
 
 pub async fn list(

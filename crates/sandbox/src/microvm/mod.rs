@@ -377,6 +377,10 @@ impl Backend for MicrovmBackend {
         BackendKind::Microvm
     }
 
+    fn tool_delivery(&self) -> crate::backend::ToolDelivery {
+        crate::backend::ToolDelivery::Copy
+    }
+
     async fn start(&self, config: &SandboxConfig) -> Result<Sandbox> {
         config.validate()?;
         preflight(config, &self.image)?;
