@@ -358,6 +358,37 @@ async fn cancelling_during_the_sandbox_start_runs_no_agent() {
 }
 
 #[tokio::test]
+async fn cancelling_during_a_workflows_sandbox_start_runs_no_step() {
+    let f = Arc::new(Fixture::new(FakeBackend::new(|_| Script::exit(0))));
+    f.fake.set_start_delay(Duration::from_millis(50));
+    let yaml = r#"
+api_version: v1
+kind: workflow
+name: wf
+workflow:
+  steps:
+    - {name: a, run: {program: step, args: [a]}}
+    - {name: b, depends_on: [a], run: {program: step, args: [b]}}
+  output_step: b
+"#;
+    let runner = {
+        let f = f.clone();
+        tokio::spawn(async move { f.run(yaml).await })
+    };
+    while f.fake.start_attempts() == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    f.cancel.cancel();
+    let r = runner.await.unwrap();
+    assert_eq!(r.status, RunStatus::Cancelled, "{:?}", r.error);
+    assert!(f.fake.execs().is_empty(), "{:?}", f.fake.execs());
+    assert!(f.fake.sandboxes()[0].is_stopped());
+    for step in ["a", "b"] {
+        assert_eq!(stage(&r, step).status, StageStatus::Skipped);
+    }
+}
+
+#[tokio::test]
 async fn a_service_publishes_each_version_and_its_last_one_is_the_output() {
     const OUT: &str = "/workspace/output.json";
     let f = Fixture::new(by_env(|_, _| {
