@@ -244,11 +244,11 @@ pub async fn spawn(
     }
     drop(fds);
     let raw: Vec<(i32, i32)> = high.iter().map(|(f, t)| (f.as_raw_fd(), *t)).collect();
-    // SAFETY: prctl(PR_SET_PDEATHSIG) and dup2 are async-signal-safe and
-    // allocate nothing; they run in the forked child before exec. The
-    // descriptors in `raw` stay open in the parent until the spawn has
-    // returned (`high` is dropped after it), so the child's copies are
-    // valid, and dup2 leaves the targets without close-on-exec.
+    // prctl(PR_SET_PDEATHSIG) and dup2 are async-signal-safe and allocate
+    // nothing; they run in the forked child before exec. The descriptors in
+    // `raw` stay open in the parent until the spawn has returned (`high` is
+    // dropped after it), and dup2 leaves the targets without close-on-exec.
+    // SAFETY: only async-signal-safe calls in the child, on valid descriptors.
     unsafe {
         cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
