@@ -281,20 +281,7 @@ fn real_claude_code_collaborates_through_husk_mcp() {
         .unwrap_or_default();
     assert!(summary.contains("cand-claude"), "{summary}\n{context}");
     // The orchestrator drains the intent the model sent through husk-mcp.
-    let (code, intents) = d.json("GET", &format!("/v1/runs/{id}/intents"), None);
-    assert_eq!(code, 200, "{intents}");
-    let intents = intents.as_array().unwrap();
-    assert_eq!(intents.len(), 1, "{intents:?}\n{context}");
-    assert_eq!(intents[0]["kind"], "signal");
-    assert_eq!(intents[0]["audience"], "broadcast");
-    assert_eq!(intents[0]["priority"], "high");
-    assert_eq!(intents[0]["from_candidate_id"], "cand-claude");
-    assert_eq!(
-        intents[0]["payload"]["summary_text"],
-        "the bug is in parse()"
-    );
-    let (_, again) = d.json("GET", &format!("/v1/runs/{id}/intents"), None);
-    assert_eq!(again, json!([]));
+    d.expect_one_broadcast(&id, "cand-claude", "the bug is in parse()", &context);
     drop(endpoint);
     let _ = std::fs::remove_dir_all(&base);
 }

@@ -134,18 +134,7 @@ fn real_codex_collaborates_through_husk_mcp() {
         .unwrap_or_default();
     assert!(summary.contains("cand-codex"), "{summary}\n{context}");
 
-    let (code, intents) = d.json("GET", &format!("/v1/runs/{id}/intents"), None);
-    assert_eq!(code, 200, "{intents}");
-    let intents = intents.as_array().unwrap();
-    assert_eq!(intents.len(), 1, "{intents:?}\n{context}");
-    assert_eq!(intents[0]["kind"], "signal");
-    assert_eq!(intents[0]["audience"], "broadcast");
-    assert_eq!(intents[0]["priority"], "high");
-    assert_eq!(intents[0]["from_candidate_id"], "cand-codex");
-    assert_eq!(
-        intents[0]["payload"]["summary_text"],
-        "the bug is in parse()"
-    );
+    d.expect_one_broadcast(&id, "cand-codex", "the bug is in parse()", &context);
     let leaked = files_containing(&base.join("daemon"), key.as_bytes());
     assert!(leaked.is_empty(), "the key is in {leaked:?}");
     drop(endpoint);

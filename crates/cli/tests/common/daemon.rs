@@ -129,6 +129,23 @@ impl Daemon {
         )
     }
 
+    /// Drains run `id`'s intents and checks there was exactly the one
+    /// high-priority broadcast signal `text` from `candidate` (the
+    /// real-agent tests' `broadcast_observation`); a second drain is empty.
+    pub fn expect_one_broadcast(&self, id: &str, candidate: &str, text: &str, context: &str) {
+        let (code, intents) = self.json("GET", &format!("/v1/runs/{id}/intents"), None);
+        assert_eq!(code, 200, "{intents}");
+        let intents = intents.as_array().unwrap();
+        assert_eq!(intents.len(), 1, "{intents:?}\n{context}");
+        assert_eq!(intents[0]["kind"], "signal");
+        assert_eq!(intents[0]["audience"], "broadcast");
+        assert_eq!(intents[0]["priority"], "high");
+        assert_eq!(intents[0]["from_candidate_id"], candidate);
+        assert_eq!(intents[0]["payload"]["summary_text"], text);
+        let (_, again) = self.json("GET", &format!("/v1/runs/{id}/intents"), None);
+        assert_eq!(again, Value::Array(Vec::new()));
+    }
+
     pub fn cli(&self) -> Command {
         let mut c = husk();
         c.env("HUSK_SOCKET", &self.socket);
