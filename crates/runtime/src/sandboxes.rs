@@ -11,7 +11,7 @@ use husk_sandbox::{
 use husk_spec::{MountMode, SandboxMode, SandboxSpec};
 
 use crate::error::RunError;
-use crate::events::{Emitter, Scope};
+use crate::events::{Emitter, Level, Scope};
 
 /// Which backend a spec's mode asks for.
 pub fn backend_choice(mode: &SandboxMode) -> BackendChoice {
@@ -159,6 +159,24 @@ pub async fn start(
     let sandbox = backend.start(&config).await?;
     if sandbox.origin() == husk_sandbox::Origin::Pool {
         description.push_str(", from the warm pool");
+    }
+    match &sandbox.info().boot {
+        husk_sandbox::BootPath::Fresh => {}
+        husk_sandbox::BootPath::Restored { .. } => {
+            description.push_str(", restored from its snapshot")
+        }
+        husk_sandbox::BootPath::ColdFallback { reason } => {
+            // Said in the run's events: a snapshot that could not be used
+            // costs a whole boot, and the user should learn why.
+            emitter.emit(
+                Level::Warn,
+                "sandbox.snapshot_unusable",
+                scope,
+                format!("snapshot not used, booted cold: {reason}"),
+                Some(serde_json::json!({ "reason": reason })),
+            );
+            description.push_str(", booted cold (snapshot unusable)");
+        }
     }
     Ok(Started {
         sandbox,

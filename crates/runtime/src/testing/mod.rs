@@ -230,6 +230,7 @@ struct Shared {
     script: Box<ScriptFn>,
     faults: Mutex<VecDeque<StartFault>>,
     start_delay: Mutex<Duration>,
+    boot: Mutex<husk_sandbox::BootPath>,
     sandboxes: Mutex<Vec<Arc<FakeSandbox>>>,
     execs: Mutex<Vec<ExecRecord>>,
 }
@@ -245,6 +246,7 @@ impl FakeBackend {
                 script: Box::new(script),
                 faults: Mutex::new(VecDeque::new()),
                 start_delay: Mutex::new(Duration::ZERO),
+                boot: Mutex::new(husk_sandbox::BootPath::Fresh),
                 sandboxes: Mutex::new(Vec::new()),
                 execs: Mutex::new(Vec::new()),
             }),
@@ -269,6 +271,12 @@ impl FakeBackend {
     /// Every start takes this long before the sandbox answers.
     pub fn set_start_delay(&self, d: Duration) {
         *lock(&self.shared.start_delay) = d;
+    }
+
+    /// Every sandbox from now on reports that it came up this way (a
+    /// restore, a cold boot after an unusable snapshot).
+    pub fn set_boot(&self, boot: husk_sandbox::BootPath) {
+        *lock(&self.shared.boot) = boot;
     }
 
     /// The backend as the runtime takes it.
@@ -369,7 +377,7 @@ impl Backend for FakeBackend {
             limits: "none".into(),
             guest_kernel: client.welcome().kernel.clone(),
             guest_agent_version: client.welcome().agent_version.clone(),
-            boot: husk_sandbox::BootPath::Fresh,
+            boot: lock(&self.shared.boot).clone(),
         };
         Ok(Sandbox::new(
             client,

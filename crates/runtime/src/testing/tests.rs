@@ -452,3 +452,49 @@ async fn a_failing_agent_fails_the_stage_with_its_own_words() {
     assert!(err.contains("exited with code 2"), "{err}");
     assert!(err.contains("no such model"), "{err}");
 }
+
+#[tokio::test]
+async fn an_unusable_snapshot_is_said_in_the_run_events() {
+    let f = Fixture::new(by_env(|_, _| {
+        Script::exit(0).write_json("/workspace/output.json", &ok("done"))
+    }));
+    f.fake.set_boot(husk_sandbox::BootPath::ColdFallback {
+        reason: "snapshot truncated".into(),
+    });
+    let r = f.run(&agent_spec("ok", "")).await;
+    assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
+    let events = f.log.snapshot();
+    let warn = events
+        .iter()
+        .find(|e| e.event_type == "sandbox.snapshot_unusable")
+        .unwrap_or_else(|| panic!("no snapshot warning in {:?}", f.types()));
+    assert!(
+        warn.message.contains("snapshot truncated"),
+        "{}",
+        warn.message
+    );
+    let started = events
+        .iter()
+        .find(|e| e.event_type == "box.started")
+        .unwrap();
+    assert!(
+        started.message.contains("booted cold"),
+        "{}",
+        started.message
+    );
+
+    let f = Fixture::new(by_env(|_, _| {
+        Script::exit(0).write_json("/workspace/output.json", &ok("done"))
+    }));
+    f.fake.set_boot(husk_sandbox::BootPath::Restored {
+        snapshot: "/snap".into(),
+    });
+    f.run(&agent_spec("ok", "")).await;
+    assert_eq!(f.count("sandbox.snapshot_unusable"), 0);
+    let events = f.log.snapshot();
+    let started = events
+        .iter()
+        .find(|e| e.event_type == "box.started")
+        .unwrap();
+    assert!(started.message.contains("restored"), "{}", started.message);
+}
