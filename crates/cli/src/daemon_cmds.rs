@@ -44,6 +44,10 @@ pub struct ServeArgs {
     /// (stages whose sandbox has the default settings use them).
     #[arg(long, value_name = "BACKEND=N,…", value_parser = parse_pool)]
     pool: Option<PoolList>,
+    /// Keep the warm pools a YAML file lists, each with its own size
+    /// (`memory_mb`, `vcpus`, `disk_mb`); see docs/daemon.md.
+    #[arg(long, value_name = "FILE")]
+    pool_config: Option<PathBuf>,
     /// Replace a pooled sandbox that has been idle this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = husk_sandbox::pool::DEFAULT_IDLE_LIMIT.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -69,6 +73,11 @@ fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 }
 
 pub async fn serve(a: ServeArgs) -> CliResult<i32> {
+    let from_file = match &a.pool_config {
+        Some(path) => husk_daemon::pool_config::load(path)?,
+        None => Vec::new(),
+    };
+    let pools = husk_daemon::pools::merge(a.pool.map(|p| p.0).unwrap_or_default(), from_file)?;
     let opts = husk_daemon::ServeOptions {
         socket: a.socket,
         tcp: a.listen,
@@ -77,7 +86,7 @@ pub async fn serve(a: ServeArgs) -> CliResult<i32> {
         max_active_runs: a.max_active_runs.max(1),
         header_timeout: std::time::Duration::from_secs(a.header_timeout_secs),
         max_tcp_connections: a.max_tcp_connections.max(1),
-        pools: a.pool.map(|p| p.0).unwrap_or_default(),
+        pools,
         pool_idle: std::time::Duration::from_secs(a.pool_idle_secs),
     };
     husk_daemon::serve(opts, |line| eprintln!("husk serve: {line}")).await?;

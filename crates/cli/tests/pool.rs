@@ -1,7 +1,9 @@
 //! Warm pools through the daemon: `husk serve --pool …` keeps sandboxes
 //! ready; a run whose sandbox has the default settings claims one (its
-//! `box.started` says so, no boot), `/v1/health` and `/v1/metrics` count
-//! the claim, and a SIGTERM leaves no pooled sandbox behind.
+//! `box.started` says so, no boot), a run asking for another size claims
+//! from the pool `--pool-config` keeps for that size, `/v1/health` and
+//! `/v1/metrics` count the claims, and a SIGTERM leaves no pooled sandbox
+//! behind.
 
 mod common;
 
@@ -23,14 +25,17 @@ workflow:
         args: ["-c", "echo '{\"status\":\"success\",\"summary\":\"pooled\"}' > /workspace/result.json"]
 "#;
 
-/// Polls `/v1/health` until the pool of `backend` has `ready` sandboxes.
-fn wait_ready(d: &Daemon, backend: &str, ready: u64, limit: Duration) -> Value {
+/// Polls `/v1/health` until the pool of `backend` for sandboxes of
+/// `memory_mb` has `ready` sandboxes.
+fn wait_ready(d: &Daemon, backend: &str, memory_mb: u64, ready: u64, limit: Duration) -> Value {
     let t0 = Instant::now();
     loop {
         let (_, h) = d.json("GET", "/v1/health", None);
-        let pool = h["pools"]
-            .as_array()
-            .and_then(|p| p.iter().find(|p| p["backend"] == backend).cloned());
+        let pool = h["pools"].as_array().and_then(|p| {
+            p.iter()
+                .find(|p| p["backend"] == backend && p["memory_mb"] == memory_mb)
+                .cloned()
+        });
         if let Some(p) = pool.filter(|p| p["ready"].as_u64() == Some(ready)) {
             return p;
         }
@@ -51,7 +56,12 @@ fn box_started(r: &Value) -> String {
 }
 
 fn run_pooled(d: &Daemon, mode: &str) -> Value {
-    let spec = WORKFLOW.replace("MODE", mode);
+    run_sandbox(d, &format!("{{mode: {mode}}}"))
+}
+
+/// Runs the workflow with `sandbox` as its sandbox section.
+fn run_sandbox(d: &Daemon, sandbox: &str) -> Value {
+    let spec = WORKFLOW.replace("{mode: MODE}", sandbox);
     let (code, v) = d.json("POST", "/v1/runs", Some(&json!({"spec": spec}).to_string()));
     assert_eq!(code, 200, "{v}");
     let id = v["run_id"].as_str().unwrap().to_string();
@@ -88,22 +98,47 @@ fn terminate(d: &mut Daemon) {
     }
 }
 
+/// The value of metric `name` for the pool of `backend` and `memory_mb`.
+fn metric(m: &str, name: &str, backend: &str, memory_mb: u32) -> Option<u64> {
+    let prefix = format!("{name}{{backend=\"{backend}\",memory_mb=\"{memory_mb}\",");
+    m.lines()
+        .find(|l| l.starts_with(&prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 #[test]
 fn a_namespace_run_claims_a_pooled_sandbox() {
     if !have_bwrap() || !have_curl() {
         eprintln!("SKIP: needs bubblewrap and curl");
         return;
     }
-    let mut d = Daemon::start("pool-ns", &["--pool", "namespace=2"]);
-    wait_ready(&d, "namespace", 2, Duration::from_secs(60));
-    assert_eq!(children_named(d.child.id(), "bwrap"), 2);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pools.yaml");
+    std::fs::write(
+        &config,
+        "pools:\n  - backend: namespace\n    size: 1\n    memory_mb: 512\n",
+    )
+    .unwrap();
+    let mut d = Daemon::start(
+        "pool-ns",
+        &[
+            "--pool",
+            "namespace=2",
+            "--pool-config",
+            config.to_str().unwrap(),
+        ],
+    );
+    wait_ready(&d, "namespace", 1024, 2, Duration::from_secs(60));
+    wait_ready(&d, "namespace", 512, 1, Duration::from_secs(60));
+    assert_eq!(children_named(d.child.id(), "bwrap"), 3);
 
     let r = run_pooled(&d, "namespace");
     assert_eq!(r["status"], "succeeded", "{r:#}");
     let started = box_started(&r);
     assert!(started.contains("from the warm pool"), "{started}");
     // The claimed sandbox was the run's alone: stopped with it, replaced.
-    let p = wait_ready(&d, "namespace", 2, Duration::from_secs(60));
+    let p = wait_ready(&d, "namespace", 1024, 2, Duration::from_secs(60));
     assert_eq!(
         (p["claims"].as_u64(), p["misses"].as_u64()),
         (Some(1), Some(0)),
@@ -111,31 +146,33 @@ fn a_namespace_run_claims_a_pooled_sandbox() {
     );
     assert_eq!(p["started"].as_u64(), Some(3), "{p}");
 
-    // A spec the template cannot serve starts cold (not a claim).
-    let cold = d.json(
-        "POST",
-        "/v1/runs",
-        Some(
-            &json!({"spec": WORKFLOW.replace("{mode: MODE}", "{mode: namespace, memory_mb: 512}")})
-                .to_string(),
-        ),
-    );
-    let id = cold.1["run_id"].as_str().unwrap().to_string();
-    let r = d.wait_terminal(&id, Duration::from_secs(60));
+    // A stage asking for 512 MiB claims from the pool kept for that size.
+    let r = run_sandbox(&d, "{mode: namespace, memory_mb: 512}");
+    assert_eq!(r["status"], "succeeded", "{r:#}");
+    assert!(box_started(&r).contains("from the warm pool"), "{r:#}");
+    let p = wait_ready(&d, "namespace", 512, 1, Duration::from_secs(60));
+    assert_eq!(p["claims"].as_u64(), Some(1), "{p}");
+
+    // A size no pool keeps starts cold (not a claim).
+    let r = run_sandbox(&d, "{mode: namespace, memory_mb: 768}");
     assert_eq!(r["status"], "succeeded", "{r:#}");
     assert!(!box_started(&r).contains("warm pool"), "{r:#}");
 
     let (code, m) = d.curl("GET", "/v1/metrics", None, &[]);
     assert_eq!(code, 200, "{m}");
-    assert!(
-        m.contains("husk_pool_claims_total{backend=\"namespace\"} 1\n"),
+    for memory in [1024, 512] {
+        assert_eq!(
+            metric(&m, "husk_pool_claims_total", "namespace", memory),
+            Some(1),
+            "{m}"
+        );
+    }
+    assert_eq!(
+        metric(&m, "husk_pool_ready", "namespace", 1024),
+        Some(2),
         "{m}"
     );
-    assert!(
-        m.contains("husk_pool_ready{backend=\"namespace\"} 2\n"),
-        "{m}"
-    );
-    assert!(m.contains("husk_runs_started_total 2\n"), "{m}");
+    assert!(m.contains("husk_runs_started_total 3\n"), "{m}");
 
     let pid = d.child.id();
     terminate(&mut d);
@@ -149,7 +186,7 @@ fn a_microvm_run_starts_without_a_boot() {
         return;
     }
     let mut d = Daemon::start("pool-vm", &["--pool", "microvm=1"]);
-    wait_ready(&d, "microvm", 1, Duration::from_secs(300));
+    wait_ready(&d, "microvm", 1024, 1, Duration::from_secs(300));
     let r = run_pooled(&d, "microvm");
     assert_eq!(r["status"], "succeeded", "{r:#}");
     let started = box_started(&r);
@@ -157,7 +194,7 @@ fn a_microvm_run_starts_without_a_boot() {
         started.contains("microvm") && started.contains("from the warm pool"),
         "{started}"
     );
-    let p = wait_ready(&d, "microvm", 1, Duration::from_secs(300));
+    let p = wait_ready(&d, "microvm", 1024, 1, Duration::from_secs(300));
     assert_eq!(p["claims"].as_u64(), Some(1), "{p}");
     let pid = d.child.id();
     terminate(&mut d);
@@ -171,9 +208,39 @@ fn bad_pool_requests_are_refused_at_start() {
         ("microvm=100", "must be a number from 0 to 64"),
         ("microvm=64", "need"),
     ] {
+        refused(&["--pool", arg], says);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pools.yaml");
+    std::fs::write(
+        &config,
+        "pools:\n  - {backend: microvm, size: 1, vcpus: 0}\n",
+    )
+    .unwrap();
+    refused(
+        &["--pool-config", config.to_str().unwrap()],
+        "pools[0]: vcpus: must be between 1 and 64",
+    );
+    // The same pool from the flag and the file is one pool too many.
+    std::fs::write(&config, "pools:\n  - {backend: namespace, size: 1}\n").unwrap();
+    refused(
+        &[
+            "--pool",
+            "namespace=2",
+            "--pool-config",
+            config.to_str().unwrap(),
+        ],
+        "given twice",
+    );
+}
+
+fn refused(args: &[&str], says: &str) {
+    {
+        let arg = args.join(" ");
         let dir = std::env::temp_dir().join(format!("husk-pool-bad-{}", std::process::id()));
         let out = common::husk()
-            .args(["serve", "--socket", "/nonexistent/x.sock", "--pool", arg])
+            .args(["serve", "--socket", "/nonexistent/x.sock"])
+            .args(args)
             .arg("--data-dir")
             .arg(&dir)
             .output()

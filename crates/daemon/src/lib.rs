@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod listen;
 pub mod manager;
+pub mod pool_config;
 pub mod pools;
 pub mod socket;
 pub mod store;

@@ -1,7 +1,8 @@
-//! The daemon's warm pools (`husk serve --pool microvm=2,namespace=4`):
-//! parsing the request, refusing one the host cannot hold, and starting
-//! the pools with the sandbox a spec gets by default (so the stages that
-//! leave `sandbox` at its defaults claim from them).
+//! The daemon's warm pools (`husk serve --pool microvm=2,namespace=4`, or
+//! `--pool-config FILE` for pools of other sizes): parsing the request,
+//! refusing one the host cannot hold, and starting each pool with the
+//! sandbox a spec gets for the same `memory_mb`, `vcpus` and `disk_mb`
+//! (so the stages asking for exactly that claim from it).
 
 use std::time::Duration;
 
@@ -15,11 +16,37 @@ const MICROVM_OVERHEAD_MB: u64 = 64;
 /// Most sandboxes one pool may keep.
 pub const MAX_POOL_SIZE: usize = 64;
 
-/// One `--pool` entry: keep `size` ready sandboxes of `backend`.
+/// One pool to keep: `size` ready sandboxes of `backend`, sized as
+/// `sandbox` says.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolRequest {
     pub backend: BackendKind,
     pub size: usize,
+    pub sandbox: PoolSandbox,
+}
+
+/// The sandbox settings a pool is kept for; `None`: a spec's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolSandbox {
+    pub memory_mb: Option<u32>,
+    pub vcpus: Option<u32>,
+    pub disk_mb: Option<u32>,
+}
+
+impl PoolRequest {
+    /// The sandbox this pool keeps ready: what a spec whose `sandbox`
+    /// section sets only these fields gets.
+    pub fn template(&self) -> SandboxConfig {
+        let mut spec = SandboxSpec::default();
+        if let Some(m) = self.sandbox.memory_mb {
+            spec.memory_mb = m;
+        }
+        if let Some(v) = self.sandbox.vcpus {
+            spec.vcpus = v;
+        }
+        spec.disk_mb = self.sandbox.disk_mb;
+        husk_runtime::sandboxes::config(&spec, &|_| None, None).unwrap_or_default()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +69,8 @@ pub enum PoolError {
     },
     #[error("--pool {backend}: {reason}")]
     Backend { backend: String, reason: String },
+    #[error("--pool-config {path}: {message}")]
+    Config { path: String, message: String },
 }
 
 /// Parses `microvm=2,namespace=4`.
@@ -65,7 +94,11 @@ pub fn parse(s: &str) -> Result<Vec<PoolRequest>, PoolError> {
         if out.iter().any(|r| r.backend == backend) {
             return Err(PoolError::Twice(name.to_string()));
         }
-        out.push(PoolRequest { backend, size });
+        out.push(PoolRequest {
+            backend,
+            size,
+            sandbox: PoolSandbox::default(),
+        });
     }
     if out.is_empty() {
         return Err(PoolError::Syntax(s.to_string()));
@@ -73,28 +106,52 @@ pub fn parse(s: &str) -> Result<Vec<PoolRequest>, PoolError> {
     Ok(out)
 }
 
-/// The sandbox a spec gets when its `sandbox` section says nothing: what
-/// the pools keep ready.
-pub fn template() -> SandboxConfig {
-    husk_runtime::sandboxes::config(&SandboxSpec::default(), &|_| None, None).unwrap_or_default()
+/// Joins the pools of `--pool` and `--pool-config`; a backend and
+/// sandbox given twice is refused (one pool per backend and config).
+pub fn merge(a: Vec<PoolRequest>, b: Vec<PoolRequest>) -> Result<Vec<PoolRequest>, PoolError> {
+    let mut out: Vec<PoolRequest> = Vec::new();
+    for r in a.into_iter().chain(b) {
+        if out
+            .iter()
+            .any(|o| o.backend == r.backend && size_of(o) == size_of(&r))
+        {
+            return Err(PoolError::Twice(describe(&r)));
+        }
+        out.push(r);
+    }
+    Ok(out)
+}
+
+/// What tells two pools of one backend apart.
+fn size_of(r: &PoolRequest) -> (u32, u32, u32) {
+    let t = r.template();
+    (t.memory_mb, t.vcpus, t.disk_mb)
+}
+
+/// `microvm (memory_mb 2048, vcpus 2)`, for messages.
+fn describe(r: &PoolRequest) -> String {
+    let t = r.template();
+    format!(
+        "{} (memory_mb {}, vcpus {}, disk_mb {})",
+        r.backend, t.memory_mb, t.vcpus, t.disk_mb
+    )
 }
 
 /// Refuses a request whose micro-VMs need more memory than the host has
-/// available (`available_mb`, from /proc/meminfo).
-pub fn check_memory(
-    requests: &[PoolRequest],
-    template: &SandboxConfig,
-    available_mb: u64,
-) -> Result<(), PoolError> {
+/// available (`available_mb`, from /proc/meminfo). The pools are counted
+/// together: two pools that fit one by one may not fit side by side.
+pub fn check_memory(requests: &[PoolRequest], available_mb: u64) -> Result<(), PoolError> {
+    let mut need_mb = 0;
     for r in requests
         .iter()
         .filter(|r| r.backend == BackendKind::Microvm)
     {
-        let need_mb = r.size as u64 * (u64::from(template.memory_mb) + MICROVM_OVERHEAD_MB);
+        let guest_mb = r.template().memory_mb;
+        need_mb += r.size as u64 * (u64::from(guest_mb) + MICROVM_OVERHEAD_MB);
         if need_mb > available_mb {
             return Err(PoolError::Memory {
                 count: r.size,
-                guest_mb: template.memory_mb,
+                guest_mb,
                 need_mb,
                 available_mb,
             });
@@ -115,9 +172,8 @@ pub fn host_available_mb() -> Option<u64> {
 /// are selected first, so a host without QEMU or bubblewrap is refused
 /// here rather than failing in the background forever.
 pub async fn start(requests: &[PoolRequest], idle_limit: Duration) -> Result<Pools, PoolError> {
-    let template = template();
     if let Some(available) = host_available_mb() {
-        check_memory(requests, &template, available)?;
+        check_memory(requests, available)?;
     }
     let mut pools = Vec::new();
     for r in requests.iter().filter(|r| r.size > 0) {
@@ -136,7 +192,7 @@ pub async fn start(requests: &[PoolRequest], idle_limit: Duration) -> Result<Poo
             target: r.size,
             idle_limit,
         };
-        pools.push(Pool::start(selected.backend, template.clone(), options));
+        pools.push(Pool::start(selected.backend, r.template(), options));
     }
     Ok(Pools::new(pools))
 }
@@ -146,6 +202,11 @@ pub async fn start(requests: &[PoolRequest], idle_limit: Duration) -> Result<Poo
 pub struct PoolHealth {
     /// `namespace` or `microvm`.
     pub backend: String,
+    /// The sandbox the pool keeps: a stage must ask for exactly these
+    /// (and otherwise the defaults) to claim one.
+    pub memory_mb: u32,
+    pub vcpus: u32,
+    pub disk_mb: u32,
     /// Sandboxes the pool keeps ready.
     pub target: usize,
     pub ready: usize,
@@ -168,6 +229,9 @@ pub fn health(pools: &Pools) -> Vec<PoolHealth> {
         .into_iter()
         .map(|s| PoolHealth {
             backend: s.backend.to_string(),
+            memory_mb: s.memory_mb,
+            vcpus: s.vcpus,
+            disk_mb: s.disk_mb,
             target: s.target,
             ready: s.ready,
             starting: s.starting,
@@ -206,7 +270,13 @@ pub fn metrics(pools: &Pools, active_runs: usize, runs_started: u64) -> String {
     let per_pool = |f: &dyn Fn(&husk_sandbox::pool::PoolStatus) -> u64| {
         status
             .iter()
-            .map(|s| (format!("{{backend=\"{}\"}}", s.backend), f(s)))
+            .map(|s| {
+                let labels = format!(
+                    "{{backend=\"{}\",memory_mb=\"{}\",vcpus=\"{}\",disk_mb=\"{}\"}}",
+                    s.backend, s.memory_mb, s.vcpus, s.disk_mb
+                );
+                (labels, f(s))
+            })
             .collect::<Vec<_>>()
     };
     family(
@@ -271,11 +341,13 @@ mod tests {
             vec![
                 PoolRequest {
                     backend: BackendKind::Microvm,
-                    size: 2
+                    size: 2,
+                    sandbox: PoolSandbox::default(),
                 },
                 PoolRequest {
                     backend: BackendKind::Namespace,
-                    size: 4
+                    size: 4,
+                    sandbox: PoolSandbox::default(),
                 },
             ]
         );
@@ -294,24 +366,54 @@ mod tests {
 
     #[test]
     fn a_pool_larger_than_the_host_is_refused() {
-        let t = SandboxConfig {
-            memory_mb: 1024,
-            ..SandboxConfig::default()
-        };
         let req = parse("microvm=3,namespace=50").unwrap();
-        assert!(check_memory(&req, &t, 4000).is_ok());
-        let e = check_memory(&req, &t, 3000).unwrap_err().to_string();
+        assert!(check_memory(&req, 4000).is_ok());
+        let e = check_memory(&req, 3000).unwrap_err().to_string();
         assert!(
             e.contains("need 3264 MiB") && e.contains("3000 MiB available"),
             "{e}"
         );
+        // Pools of one backend count together.
+        let mut two = parse("microvm=1").unwrap();
+        two.extend(
+            crate::pool_config::parse("pools:\n  - {backend: microvm, size: 1, memory_mb: 2048}")
+                .unwrap(),
+        );
+        assert!(check_memory(&two, 3200).is_ok());
+        let e = check_memory(&two, 3000).unwrap_err().to_string();
+        assert!(e.contains("need 3200 MiB"), "{e}");
     }
 
     #[test]
     fn the_template_is_what_a_default_spec_gets() {
-        let t = template();
+        let t = parse("microvm=1").unwrap()[0].template();
         assert!(t.mounts.is_empty() && t.env.is_empty() && t.rootfs.is_none());
         assert_eq!(t.memory_mb, husk_spec::SandboxSpec::default().memory_mb);
+        let spec = husk_spec::SandboxSpec {
+            memory_mb: 2048,
+            vcpus: 2,
+            ..Default::default()
+        };
+        let from_spec = husk_runtime::sandboxes::config(&spec, &|_| None, None).unwrap();
+        let sized = crate::pool_config::parse(
+            "pools:\n  - {backend: microvm, size: 1, memory_mb: 2048, vcpus: 2}",
+        )
+        .unwrap()[0]
+            .template();
+        assert_eq!(
+            (
+                sized.memory_mb,
+                sized.vcpus,
+                sized.disk_mb,
+                sized.max_processes
+            ),
+            (
+                from_spec.memory_mb,
+                from_spec.vcpus,
+                from_spec.disk_mb,
+                from_spec.max_processes
+            )
+        );
     }
 
     #[test]

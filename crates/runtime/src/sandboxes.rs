@@ -150,9 +150,9 @@ pub async fn start(
             });
         }
     }
-    // A fitting stage claims a ready sandbox from the kind's warm pool
-    // (the pool starts cold on a miss or a config it cannot serve).
-    let backend: Arc<dyn husk_sandbox::Backend> = match pools.get(backend.kind()) {
+    // A stage claims a ready sandbox from the warm pool kept for its
+    // backend and configuration (the pool starts cold on a miss).
+    let backend: Arc<dyn husk_sandbox::Backend> = match pools.fitting(backend.kind(), &config) {
         Some(pool) if given.is_none() => pool.clone(),
         _ => backend,
     };

@@ -50,6 +50,11 @@ pub struct PoolOptions {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct PoolStatus {
     pub backend: BackendKind,
+    /// The template's guest memory, CPUs and writable space: what a
+    /// stage's sandbox must ask for to claim from this pool.
+    pub memory_mb: u32,
+    pub vcpus: u32,
+    pub disk_mb: u32,
     pub target: usize,
     pub ready: usize,
     pub starting: usize,
@@ -218,6 +223,9 @@ impl Pool {
         let c = &self.counters;
         PoolStatus {
             backend: self.kind(),
+            memory_mb: self.template.memory_mb,
+            vcpus: self.template.vcpus,
+            disk_mb: self.template.disk_mb,
             target: self.options.target,
             ready: s.ready.len(),
             starting: s.starting,
@@ -333,7 +341,7 @@ impl Backend for Pool {
     }
 }
 
-/// The pools of a daemon, at most one per backend.
+/// The pools of a daemon, at most one per backend and configuration.
 #[derive(Default, Clone)]
 pub struct Pools(Vec<Arc<Pool>>);
 
@@ -342,9 +350,11 @@ impl Pools {
         Pools(pools)
     }
 
-    /// The pool of `kind`'s sandboxes, if there is one.
-    pub fn get(&self, kind: BackendKind) -> Option<&Arc<Pool>> {
-        self.0.iter().find(|p| p.kind() == kind)
+    /// The pool of `kind`'s sandboxes whose template fits `config`
+    /// ([`Pool::fits`]), if there is one. A daemon keeps at most one pool
+    /// per backend and configuration, so at most one fits.
+    pub fn fitting(&self, kind: BackendKind, config: &SandboxConfig) -> Option<&Arc<Pool>> {
+        self.0.iter().find(|p| p.kind() == kind && p.fits(config))
     }
 
     pub fn status(&self) -> Vec<PoolStatus> {
