@@ -509,9 +509,16 @@ impl Limits {
             self.data_bytes / (1024 * 1024),
             self.nproc,
             self.cpus,
-            host::cgroup_support().reason
+            cgroup_reason()
         )
     }
+}
+
+/// Why cgroups are not used, read once per process: it does not change
+/// while husk runs, and each start would otherwise read /proc and /sys.
+fn cgroup_reason() -> &'static str {
+    static REASON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    REASON.get_or_init(|| host::cgroup_support().reason)
 }
 
 /// Installs the descriptor handover and limits in the child before exec.
