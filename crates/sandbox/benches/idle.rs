@@ -8,7 +8,7 @@
 //! Rows: namespace × 1, 10, 50; then the micro-VM rows of
 //! `HUSK_BENCH_VM_ROWS`, a comma list of `cold:K`, `restored:K`, each with an
 //! optional `@MiB` guest RAM (default 1024), default
-//! `cold:1,cold:10,restored:1,restored:10,restored:50@256`. Restored rows
+//! `cold:1,cold:10,restored:1,restored:10,restored:50`. Restored rows
 //! restore from a snapshot built for the row's configuration in a
 //! directory of this process (the user's snapshots are not touched).
 //! `HUSK_BENCH_NS=0` skips the namespace rows, `HUSK_BENCH_SETTLE_SECS`
@@ -127,7 +127,7 @@ fn bad_row(item: &str) -> ! {
 
 fn vm_rows() -> Vec<VmRow> {
     let spec = std::env::var("HUSK_BENCH_VM_ROWS")
-        .unwrap_or_else(|_| "cold:1,cold:10,restored:1,restored:10,restored:50@256".into());
+        .unwrap_or_else(|_| "cold:1,cold:10,restored:1,restored:10,restored:50".into());
     spec.split(',')
         .filter(|s| !s.trim().is_empty())
         .map(|item| {
