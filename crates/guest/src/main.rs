@@ -6,6 +6,7 @@
 //! host goes away. The same binary serves namespace sandboxes (where
 //! bubblewrap hands it a socket on a file descriptor) and micro-VMs.
 
+mod balloon;
 mod exec;
 mod files;
 mod oom;
@@ -190,6 +191,7 @@ fn vm_serve() -> Result<(), String> {
             Some(s) => s,
             None => {
                 vm::network_ready();
+                balloon::stop_reporting_for_snapshot()?;
                 vm::boot_mark("parked");
                 let identity = restore::park(&mut stream).await?;
                 restore::adopt(&identity)?;

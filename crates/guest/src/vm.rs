@@ -213,7 +213,12 @@ pub fn load_modules(group: &str) -> Result<(), String> {
         let fd = rustix::fs::open(&path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
             .map_err(|e| format!("opening module {path}: {e}"))?;
         match finit_module(&fd) {
-            Ok(()) | Err(Errno::EXIST) => boot_mark(name),
+            Ok(()) | Err(Errno::EXIST) => {
+                if name.starts_with("virtio_balloon.") {
+                    crate::balloon::loaded();
+                }
+                boot_mark(name)
+            }
             Err(e) => return Err(format!("loading module {name}: {e}")),
         }
     }

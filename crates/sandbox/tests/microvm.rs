@@ -133,3 +133,27 @@ fn oom_kills_are_reported() {
         sb.stop().await.unwrap();
     });
 }
+
+/// A cold-booted guest has a virtio balloon with free page reporting
+/// negotiated (feature bit 5) and bound to its driver, and its kernel
+/// enabled reporting: freed guest RAM goes back to the host.
+#[test]
+fn cold_guests_report_free_pages() {
+    use husk_sandbox::protocol::ExecRequest;
+    conformance::run_case(&HARNESS, |_, backend| async move {
+        let config = husk_sandbox::SandboxConfig {
+            cold_boot: true,
+            ..Default::default()
+        };
+        let sb = backend.start(&config).await.expect("boot");
+        let mut req = ExecRequest::new(["sh", "-c", conformance::BALLOON_PROBE]);
+        req.user = Some(0);
+        let out = sb.client().run(&req, 1 << 16).await.unwrap();
+        sb.stop().await.unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "device virtio_balloon 1\nreporting\n"
+        );
+    });
+}

@@ -365,3 +365,48 @@ fn cold_boot_skips_the_snapshot() {
         sb.stop().await.unwrap();
     });
 }
+
+/// A restored VM maps the snapshot's RAM file privately, and QEMU discards
+/// a reported free page of a file-backed RAM block by punching a hole in
+/// the file: a restored guest that reported free pages would zero pages of
+/// the shared snapshot. So the template stops reporting before it is
+/// saved: a restored guest has its balloon device but no driver on it,
+/// and memory it frees leaves the RAM file exactly as it was.
+#[test]
+fn restored_guests_never_report_into_the_snapshot() {
+    use husk_sandbox::protocol::ExecRequest;
+    use std::os::unix::fs::MetadataExt;
+    conformance::run_case(&HARNESS, |_, _| async move {
+        let suite = restoring_backend().unwrap();
+        let config = SandboxConfig::default();
+        let ram = suite.snapshot_path(&config).join("ram");
+        // A punched hole changes the content and the modification time
+        // (not necessarily the block count: writeback of the fresh
+        // snapshot still allocates extent blocks).
+        let fingerprint = || {
+            let meta = std::fs::metadata(&ram).unwrap();
+            let content = sha256_hex(&std::fs::read(&ram).unwrap());
+            (meta.mtime(), meta.mtime_nsec(), content)
+        };
+        let before = fingerprint();
+        let sb = suite.start(&config).await.expect("restore");
+        assert!(matches!(sb.info().boot, BootPath::Restored { .. }));
+        let mut req = ExecRequest::new(["sh", "-c", conformance::BALLOON_PROBE]);
+        req.user = Some(0);
+        let out = sb.client().run(&req, 1 << 16).await.unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let probe = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            probe.starts_with("device unbound ") && probe.lines().count() == 2,
+            "{probe}"
+        );
+        // Touch and free 64 MiB, then give a reporting pass (2 s after the
+        // frees) the time it would need, before the file is compared.
+        let churn = "dd if=/dev/urandom of=/tmp/churn bs=1M count=64 2>/dev/null && \
+                     rm /tmp/churn && sleep 4";
+        let out = conformance::sh(&sb, churn).await;
+        assert!(out.status.success(), "{out:?}");
+        sb.stop().await.unwrap();
+        assert_eq!(fingerprint(), before, "the snapshot's RAM file changed");
+    });
+}

@@ -18,6 +18,25 @@ use crate::error::{Result, SandboxError};
 /// Lines of the serial console quoted when a boot fails.
 const CONSOLE_TAIL_LINES: usize = 30;
 
+/// The balloon device, used only for free page reporting: the guest
+/// reports free blocks of its RAM and QEMU discards them, so host memory
+/// follows what the guest uses instead of everything it ever touched. No
+/// inflation, no statistics. Present in every mode (a restore must match
+/// its template's devices); see `crates/guest/src/balloon.rs` for why a
+/// template stops reporting before it is saved.
+pub const BALLOON_DEVICE: &str = "virtio-balloon-device,free-page-reporting=on";
+
+/// Smallest free block the guest reports, as a page order: 2^9 pages =
+/// 2 MiB, the kernel's default (`pageblock_order`), spelled out so that it
+/// is part of the snapshot slot.
+pub const REPORTING_ORDER: u32 = 9;
+
+/// The guest-visible device and kernel settings a snapshot depends on
+/// beyond the guest image (part of its slot).
+pub fn device_layout() -> String {
+    format!("{BALLOON_DEVICE};page_reporting_order={REPORTING_ORDER}")
+}
+
 /// What a VM needs to start.
 pub struct VmSpec<'a> {
     pub qemu: &'a Path,
@@ -118,6 +137,9 @@ pub fn qemu_args(spec: &VmSpec<'_>, dir: &Path, id: &str) -> Vec<String> {
         " husk.tmpfs=/workspace:{},/tmp:{},/home/sandbox:{},/dev/shm:{},/run:{},/.rw:{}",
         d.workspace_mb, d.tmp_mb, d.home_mb, d.shm_mb, d.run_mb, d.overlay_mb
     ));
+    append.push_str(&format!(
+        " page_reporting.page_reporting_order={REPORTING_ORDER}"
+    ));
     if spec.accel == Accel::Tcg {
         append.push_str(&super::clock::tcg_kernel_args());
     }
@@ -140,7 +162,14 @@ pub fn qemu_args(spec: &VmSpec<'_>, dir: &Path, id: &str) -> Vec<String> {
         );
         push(&["-drive", &drive, "-device", "virtio-blk-device,drive=root"]);
     }
-    push(&["-kernel", &kernel, "-initrd", &initrd, "-append", &append]);
+    if let VmMode::Restore { .. } = spec.mode {
+        // The kernel is already in the restored RAM. Without `-kernel`
+        // QEMU neither reads the kernel into its own memory (~14 MiB per
+        // VM) nor maps the initramfs; the id stays on the command line.
+        push(&["-name", &format!("guest=husk.id={id}")]);
+    } else {
+        push(&["-kernel", &kernel, "-initrd", &initrd, "-append", &append]);
+    }
     push(&["-serial", &format!("file:{}", p("console.log"))]);
     // One port is all husk uses; the default of 31 costs ~60 virtqueues
     // that the guest driver sets up at boot (~80 ms under TCG).
@@ -153,6 +182,7 @@ pub fn qemu_args(spec: &VmSpec<'_>, dir: &Path, id: &str) -> Vec<String> {
         ),
     ]);
     push(&["-device", "virtserialport,chardev=husk,name=husk.control"]);
+    push(&["-device", BALLOON_DEVICE]);
     push(&[
         "-qmp",
         &format!("unix:{},server=on,wait=off", p("qmp.sock")),

@@ -10,8 +10,9 @@
 //!
 //! The *slot* is a SHA-256 over every input of the guest's memory: the
 //! guest image key (kernel, guest agent, busybox, modules, tools), the
-//! restore layout version, the accelerator, memory, vCPUs, disk split and
-//! extra kernel arguments. A changed input is a different slot, so a
+//! restore layout version, the accelerator, memory, vCPUs, disk split,
+//! extra kernel arguments and the VM's device layout (the balloon and its
+//! reporting order). A changed input is a different slot, so a
 //! snapshot of another guest agent is never found, let alone used. Facts of
 //! the host that a snapshot also depends on — the QEMU version and the CPU
 //! model — are recorded in `meta.json` and compared before each restore;
@@ -116,6 +117,12 @@ impl Inputs<'_> {
 
     /// The slot: SHA-256 over every guest-side input.
     pub fn slot(&self) -> String {
+        self.slot_with(&qemu::device_layout())
+    }
+
+    /// The slot for a given device layout (QEMU devices and fixed kernel
+    /// settings the guest sees).
+    fn slot_with(&self, devices: &str) -> String {
         let mut h = Sha256::new();
         let mut field = |tag: &str, bytes: &[u8]| {
             h.update(tag.as_bytes());
@@ -141,6 +148,7 @@ impl Inputs<'_> {
             field("disk", &mb.to_le_bytes());
         }
         field("kernel-args", Self::kernel_args().as_bytes());
+        field("devices", devices.as_bytes());
         super::image::hex(&h.finalize())
     }
 }
@@ -515,6 +523,17 @@ mod tests {
             config: &config,
         };
         assert_ne!(kvm.slot(), base, "accelerator");
+        let same_devices = Inputs {
+            image_key: "aaaa",
+            accel: Accel::Tcg,
+            config: &config,
+        };
+        assert_eq!(same_devices.slot_with(&qemu::device_layout()), base);
+        assert_ne!(
+            same_devices.slot_with("virtio-balloon-device,free-page-reporting=off"),
+            base,
+            "device layout"
+        );
         for changed in [
             SandboxConfig {
                 memory_mb: 512,

@@ -689,3 +689,12 @@ macro_rules! suite {
         )*
     };
 }
+
+/// Micro-VMs only (run as root): one `device <driver> <reporting feature
+/// bit>` line per virtio balloon (`unbound` when no driver has it), then
+/// `reporting` if the guest kernel enabled free page reporting at boot.
+pub const BALLOON_PROBE: &str = "for d in /sys/bus/virtio/devices/*; do \
+       [ \"$(cat $d/device)\" = 0x0005 ] || continue; \
+       drv=$(readlink $d/driver); drv=${drv##*/}; \
+       echo \"device ${drv:-unbound} $(cut -c6 $d/features)\"; \
+     done; dmesg | grep -q 'Free page reporting enabled' && echo reporting; true";

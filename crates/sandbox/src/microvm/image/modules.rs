@@ -15,8 +15,9 @@ use object::{Object, ObjectSection};
 use crate::error::{Result, SandboxError};
 
 /// What the guest loads, by group: `core` at every boot (the virtio-mmio
-/// transport — the `microvm` machine has no PCI —, the control port and
-/// fw_cfg for the session secret); `root` only when a rootfs disk is
+/// transport — the `microvm` machine has no PCI —, the control port,
+/// fw_cfg for the session secret, and the balloon, whose free page
+/// reporting gives freed guest RAM back to the host); `root` only when a rootfs disk is
 /// attached (block device, overlay, ext4); `vsock` on demand, for port
 /// tunnels. Fewer modules at boot is a faster boot: each one costs a
 /// signature check and relocation under emulation. ext4 is built into
@@ -24,7 +25,15 @@ use crate::error::{Result, SandboxError};
 /// Entropy needs no module: the vCPU offers RDRAND, so the kernel's RNG is
 /// ready at once.
 pub const GUEST_MODULES: &[(&str, &[&str])] = &[
-    ("core", &["virtio_mmio", "virtio_console", "qemu_fw_cfg"]),
+    (
+        "core",
+        &[
+            "virtio_mmio",
+            "virtio_console",
+            "qemu_fw_cfg",
+            "virtio_balloon",
+        ],
+    ),
     ("root", &["virtio_blk", "overlay", "ext4"]),
     ("vsock", &["vmw_vsock_virtio_transport"]),
 ];
