@@ -3,14 +3,13 @@
 //! pages back to the host. Without it QEMU keeps every page the guest ever
 //! touched (the unpacked initramfs, boot allocations freed later).
 //!
-//! A snapshot template must stop reporting before it is saved. A restored
-//! VM maps the snapshot's RAM file privately, and QEMU 7.2 discards a
-//! reported page of a file-backed RAM block by punching a hole in the file:
-//! for a restored VM that would zero pages of the *shared* snapshot, under
-//! every later restore. So the template lets the first reporting pass run
-//! (it shrinks the snapshot's RAM file: the template's RAM is a shared
-//! mapping), then unbinds the driver; restored copies resume with no driver
-//! bound, and nothing in the guest binds it again.
+//! Only cold-booted VMs have a balloon (the host gives snapshot VMs none,
+//! see `husk_sandbox::microvm::qemu::BALLOON_DEVICE`): a restored VM maps
+//! the snapshot's RAM file privately, and QEMU 7.2 discards a page of a
+//! file-backed RAM block by punching a hole in the file, which would zero
+//! pages of the *shared* snapshot under every later restore. As a guard,
+//! a template still unbinds any balloon driver before it parks (after the
+//! first reporting pass) and refuses to be saved if one stays bound.
 
 use std::path::Path;
 use std::sync::OnceLock;

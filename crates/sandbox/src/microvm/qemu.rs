@@ -21,9 +21,15 @@ const CONSOLE_TAIL_LINES: usize = 30;
 /// The balloon device, used only for free page reporting: the guest
 /// reports free blocks of its RAM and QEMU discards them, so host memory
 /// follows what the guest uses instead of everything it ever touched. No
-/// inflation, no statistics. Present in every mode (a restore must match
-/// its template's devices); see `crates/guest/src/balloon.rs` for why a
-/// template stops reporting before it is saved.
+/// inflation, no statistics.
+///
+/// Cold VMs only. Templates and restored VMs have no balloon: their RAM
+/// is the snapshot's file, and QEMU 7.2 discards a page of a file-backed
+/// RAM block (a report, or an inflation a guest driver could send on its
+/// own) by punching a hole in that file. A restored guest with a balloon —
+/// even an unbound one its root could bind again — could zero pages of
+/// the snapshot every other restored sandbox reads. A restore must match
+/// its template's devices, so neither has one.
 pub const BALLOON_DEVICE: &str = "virtio-balloon-device,free-page-reporting=on";
 
 /// Smallest free block the guest reports, as a page order: 2^9 pages =
@@ -31,10 +37,10 @@ pub const BALLOON_DEVICE: &str = "virtio-balloon-device,free-page-reporting=on";
 /// is part of the snapshot slot.
 pub const REPORTING_ORDER: u32 = 9;
 
-/// The guest-visible device and kernel settings a snapshot depends on
-/// beyond the guest image (part of its slot).
+/// The guest-visible devices and kernel settings of a snapshot VM
+/// (template and restore) beyond the guest image: part of its slot.
 pub fn device_layout() -> String {
-    format!("{BALLOON_DEVICE};page_reporting_order={REPORTING_ORDER}")
+    format!("no-balloon;page_reporting_order={REPORTING_ORDER}")
 }
 
 /// What a VM needs to start.
@@ -182,7 +188,9 @@ pub fn qemu_args(spec: &VmSpec<'_>, dir: &Path, id: &str) -> Vec<String> {
         ),
     ]);
     push(&["-device", "virtserialport,chardev=husk,name=husk.control"]);
-    push(&["-device", BALLOON_DEVICE]);
+    if spec.mode == VmMode::Cold {
+        push(&["-device", BALLOON_DEVICE]);
+    }
     push(&[
         "-qmp",
         &format!("unix:{},server=on,wait=off", p("qmp.sock")),

@@ -11,8 +11,8 @@
 //! The *slot* is a SHA-256 over every input of the guest's memory: the
 //! guest image key (kernel, guest agent, busybox, modules, tools), the
 //! restore layout version, the accelerator, memory, vCPUs, disk split,
-//! extra kernel arguments and the VM's device layout (the balloon and its
-//! reporting order). A changed input is a different slot, so a
+//! extra kernel arguments and the VM's device layout (no balloon: see
+//! `qemu::BALLOON_DEVICE`; the reporting order). A changed input is a different slot, so a
 //! snapshot of another guest agent is never found, let alone used. Facts of
 //! the host that a snapshot also depends on — the QEMU version and the CPU
 //! model — are recorded in `meta.json` and compared before each restore;
@@ -530,7 +530,7 @@ mod tests {
         };
         assert_eq!(same_devices.slot_with(&qemu::device_layout()), base);
         assert_ne!(
-            same_devices.slot_with("virtio-balloon-device,free-page-reporting=off"),
+            same_devices.slot_with("virtio-balloon-device,free-page-reporting=on"),
             base,
             "device layout"
         );
