@@ -4,9 +4,12 @@
 //!
 //! - `husk exec --backend namespace -- true` against a bare
 //!   `bwrap --unshare-all --die-with-parent --ro-bind / / --dev /dev --proc /proc -- /bin/true`;
-//! - with `HUSK_BENCH_VM_N` > 0, `husk exec --backend microvm -- true`
-//!   (restored from a snapshot when one exists, as a user gets it) and
-//!   with `--cold`, each against the bare boot the micro-VM bench uses.
+//! - with `HUSK_BENCH_VM_N` > 0, `husk exec --backend microvm --cold --
+//!   true` and `husk exec --backend microvm -- true` (restored from a
+//!   snapshot when one exists, as a user gets it) against a bare
+//!   `qemu-system-x86_64` boot of the same kernel, machine and TSC
+//!   arguments with a busybox-only initramfs whose init powers off
+//!   (`MicrovmBackend::bare_floor`; its command line is printed).
 //!
 //! Run: `cargo bench -p husk-cli --bench cli` (HUSK_BENCH_N, default 50;
 //! HUSK_BENCH_VM_N, default 0). Needs bubblewrap and the guest agent
@@ -14,6 +17,9 @@
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use husk_sandbox::SandboxConfig;
+use husk_sandbox::microvm::{AccelChoice, MicrovmBackend};
 
 fn timed(cmd: &mut Command) -> Duration {
     let t = Instant::now();
@@ -101,20 +107,57 @@ fn main() {
     if vm_n == 0 {
         return;
     }
-    let (mut restored, mut cold) = (Vec::new(), Vec::new());
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let progress = |l: &str| eprintln!("microvm: {l}");
+    let vm = match rt.block_on(MicrovmBackend::new(AccelChoice::Auto, &progress)) {
+        Ok(vm) => vm,
+        Err(e) => {
+            eprintln!("SKIP micro-VM: {e}");
+            return;
+        }
+    };
+    let bare = vm
+        .bare_floor(&SandboxConfig::default())
+        .expect("bare-boot floor");
+    println!();
+    println!(
+        "micro-VM ({}), {vm_n} runs each, alternating; floor: qemu-system-x86_64 {}",
+        vm.accel().as_str(),
+        bare.args().join(" ")
+    );
+    println!();
+    println!("| measurement | p50 | p95 | vs floor (p50) |");
+    println!("|---|---|---|---|");
+    let (mut vm_floor, mut restored, mut cold) = (Vec::new(), Vec::new(), Vec::new());
+    timed(&mut bare.command());
     timed(&mut exec(&["--backend", "microvm"]));
     for _ in 0..vm_n {
-        restored.push(timed(&mut exec(&["--backend", "microvm"])));
+        vm_floor.push(timed(&mut bare.command()));
         cold.push(timed(&mut exec(&["--backend", "microvm", "--cold"])));
+        restored.push(timed(&mut exec(&["--backend", "microvm"])));
     }
+    let f = p(&mut vm_floor, 0.5);
     let c = p(&mut cold, 0.5);
     row(
-        "`husk exec --backend microvm --cold -- true`",
-        &mut cold,
+        &format!(
+            "floor: bare QEMU microvm boot, busybox-only initramfs ({} KiB), init powers off",
+            bare.initramfs_bytes() / 1024
+        ),
+        &mut vm_floor,
         None,
     );
     row(
-        "`husk exec --backend microvm -- true` (vs cold)",
+        "`husk exec --backend microvm --cold -- true`",
+        &mut cold,
+        Some(f),
+    );
+    row(
+        "`husk exec --backend microvm -- true` (restored)",
+        &mut restored.clone(),
+        Some(f),
+    );
+    row(
+        "`husk exec --backend microvm -- true` (restored, vs cold)",
         &mut restored,
         Some(c),
     );

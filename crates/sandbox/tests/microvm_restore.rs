@@ -193,6 +193,45 @@ fn restored_sandboxes_get_fresh_identities() {
     });
 }
 
+/// Fan-out: several sandboxes restored from one snapshot at the same time
+/// all come up as real restores (the harness refuses anything else), each
+/// with its own run directory, secret and identity, and all answer.
+#[test]
+fn parallel_restores_from_one_snapshot_are_distinct() {
+    conformance::run_case(&HARNESS, |_, backend| async move {
+        let config = SandboxConfig::default();
+        let starts: Vec<_> = (0..3)
+            .map(|_| {
+                let (b, c) = (backend.clone(), config.clone());
+                tokio::spawn(async move { b.start(&c).await })
+            })
+            .collect();
+        let mut sandboxes = Vec::new();
+        for s in starts {
+            sandboxes.push(s.await.unwrap().expect("a restore among several at once"));
+        }
+        let probe = "tr ' ' '\\n' < /proc/cmdline | grep '^husk.id='; \
+                     cat /proc/sys/kernel/random/boot_id";
+        let (mut ids, mut boots) = (Vec::new(), Vec::new());
+        for sb in &sandboxes {
+            let text = sh_text(sb, probe).await;
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines.len(), 2, "{text}");
+            ids.push(lines[0].to_string());
+            boots.push(lines[1].to_string());
+        }
+        for list in [&mut ids, &mut boots] {
+            let all = list.clone();
+            list.sort();
+            list.dedup();
+            assert_eq!(list.len(), 3, "not distinct: {all:?}");
+        }
+        for sb in sandboxes {
+            sb.stop().await.unwrap();
+        }
+    });
+}
+
 /// A snapshot belongs to one guest image: another guest agent (another
 /// image key) never finds it, and the sandbox boots cold.
 #[test]

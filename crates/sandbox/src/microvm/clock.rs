@@ -9,7 +9,12 @@
 //! (`tsc_early_khz=`, `tsc=reliable`): no calibration, no hang, and ~1 s
 //! less boot time. Under KVM the guest uses kvm-clock and none of this
 //! applies.
+//!
+//! Measuring takes ~30 ms, paid by every `husk exec` that starts a VM, so
+//! the rate is cached on disk per host boot (like the KVM verdict): the
+//! host's TSC rate does not change until it reboots.
 
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -17,12 +22,39 @@ use std::time::{Duration, Instant};
 /// rate cannot be measured).
 pub fn tcg_kernel_args() -> String {
     static ARGS: OnceLock<String> = OnceLock::new();
-    ARGS.get_or_init(|| match host_tsc_khz() {
-        Some(khz) => format!(" tsc_early_khz={khz} tsc=reliable"),
-        None => String::new(),
+    ARGS.get_or_init(|| {
+        let boot_id =
+            std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+        match cached_khz(&super::probe_cache_dir(), boot_id.trim(), host_tsc_khz) {
+            Some(khz) => format!(" tsc_early_khz={khz} tsc=reliable"),
+            None => String::new(),
+        }
     })
     .clone()
 }
+
+/// The rate cached in `dir` for this host boot, else `measure()`'s
+/// (cached when plausible). Without a boot id nothing is cached.
+fn cached_khz(dir: &Path, boot_id: &str, measure: impl FnOnce() -> Option<u64>) -> Option<u64> {
+    if boot_id.is_empty() {
+        return measure();
+    }
+    let file = dir.join(format!("tsc-khz-{boot_id}"));
+    let cached = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .filter(|k| PLAUSIBLE_KHZ.contains(k));
+    if cached.is_some() {
+        return cached;
+    }
+    let khz = measure()?;
+    let _ = std::fs::create_dir_all(dir);
+    let _ = std::fs::write(&file, format!("{khz}\n"));
+    Some(khz)
+}
+
+/// Anything outside 100 MHz .. 10 GHz is a measuring error.
+const PLAUSIBLE_KHZ: std::ops::Range<u64> = 100_000..10_000_000;
 
 /// The host's TSC rate in kHz, measured against the monotonic clock over
 /// a short window (the median of three, to shrug off a preemption).
@@ -42,8 +74,7 @@ fn sample(window: Duration) -> Option<u64> {
     }
     let (c1, dt) = (rdtsc(), t0.elapsed());
     let khz = (c1.checked_sub(c0)? as u128 * 1_000_000 / dt.as_nanos().max(1)) as u64;
-    // Anything outside 100 MHz .. 10 GHz is a measuring error.
-    (100_000..10_000_000).contains(&khz).then_some(khz)
+    PLAUSIBLE_KHZ.contains(&khz).then_some(khz)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -69,5 +100,41 @@ mod tests {
             .and_then(|v| v.parse().ok())
             .expect("a tsc_early_khz argument");
         assert!((100_000..10_000_000).contains(&khz), "{khz}");
+    }
+
+    fn dir(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("husk-tsc-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn a_cached_rate_of_this_boot_is_used_without_measuring() {
+        let d = dir("hit");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("tsc-khz-boot1"), "2400000\n").unwrap();
+        let khz = super::cached_khz(&d, "boot1", || panic!("measured despite the cache"));
+        let _ = std::fs::remove_dir_all(&d);
+        assert_eq!(khz, Some(2_400_000));
+    }
+
+    #[test]
+    fn another_boot_or_a_bad_cache_is_measured_and_cached() {
+        let d = dir("miss");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("tsc-khz-old"), "2400000\n").unwrap();
+        std::fs::write(d.join("tsc-khz-bad"), "7\n").unwrap();
+        assert_eq!(
+            super::cached_khz(&d, "new", || Some(3_000_000)),
+            Some(3_000_000)
+        );
+        assert_eq!(
+            super::cached_khz(&d, "bad", || Some(3_100_000)),
+            Some(3_100_000)
+        );
+        let new = std::fs::read_to_string(d.join("tsc-khz-new")).unwrap();
+        let bad = std::fs::read_to_string(d.join("tsc-khz-bad")).unwrap();
+        let _ = std::fs::remove_dir_all(&d);
+        assert_eq!((new.trim(), bad.trim()), ("3000000", "3100000"));
     }
 }

@@ -16,6 +16,7 @@
 //!   used is reported and the sandbox boots cold.
 
 mod clock;
+mod floor;
 pub mod image;
 mod qemu;
 mod qmp;
@@ -40,6 +41,7 @@ use crate::error::{Result, SandboxError};
 use crate::host;
 use image::GuestImage;
 
+pub use floor::BareFloor;
 pub use qemu::console_tail;
 
 /// Where per-VM run directories live while VMs boot.
@@ -320,6 +322,12 @@ impl MicrovmBackend {
         let _ = std::fs::remove_dir_all(&dir);
         status?;
         Ok(t.elapsed())
+    }
+
+    /// The bare-boot floor of this backend's kernel and machine: a
+    /// busybox-only initramfs whose init powers off (see `floor.rs`).
+    pub fn bare_floor(&self, config: &SandboxConfig) -> Result<BareFloor> {
+        BareFloor::new(&self.qemu, &self.image, self.accel, config)
     }
 
     fn spec<'a>(

@@ -6,7 +6,7 @@
 //! the layout version), so an image is rebuilt exactly when an input
 //! changes, and images built from the same inputs are byte-identical.
 
-mod cpio;
+pub(super) mod cpio;
 mod initramfs;
 mod kernel;
 mod modules;
@@ -176,7 +176,7 @@ fn image_key(
 }
 
 /// The static busybox (Debian package `busybox-static`).
-fn find_busybox() -> Result<PathBuf> {
+pub(super) fn find_busybox() -> Result<PathBuf> {
     let candidates = [
         std::env::var_os("HUSK_BUSYBOX").map(PathBuf::from),
         Some(PathBuf::from("/bin/busybox")),
