@@ -279,54 +279,60 @@ pub fn metrics(pools: &Pools, active_runs: usize, runs_started: u64) -> String {
             })
             .collect::<Vec<_>>()
     };
-    family(
-        "husk_pool_target",
-        "gauge",
-        "Sandboxes the warm pool keeps ready.",
-        per_pool(&|s| s.target as u64),
-    );
-    family(
-        "husk_pool_ready",
-        "gauge",
-        "Ready sandboxes in the warm pool.",
-        per_pool(&|s| s.ready as u64),
-    );
-    family(
-        "husk_pool_starting",
-        "gauge",
-        "Sandboxes the warm pool is starting.",
-        per_pool(&|s| s.starting as u64),
-    );
-    family(
-        "husk_pool_claims_total",
-        "counter",
-        "Stages served a ready sandbox.",
-        per_pool(&|s| s.claims),
-    );
-    family(
-        "husk_pool_misses_total",
-        "counter",
-        "Fitting stages that found the pool empty.",
-        per_pool(&|s| s.misses),
-    );
-    family(
-        "husk_pool_started_total",
-        "counter",
-        "Sandboxes the pool started.",
-        per_pool(&|s| s.started),
-    );
-    family(
-        "husk_pool_failed_total",
-        "counter",
-        "Pool starts that failed.",
-        per_pool(&|s| s.failed),
-    );
-    family(
-        "husk_pool_recycled_total",
-        "counter",
-        "Ready sandboxes replaced (idle or dead).",
-        per_pool(&|s| s.recycled),
-    );
+    type Read = fn(&husk_sandbox::pool::PoolStatus) -> u64;
+    let pool_families: [(&str, &str, &str, Read); 8] = [
+        (
+            "husk_pool_target",
+            "gauge",
+            "Sandboxes the warm pool keeps ready.",
+            |s| s.target as u64,
+        ),
+        (
+            "husk_pool_ready",
+            "gauge",
+            "Ready sandboxes in the warm pool.",
+            |s| s.ready as u64,
+        ),
+        (
+            "husk_pool_starting",
+            "gauge",
+            "Sandboxes the warm pool is starting.",
+            |s| s.starting as u64,
+        ),
+        (
+            "husk_pool_claims_total",
+            "counter",
+            "Stages served a ready sandbox.",
+            |s| s.claims,
+        ),
+        (
+            "husk_pool_misses_total",
+            "counter",
+            "Fitting stages that found the pool empty.",
+            |s| s.misses,
+        ),
+        (
+            "husk_pool_started_total",
+            "counter",
+            "Sandboxes the pool started.",
+            |s| s.started,
+        ),
+        (
+            "husk_pool_failed_total",
+            "counter",
+            "Pool starts that failed.",
+            |s| s.failed,
+        ),
+        (
+            "husk_pool_recycled_total",
+            "counter",
+            "Ready sandboxes replaced (idle or dead).",
+            |s| s.recycled,
+        ),
+    ];
+    for (name, kind, help, read) in pool_families {
+        family(name, kind, help, per_pool(&read));
+    }
     out
 }
 

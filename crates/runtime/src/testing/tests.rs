@@ -64,6 +64,15 @@ impl Fixture {
             .collect()
     }
 
+    /// The first event of type `ty` (the test fails without one).
+    fn first(&self, ty: &str) -> crate::events::Event {
+        self.log
+            .snapshot()
+            .into_iter()
+            .find(|e| e.event_type == ty)
+            .unwrap_or_else(|| panic!("no {ty} event in {:?}", self.types()))
+    }
+
     fn count(&self, ty: &str) -> usize {
         self.types().iter().filter(|t| *t == ty).count()
     }
@@ -131,12 +140,7 @@ async fn tools_are_mounted_or_copied_as_the_backend_says() {
     let sb = &copying.fake.sandboxes()[0];
     assert!(!mounted(&sb.config, &guest_path));
     assert_eq!(sb.file(&guest_path).as_deref(), Some(&b"#!fake\n"[..]));
-    let started = copying
-        .log
-        .snapshot()
-        .into_iter()
-        .find(|e| e.event_type == "box.started")
-        .unwrap();
+    let started = copying.first("box.started");
     assert!(started.message.contains("microvm (given by the caller)"));
 }
 
@@ -409,12 +413,7 @@ async fn a_service_publishes_each_version_and_its_last_one_is_the_output() {
     let out = r.report.as_ref().unwrap().output.clone().unwrap();
     assert_eq!(out["summary"], "second");
     assert!(r.output_ready);
-    let completed = f
-        .log
-        .snapshot()
-        .into_iter()
-        .find(|e| e.event_type == "stage.completed")
-        .unwrap();
+    let completed = f.first("stage.completed");
     assert!(completed.message.contains("service exited cleanly"));
 }
 
@@ -463,20 +462,13 @@ async fn an_unusable_snapshot_is_said_in_the_run_events() {
     });
     let r = f.run(&agent_spec("ok", "")).await;
     assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
-    let events = f.log.snapshot();
-    let warn = events
-        .iter()
-        .find(|e| e.event_type == "sandbox.snapshot_unusable")
-        .unwrap_or_else(|| panic!("no snapshot warning in {:?}", f.types()));
+    let warn = f.first("sandbox.snapshot_unusable");
     assert!(
         warn.message.contains("snapshot truncated"),
         "{}",
         warn.message
     );
-    let started = events
-        .iter()
-        .find(|e| e.event_type == "box.started")
-        .unwrap();
+    let started = f.first("box.started");
     assert!(
         started.message.contains("booted cold"),
         "{}",
@@ -491,10 +483,6 @@ async fn an_unusable_snapshot_is_said_in_the_run_events() {
     });
     f.run(&agent_spec("ok", "")).await;
     assert_eq!(f.count("sandbox.snapshot_unusable"), 0);
-    let events = f.log.snapshot();
-    let started = events
-        .iter()
-        .find(|e| e.event_type == "box.started")
-        .unwrap();
+    let started = f.first("box.started");
     assert!(started.message.contains("restored"), "{}", started.message);
 }
