@@ -2,7 +2,8 @@
 //! floors husk does not configure, measured in the same run with runs
 //! alternating (so drift hits both alike):
 //!
-//! - `husk exec --backend namespace -- true` against a bare
+//! - `husk exec --backend namespace -- true` (husk's own launcher, and
+//!   again with bubblewrap as the launcher) against a bare
 //!   `bwrap --unshare-all --die-with-parent --ro-bind / / --dev /dev --proc /proc -- /bin/true`;
 //! - with `HUSK_BENCH_VM_N` > 0, `husk exec --backend microvm --cold --
 //!   true` and `husk exec --backend microvm -- true` (restored from a
@@ -86,10 +87,17 @@ fn main() {
     // Warm the page cache and any first-use work (not timed).
     timed(&mut bare());
     timed(&mut exec(&["--backend", "namespace"]));
-    let (mut floor, mut ns) = (Vec::new(), Vec::new());
+    let bwrap_launcher = || {
+        let mut c = exec(&["--backend", "namespace"]);
+        c.env("HUSK_NAMESPACE_LAUNCHER", "bubblewrap");
+        c
+    };
+    timed(&mut bwrap_launcher());
+    let (mut floor, mut ns, mut ns_bwrap) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..n {
         floor.push(timed(&mut bare()));
         ns.push(timed(&mut exec(&["--backend", "namespace"])));
+        ns_bwrap.push(timed(&mut bwrap_launcher()));
     }
     println!("whole process, {n} runs each, alternating");
     println!();
@@ -102,6 +110,11 @@ fn main() {
         None,
     );
     row("`husk exec --backend namespace -- true`", &mut ns, Some(f));
+    row(
+        "the same with `HUSK_NAMESPACE_LAUNCHER=bubblewrap`",
+        &mut ns_bwrap,
+        Some(f),
+    );
 
     let vm_n = env_n("HUSK_BENCH_VM_N", 0);
     if vm_n == 0 {

@@ -21,7 +21,7 @@ const JSON_OUTPUT_LIMIT: usize = 16 * 1024 * 1024;
 pub struct ExecArgs {
     /// Isolation backend: auto, namespace or microvm.
     #[arg(long, default_value = "auto", value_parser = parse_backend)]
-    backend: BackendChoice,
+    pub(crate) backend: BackendChoice,
     /// Micro-VM accelerator: auto (KVM if a probe VM boots under it), kvm or tcg.
     #[arg(long, default_value = "auto", value_parser = parse_accel)]
     accel: AccelChoice,

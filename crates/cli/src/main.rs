@@ -56,11 +56,7 @@ pub const EXIT_HUSK_FAILED: i32 = 125;
 fn main() {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime_for(&cli.command).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => fail(&format!("cannot start the async runtime: {e}")),
     };
@@ -85,6 +81,26 @@ fn main() {
     // Sandboxes are stopped by now; do not wait for idle runtime threads.
     rt.shutdown_timeout(std::time::Duration::from_millis(100));
     std::process::exit(code);
+}
+
+/// The async runtime a command runs on. `husk exec --backend namespace`
+/// does nothing that blocks a thread (its one sandbox start is a spawn and
+/// a handshake), so it runs on this thread alone: starting worker threads
+/// and waking them is a measurable part of a ~10 ms command
+/// (docs/BENCHMARKS.md). Everything else, micro-VM image builds included
+/// (which block a worker while Ctrl-C must still be heard), gets two
+/// workers.
+fn runtime_for(command: &Command) -> tokio::runtime::Builder {
+    match command {
+        Command::Exec(args) if args.backend == husk_sandbox::BackendChoice::Namespace => {
+            tokio::runtime::Builder::new_current_thread()
+        }
+        _ => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(2);
+            b
+        }
+    }
 }
 
 fn fail(msg: &str) -> ! {

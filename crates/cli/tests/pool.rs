@@ -84,6 +84,12 @@ fn children_named(pid: u32, comm: &str) -> usize {
         .count()
 }
 
+/// Namespace sandbox launchers (husk's own or bubblewrap) started by `pid`:
+/// one per live sandbox.
+fn launchers_of(pid: u32) -> usize {
+    children_named(pid, "husk-guest") + children_named(pid, "bwrap")
+}
+
 fn terminate(d: &mut Daemon) {
     let pid = d.child.id();
     // SAFETY: kill(2) on our own child's pid; no memory is involved.
@@ -131,7 +137,7 @@ fn a_namespace_run_claims_a_pooled_sandbox() {
     );
     wait_ready(&d, "namespace", 1024, 2, Duration::from_secs(60));
     wait_ready(&d, "namespace", 512, 1, Duration::from_secs(60));
-    assert_eq!(children_named(d.child.id(), "bwrap"), 3);
+    assert_eq!(launchers_of(d.child.id()), 3);
 
     let r = run_pooled(&d, "namespace");
     assert_eq!(r["status"], "succeeded", "{r:#}");
@@ -176,7 +182,7 @@ fn a_namespace_run_claims_a_pooled_sandbox() {
 
     let pid = d.child.id();
     terminate(&mut d);
-    assert_eq!(children_named(pid, "bwrap"), 0);
+    assert_eq!(launchers_of(pid), 0);
 }
 
 #[test]

@@ -294,21 +294,23 @@ fn a_crashed_sandbox_or_agent_fails_the_service_naming_the_cause() {
     for id in [&a, &b] {
         wait_for(&d, id, "publication", |r| r["output_ready"] == true);
     }
-    // Kill the whole bubblewrap tree of run a from the host.
+    // Kill the whole launcher tree of run a from the host.
     let pid = *pids_with(&marker_of(&sandbox))
         .first()
         .expect("the agent process");
-    let mut bwrap = pid;
-    while comm(bwrap) != "bwrap" {
-        bwrap = parent_of(bwrap).expect("an ancestor bwrap");
+    let is_launcher = |p: u32| matches!(comm(p).as_str(), "husk-guest" | "bwrap");
+    let mut launcher = pid;
+    while !is_launcher(launcher) {
+        launcher = parent_of(launcher).expect("an ancestor launcher");
     }
-    // The outermost bwrap (bubblewrap forks once inside its namespaces).
-    while let Some(p) = parent_of(bwrap).filter(|p| comm(*p) == "bwrap") {
-        bwrap = p;
+    // The outermost one (both launchers fork once inside their namespaces;
+    // husk's own runs the guest agent in that child).
+    while let Some(p) = parent_of(launcher).filter(|p| is_launcher(*p)) {
+        launcher = p;
     }
     assert!(
         std::process::Command::new("kill")
-            .args(["-KILL", &bwrap.to_string()])
+            .args(["-KILL", &launcher.to_string()])
             .status()
             .unwrap()
             .success()

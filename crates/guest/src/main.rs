@@ -4,11 +4,14 @@
 //! host, runs processes as the sandbox user, confines file RPCs to allowed
 //! roots, reaps every orphan, and takes everything down with it when the
 //! host goes away. The same binary serves namespace sandboxes (where
-//! bubblewrap hands it a socket on a file descriptor) and micro-VMs.
+//! its own launcher, `husk-guest launch`, or bubblewrap hands it a socket
+//! on a file descriptor) and micro-VMs.
 
 mod balloon;
 mod exec;
 mod files;
+mod launch;
+mod net;
 mod oom;
 mod port;
 mod reaper;
@@ -102,6 +105,10 @@ fn main() {
     if std::process::id() == 1 && std::env::args().len() == 1 {
         vm_main();
     }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "launch") {
+        launch::main(&args[1..]);
+    }
     let code = match real_main() {
         Ok(()) => 0,
         Err(e) => {
@@ -114,12 +121,30 @@ fn main() {
 }
 
 fn real_main() -> Result<(), String> {
+    let args = parse_args()?;
+    serve_namespace(args.control_fd, args.secret_fd)
+}
+
+/// Serves a namespace sandbox from inside it, for the launcher's child
+/// (PID 1 of the sandbox once it is built); never returns.
+pub(crate) fn namespace_guest(control_fd: i32, secret_fd: i32) -> ! {
+    let code = match serve_namespace(control_fd, secret_fd) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("husk-guest: {e}");
+            1
+        }
+    };
+    kill_everything();
+    std::process::exit(code);
+}
+
+fn serve_namespace(control_fd: i32, secret_fd: i32) -> Result<(), String> {
     // Not dumpable: processes running as the same uid cannot ptrace us or
     // read our memory or environment through /proc.
     let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
-    let args = parse_args()?;
-    let control = adopt_fd(args.control_fd, "control")?;
-    let secret = read_secret(adopt_fd(args.secret_fd, "secret")?)?;
+    let control = adopt_fd(control_fd, "control")?;
+    let secret = read_secret(adopt_fd(secret_fd, "secret")?)?;
     session(async move {
         forward_termination();
         let stream = std::os::unix::net::UnixStream::from(control);

@@ -69,7 +69,9 @@ pub fn init_system() -> Result<(), String> {
     // Bringing `lo` up costs ~60 ms under TCG (IPv6 address setup); it
     // runs beside the handshake, and the first command waits for it.
     *LOOPBACK.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::thread::spawn(|| {
-        loopback_up();
+        // A VM without lo up still serves; its processes just have no
+        // 127.0.0.1 (the boot marks say how far it got).
+        let _ = crate::net::loopback_up();
         boot_mark("loopback up");
     }));
     if let Some(dev) = cmdline
@@ -237,30 +239,6 @@ fn finit_module(fd: &OwnedFd) -> Result<(), Errno> {
         Err(Errno::from_raw_os_error(
             std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
         ))
-    }
-}
-
-/// Brings `lo` up so sandbox processes (and later the port tunnel) can use
-/// 127.0.0.1.
-fn loopback_up() {
-    // SAFETY: a plain socket() call; the descriptor is closed below.
-    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if sock < 0 {
-        return;
-    }
-    // SAFETY: ifreq is plain data; zeroed is a valid value for it.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *dst = *src as libc::c_char;
-    }
-    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own;
-    // the union field we touch is the flags member these ioctls use.
-    unsafe {
-        if libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req) == 0 {
-            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-            libc::ioctl(sock, libc::SIOCSIFFLAGS, &req);
-        }
-        libc::close(sock);
     }
 }
 

@@ -41,6 +41,7 @@ mod frame;
 mod handshake;
 #[cfg(feature = "tokio")]
 mod io;
+pub mod launch;
 mod messages;
 pub mod restore;
 

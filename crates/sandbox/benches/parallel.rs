@@ -172,7 +172,7 @@ fn namespace(rt: &tokio::runtime::Runtime, n: usize, rounds: usize) {
         }
     };
     let config = SandboxConfig::default();
-    let floor_cmd = || ns.floor_command(&config);
+    let floor_cmd = || ns.floor_command(&config).expect("bubblewrap for the floor");
     let backend: Arc<dyn Backend> = Arc::new(ns.clone());
     // Warm the page cache and first-use work (not timed).
     fanout_commands(1, &floor_cmd);

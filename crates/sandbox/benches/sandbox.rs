@@ -36,7 +36,11 @@ fn main() {
     let (mut floor, mut create) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for _ in 0..n {
         let t = Instant::now();
-        let st = backend.floor_command(&config).status().expect("bare bwrap");
+        let st = backend
+            .floor_command(&config)
+            .expect("bubblewrap for the floor")
+            .status()
+            .expect("bare bwrap");
         floor.push(t.elapsed());
         assert!(st.success(), "bare bwrap failed: {st}");
         create.push(rt.block_on(cold_start(&backend, &config)));

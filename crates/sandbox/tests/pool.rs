@@ -1,7 +1,7 @@
 //! Warm pool behaviour with real namespace sandboxes: filling to target,
 //! claims and misses, configs that do not fit, idle recycling, backoff
 //! after failed starts, and shutdown leaving no process behind. One test,
-//! run in order, so the bubblewrap processes counted are the pool's own.
+//! run in order, so the launcher processes counted are the pool's own.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,8 +26,9 @@ async fn until(pool: &Pool, limit: Duration, ok: impl Fn(&PoolStatus) -> bool) -
     }
 }
 
-/// bubblewrap processes that are children of this test process.
-fn our_bwraps() -> usize {
+/// Launcher processes (husk's own or bubblewrap) that are children of
+/// this test process: one per live sandbox.
+fn our_launchers() -> usize {
     let me = std::process::id().to_string();
     std::fs::read_dir("/proc")
         .unwrap()
@@ -38,7 +39,8 @@ fn our_bwraps() -> usize {
             let Some((head, rest)) = stat.rsplit_once(") ") else {
                 return false;
             };
-            head.ends_with("(bwrap") && rest.split(' ').nth(1) == Some(me.as_str())
+            let launcher = head.ends_with("(bwrap") || head.ends_with("(husk-guest");
+            launcher && rest.split(' ').nth(1) == Some(me.as_str())
         })
         .count()
 }
@@ -87,7 +89,7 @@ fn pool_fills_serves_recycles_backs_off_and_shuts_down() {
         };
         let pool = Pool::start(backend.clone(), SandboxConfig::default(), options);
         until(&pool, limit, |s| s.ready == 2).await;
-        assert_eq!(our_bwraps(), 2);
+        assert_eq!(our_launchers(), 2);
 
         // A claim gets a live, pooled sandbox with the stage's environment.
         let config = SandboxConfig {
@@ -122,7 +124,7 @@ fn pool_fills_serves_recycles_backs_off_and_shuts_down() {
         pool.shutdown().await;
         let s = pool.status();
         assert_eq!((s.ready, s.starting), (0, 0), "{s:?}");
-        until(&pool, limit, |_| our_bwraps() == 0).await;
+        until(&pool, limit, |_| our_launchers() == 0).await;
 
         // An empty pool: every fitting claim is a miss.
         let empty = Pool::start(
@@ -148,7 +150,7 @@ fn pool_fills_serves_recycles_backs_off_and_shuts_down() {
         let s = until(&idle, limit, |s| s.recycled >= 2 && s.ready == 1).await;
         assert!(s.started >= 3, "{s:?}");
         idle.shutdown().await;
-        until(&idle, limit, |_| our_bwraps() == 0).await;
+        until(&idle, limit, |_| our_launchers() == 0).await;
 
         // Failed starts back off (1 s, then 2 s, …) instead of spinning,
         // and the error is kept for health.

@@ -1,27 +1,40 @@
-//! The namespace backend: bubblewrap puts the guest agent in fresh user,
-//! pid, ipc, uts, mount, cgroup and (unless networking is asked for) network
-//! namespaces, as PID 1, with a read-only view of the host's system
+//! The namespace backend: the guest agent runs as PID 1 in fresh user,
+//! pid, ipc, uts, mount, cgroup and (unless networking is asked for)
+//! network namespaces, with a read-only view of the host's system
 //! directories and private writable `/workspace`, `/tmp`, `/home/sandbox`
 //! (tmpfs mounts, sized from `disk_mb` because their pages are host RAM;
 //! the root and `/dev` are read-only).
 //!
+//! The layout is decided here once ([`layout`]) and built by a launcher:
+//! husk's own (`husk-guest launch`, the guest binary's launcher mode, which
+//! reads it as a plan) or bubblewrap (the same steps as arguments). The
+//! native one is the default because it starts a sandbox in about half
+//! bubblewrap's time (docs/BENCHMARKS.md); bubblewrap is used when the
+//! native launcher reports that this host refuses it (user namespaces
+//! restricted to labelled binaries, a kernel before 5.12), or when
+//! `HUSK_NAMESPACE_LAUNCHER=bubblewrap` asks for it.
+//!
 //! The control channel is one end of a socketpair handed to the guest as
 //! file descriptor 3, and the session secret arrives on descriptor 4; so
 //! there is no socket file inside the sandbox for an agent to find or
-//! replace. If the host process dies, `--die-with-parent` kills bwrap and the
-//! guest sees its channel close; as PID 1 of the pid namespace, its exit
-//! takes every remaining process in the sandbox with it.
+//! replace. If the host process dies, the launcher dies with it
+//! (`PR_SET_PDEATHSIG`, bubblewrap's `--die-with-parent`) and so does the
+//! guest, PID 1 of the pid namespace, taking every remaining process in
+//! the sandbox with it.
 //!
 //! Resource limits: this host kind has no delegated cgroup v2 subtree, so
-//! limits are rlimits set on bubblewrap and inherited by everything inside
-//! (`RLIMIT_DATA` per process for memory, `RLIMIT_NPROC` for processes) and
-//! CPU affinity for CPUs. `SandboxInfo::limits` says which applied.
+//! limits are rlimits set on the launcher and inherited by everything
+//! inside (`RLIMIT_DATA` per process for memory, `RLIMIT_NPROC` for
+//! processes) and CPU affinity for CPUs. `SandboxInfo::limits` says which
+//! applied.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+mod layout;
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -33,46 +46,92 @@ use crate::client::Client;
 use crate::error::{Result, SandboxError};
 use crate::host;
 
-/// System directories of the host root bound read-only into the sandbox.
-/// Home directories, `/root`, `/run`, `/mnt` and anything unusual (project
-/// checkouts) are deliberately absent.
-const SYSTEM_DIRS: [&str; 10] = [
-    "usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "opt", "var",
-];
-/// Where the guest binary appears inside the sandbox.
-const GUEST_PATH: &str = "/run/husk/husk-guest";
-/// The uid and gid everything in the sandbox runs as.
-pub const SANDBOX_UID: u32 = 1000;
-/// When husk runs as root, bubblewrap runs as this host uid, so that
+pub use layout::SANDBOX_UID;
+
+/// When husk runs as root, the launcher runs as this host uid, so that
 /// root-owned host files do not look like the sandbox user's own.
 const DEFAULT_UNPRIVILEGED_UID: u32 = 65534;
-/// The descriptor of the first copied mount (see [`copied_mounts`]); 3 to 6
-/// are the control channel, the secret, passwd and group.
-const FIRST_COPY_FD: usize = 7;
+/// Chooses the launcher: `native` or `bubblewrap`.
+const LAUNCHER_VAR: &str = "HUSK_NAMESPACE_LAUNCHER";
+/// The native launcher's exit status for "this host cannot run me"
+/// (`husk-guest launch`, see its module docs).
+const NATIVE_UNSUPPORTED_EXIT: i32 = 97;
 
 static NEXT_CPU: AtomicUsize = AtomicUsize::new(0);
+/// Why the native launcher cannot run on this host, once a start found
+/// out (the host does not change while husk runs).
+static NATIVE_UNSUPPORTED: OnceLock<String> = OnceLock::new();
 
-/// Creates namespace sandboxes with bubblewrap.
+/// What builds a namespace sandbox and execs the guest agent in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Launcher {
+    /// `husk-guest launch`: husk's own, the default.
+    Native,
+    /// bubblewrap: the fallback where the native launcher cannot run
+    /// (unprivileged user namespaces refused to unlabelled binaries, a
+    /// kernel before 5.12).
+    Bubblewrap,
+}
+
+impl Launcher {
+    fn describe(self) -> &'static str {
+        match self {
+            Launcher::Native => "husk launcher",
+            Launcher::Bubblewrap => "bubblewrap",
+        }
+    }
+
+    /// From `HUSK_NAMESPACE_LAUNCHER` (unset: native).
+    fn from_env(value: Option<&std::ffi::OsStr>) -> Result<Launcher> {
+        match value.map(|v| v.to_str()) {
+            None => Ok(Launcher::Native),
+            Some(Some("native")) => Ok(Launcher::Native),
+            Some(Some("bubblewrap" | "bwrap")) => Ok(Launcher::Bubblewrap),
+            Some(other) => Err(SandboxError::Config(format!(
+                "{LAUNCHER_VAR}={:?} is not a launcher (expected native or bubblewrap)",
+                other.unwrap_or("(not UTF-8)")
+            ))),
+        }
+    }
+}
+
+/// Creates namespace sandboxes.
 #[derive(Debug, Clone)]
 pub struct NamespaceBackend {
-    bwrap: PathBuf,
-    /// The host uid bubblewrap runs as when husk is root.
+    /// bubblewrap, when installed.
+    bwrap: Option<PathBuf>,
+    launcher: Launcher,
+    /// The host uid the launcher runs as when husk is root.
     host_uid: u32,
 }
 
 impl NamespaceBackend {
-    /// Finds bubblewrap; fails with install instructions when it is absent,
-    /// and with a clear error when `HUSK_SANDBOX_HOST_UID` is not a uid.
+    /// The backend with the launcher `HUSK_NAMESPACE_LAUNCHER` names
+    /// (native unless it says `bubblewrap`). Fails with install
+    /// instructions when bubblewrap is asked for and absent, and with a
+    /// clear error when `HUSK_SANDBOX_HOST_UID` is not a uid.
     pub fn new() -> Result<Self> {
-        let bwrap = host::which("bwrap").ok_or_else(|| SandboxError::MissingTool {
-            tool: "bubblewrap (bwrap)",
-            hint: "install it with `apt-get install bubblewrap`".into(),
-        })?;
+        let launcher = Launcher::from_env(std::env::var_os(LAUNCHER_VAR).as_deref())?;
         let host_uid = host_uid(std::env::var_os(HOST_UID_VAR).as_deref())?;
-        Ok(NamespaceBackend { bwrap, host_uid })
+        let backend = NamespaceBackend {
+            bwrap: host::which("bwrap"),
+            launcher: Launcher::Native,
+            host_uid,
+        };
+        backend.with_launcher(launcher)
     }
 
-    /// Runs bubblewrap as host uid `uid` when husk is root, instead of
+    /// The same backend with launcher `launcher`; bubblewrap must be
+    /// installed to be chosen.
+    pub fn with_launcher(mut self, launcher: Launcher) -> Result<Self> {
+        if launcher == Launcher::Bubblewrap && self.bwrap.is_none() {
+            return Err(no_bwrap());
+        }
+        self.launcher = launcher;
+        Ok(self)
+    }
+
+    /// Runs the launcher as host uid `uid` when husk is root, instead of
     /// `HUSK_SANDBOX_HOST_UID` or 65534. `RLIMIT_NPROC` counts per host
     /// uid, so sandboxes that must not share a process limit with others
     /// (a test of that limit) need their own.
@@ -81,26 +140,15 @@ impl NamespaceBackend {
         self
     }
 
-    /// bubblewrap with exactly the sandbox's arguments, running `true`
-    /// instead of the guest: the floor the benchmarks compare against.
-    pub fn floor_command(&self, config: &SandboxConfig) -> std::process::Command {
-        let mut args = bwrap_args(config, Path::new("/bin/true"), &[]);
-        let sep = args.iter().position(|a| a == "--").unwrap_or(args.len());
-        args.truncate(sep);
-        args.retain(|a| a != "--ro-bind-data");
-        let mut cleaned = Vec::new();
-        let mut it = args.into_iter().peekable();
-        while let Some(a) = it.next() {
-            // Drop the passwd/group data binds (they need the fd handover).
-            if a == "5" || a == "6" {
-                it.next();
-                continue;
-            }
-            cleaned.push(a);
-        }
-        cleaned.extend(["--".into(), "/bin/true".into()]);
-        let mut cmd = std::process::Command::new(&self.bwrap);
-        cmd.args(cleaned)
+    /// bubblewrap with exactly the sandbox's layout, running `true`
+    /// instead of the guest (without the passwd/group files, which need
+    /// the descriptor handover): the floor the benchmarks compare against.
+    pub fn floor_command(&self, config: &SandboxConfig) -> Result<std::process::Command> {
+        let bwrap = self.bwrap.as_ref().ok_or_else(no_bwrap)?;
+        let steps = layout::steps(config, Some(Path::new("/bin/true")), &[], false);
+        let args = layout::bwrap_args(config, &steps, &["/bin/true"]);
+        let mut cmd = std::process::Command::new(bwrap);
+        cmd.args(args)
             .env_clear()
             .stdin(Stdio::null())
             .stdout(Stdio::null());
@@ -108,7 +156,25 @@ impl NamespaceBackend {
             use std::os::unix::process::CommandExt;
             cmd.uid(self.host_uid).gid(self.host_uid);
         }
-        cmd
+        Ok(cmd)
+    }
+
+    /// The launcher a start uses: the chosen one, unless the native one
+    /// already proved unusable here and bubblewrap is installed.
+    fn effective_launcher(&self) -> Launcher {
+        match self.launcher {
+            Launcher::Native if NATIVE_UNSUPPORTED.get().is_some() && self.bwrap.is_some() => {
+                Launcher::Bubblewrap
+            }
+            l => l,
+        }
+    }
+}
+
+fn no_bwrap() -> SandboxError {
+    SandboxError::MissingTool {
+        tool: "bubblewrap (bwrap)",
+        hint: "install it with `apt-get install bubblewrap`".into(),
     }
 }
 
@@ -130,7 +196,7 @@ fn explain_start_failure(bwrap_stderr: &str) -> Option<SandboxError> {
 /// Overrides [`DEFAULT_UNPRIVILEGED_UID`].
 const HOST_UID_VAR: &str = "HUSK_SANDBOX_HOST_UID";
 
-/// The host uid bubblewrap runs as when husk is root, from the value of
+/// The host uid the launcher runs as when husk is root, from the value of
 /// `HUSK_SANDBOX_HOST_UID` (`None`: unset). A value that is not a uid is an
 /// error rather than silently ignored; `0` is allowed but warned about,
 /// since the sandbox user then maps to host root.
@@ -169,8 +235,11 @@ struct Handover {
     secret: OwnedFd,
     passwd: OwnedFd,
     group: OwnedFd,
-    /// Sources of the copied mounts, in order, from [`FIRST_COPY_FD`] on.
+    /// Sources of the copied mounts, in order, from
+    /// [`layout::FIRST_COPY_FD`] on.
     copies: Vec<OwnedFd>,
+    /// The native launcher's plan, after the copies.
+    plan: Option<OwnedFd>,
 }
 
 #[async_trait]
@@ -196,21 +265,96 @@ impl Backend for NamespaceBackend {
             None => crate::guest_bin::locate_guest()?,
         };
         let shared = share_unreachable(config, self.host_uid).await;
-        let config = &shared;
+        let launcher = self.effective_launcher();
+        match self.start_with(&shared, &guest, launcher).await {
+            Err(Started::NativeUnsupported(reason)) => {
+                let _ = NATIVE_UNSUPPORTED.set(reason.clone());
+                if self.bwrap.is_none() {
+                    return Err(SandboxError::Unavailable {
+                        backend: "namespace",
+                        reason: format!(
+                            "{reason}; install bubblewrap (`apt-get install bubblewrap`), \
+                             which husk then uses instead"
+                        ),
+                    });
+                }
+                tracing::warn!("{reason}; using bubblewrap instead");
+                self.start_with(&shared, &guest, Launcher::Bubblewrap)
+                    .await
+                    .map_err(Started::into_error)
+            }
+            other => other.map_err(Started::into_error),
+        }
+    }
+}
+
+/// How a start failed.
+enum Started {
+    /// The native launcher cannot run on this host (the reason).
+    NativeUnsupported(String),
+    Failed(SandboxError),
+}
+
+impl Started {
+    fn into_error(self) -> SandboxError {
+        match self {
+            Started::NativeUnsupported(reason) => SandboxError::Unavailable {
+                backend: "namespace",
+                reason,
+            },
+            Started::Failed(e) => e,
+        }
+    }
+}
+
+impl From<SandboxError> for Started {
+    fn from(e: SandboxError) -> Self {
+        Started::Failed(e)
+    }
+}
+
+impl NamespaceBackend {
+    async fn start_with(
+        &self,
+        config: &SandboxConfig,
+        guest: &Path,
+        launcher: Launcher,
+    ) -> std::result::Result<Sandbox, Started> {
         let copied = copied_mounts(config, self.host_uid)?;
         let copied_idx: Vec<usize> = copied.iter().map(|(i, _)| *i).collect();
         let secret = Secret(random_bytes()?);
         let (host_end, guest_end) = std::os::unix::net::UnixStream::pair()
             .map_err(|e| SandboxError::io("creating the control socketpair", e))?;
+        let limits = Limits::from_config(config);
+        let bound_guest = (launcher == Launcher::Bubblewrap).then_some(guest);
+        let steps = layout::steps(config, bound_guest, &copied_idx, true);
+        let root = rustix::process::geteuid().is_root();
+        let (program, args, plan) = match launcher {
+            Launcher::Native => {
+                let host_id = root.then_some(self.host_uid);
+                let plan = layout::plan(config, steps, limits.for_plan(), host_id);
+                let plan_fd = layout::FIRST_COPY_FD + copied.len();
+                let args = ["launch", "--fds-on-stdin", "--plan-fd"]
+                    .map(String::from)
+                    .into_iter()
+                    .chain([plan_fd.to_string()])
+                    .collect();
+                (guest.to_path_buf(), args, Some(memfd_with(&plan.encode())?))
+            }
+            Launcher::Bubblewrap => {
+                let args = layout::bwrap_args(config, &steps, layout::guest_command());
+                (self.bwrap.clone().ok_or_else(no_bwrap)?, args, None)
+            }
+        };
         let handover = Handover {
             control: guest_end.into(),
             secret: pipe_with(secret.to_hex().as_bytes())?,
             passwd: pipe_with(PASSWD.as_bytes())?,
             group: pipe_with(GROUP.as_bytes())?,
             copies: copied.into_iter().map(|(_, fd)| fd).collect(),
+            plan,
         };
-        let args = bwrap_args(config, &guest, &copied_idx);
-        let mut cmd = Command::new(&self.bwrap);
+        let mut cmd = Command::new(&program);
         // HUSK_GUEST_STDERR=inherit shows the guest's own diagnostics live.
         let inherit = std::env::var("HUSK_GUEST_STDERR").is_ok_and(|v| v == "inherit");
         let stderr = if inherit {
@@ -220,18 +364,28 @@ impl Backend for NamespaceBackend {
         };
         cmd.args(&args)
             .env_clear()
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
         cmd.kill_on_drop(true);
-        if rustix::process::geteuid().is_root() {
-            cmd.uid(self.host_uid).gid(self.host_uid);
+        match launcher {
+            // No pre_exec and no uid change: std spawns it with
+            // posix_spawn (a vfork), and the launcher takes its
+            // descriptors, ids and limits itself.
+            Launcher::Native => {
+                // PID 1's command line is the launcher's: no host path in it.
+                cmd.arg0("husk-guest").stdin(send_on_socket(handover)?);
+            }
+            Launcher::Bubblewrap => {
+                cmd.stdin(Stdio::null());
+                if root {
+                    cmd.uid(self.host_uid).gid(self.host_uid);
+                }
+                prepare_child(&mut cmd, handover, limits.clone())?;
+            }
         }
-        let limits = Limits::from_config(config);
-        prepare_child(&mut cmd, handover, limits.clone())?;
         let mut child = crate::spawner::spawn(cmd)
             .await
-            .map_err(|e| SandboxError::io(format!("starting {}", self.bwrap.display()), e))?;
+            .map_err(|e| SandboxError::io(format!("starting {}", program.display()), e))?;
         let stderr = crate::stderr::collect(&mut child);
 
         let present = config.present_secret.clone().unwrap_or(secret);
@@ -248,7 +402,14 @@ impl Backend for NamespaceBackend {
             tokio::time::timeout(timeout, Client::connect(stream, &present, roots)).await;
         let client = match connected {
             Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err(start_failure(child, stderr, e).await),
+            Ok(Err(e)) => {
+                if launcher == Launcher::Native
+                    && let Some(reason) = native_unsupported(&mut child, &stderr).await
+                {
+                    return Err(Started::NativeUnsupported(reason));
+                }
+                return Err(start_failure(child, stderr, e).await.into());
+            }
             Err(_) => {
                 let e = SandboxError::StartFailed {
                     reason: format!(
@@ -257,12 +418,15 @@ impl Backend for NamespaceBackend {
                     ),
                     detail: String::new(),
                 };
-                return Err(start_failure(child, stderr, e).await);
+                return Err(start_failure(child, stderr, e).await.into());
             }
         };
         let info = SandboxInfo {
             backend: BackendKind::Namespace,
-            isolation: "namespaces (bubblewrap): shared host kernel, weaker than a micro-VM".into(),
+            isolation: format!(
+                "namespaces ({}): shared host kernel, weaker than a micro-VM",
+                launcher.describe()
+            ),
             limits: limits.describe(),
             guest_kernel: client.welcome().kernel.clone(),
             guest_agent_version: client.welcome().agent_version.clone(),
@@ -273,90 +437,33 @@ impl Backend for NamespaceBackend {
     }
 }
 
+/// When the native launcher exited with [`NATIVE_UNSUPPORTED_EXIT`], the
+/// reason it gave.
+async fn native_unsupported(
+    child: &mut Child,
+    stderr: &crate::stderr::StderrBuf,
+) -> Option<String> {
+    let status = tokio::time::timeout(Duration::from_secs(2), child.wait())
+        .await
+        .ok()?
+        .ok()?;
+    if status.code() != Some(NATIVE_UNSUPPORTED_EXIT) {
+        return None;
+    }
+    // The launcher wrote its reason just before it exited; the collector
+    // may still be reading it.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let text = crate::stderr::text(stderr);
+    let reason = text
+        .lines()
+        .find_map(|l| l.strip_prefix("husk-guest launch: "))
+        .unwrap_or("the native launcher cannot run here")
+        .to_string();
+    Some(reason)
+}
+
 const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nsandbox:x:1000:1000:husk sandbox:/home/sandbox:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
 const GROUP: &str = "root:x:0:\nsandbox:x:1000:\nnogroup:x:65534:\n";
-
-/// bubblewrap's arguments. `copied` lists the mounts (by index) whose
-/// source bubblewrap copies from a descriptor instead of bind-mounting it.
-fn bwrap_args(config: &SandboxConfig, guest: &Path, copied: &[usize]) -> Vec<String> {
-    let mut a: Vec<String> = Vec::with_capacity(64);
-    let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
-    let uid = SANDBOX_UID.to_string();
-    push(&["--unshare-user", "--uid", &uid, "--gid", &uid]);
-    push(&[
-        "--unshare-pid",
-        "--unshare-ipc",
-        "--unshare-uts",
-        "--unshare-cgroup-try",
-    ]);
-    if !config.network {
-        push(&["--unshare-net"]);
-    }
-    push(&[
-        "--hostname",
-        "husk",
-        "--die-with-parent",
-        "--new-session",
-        "--as-pid-1",
-    ]);
-    let root = config.rootfs.clone().unwrap_or_else(|| PathBuf::from("/"));
-    for entry in root_entries(&root) {
-        match entry {
-            RootEntry::Dir(name) => {
-                let src = root.join(&name);
-                push(&["--ro-bind", &src.to_string_lossy(), &format!("/{name}")]);
-            }
-            RootEntry::Link(name, target) => push(&["--symlink", &target, &format!("/{name}")]),
-        }
-    }
-    // Every writable filesystem is a tmpfs, whose pages are host RAM:
-    // each gets its share of disk_mb (plus room for the host files copied
-    // onto it), and the ones bubblewrap cannot size (the root and /dev)
-    // are made read-only once set up.
-    push(&["--dev", "/dev", "--proc", "/proc", "--dir", "/home"]);
-    let split = config.disk_split();
-    let copied_bytes = |dir: &str| -> u64 {
-        copied
-            .iter()
-            .filter_map(|&i| config.mounts.get(i))
-            .filter(|m| m.guest.starts_with(&format!("{dir}/")))
-            .map(|m| std::fs::metadata(&m.host).map_or(0, |md| md.len()))
-            .sum()
-    };
-    let mut tmpfs = |dir: &str, mb: u32| {
-        let bytes = u64::from(mb) * 1024 * 1024 + copied_bytes(dir);
-        push(&["--size", &bytes.to_string(), "--tmpfs", dir]);
-    };
-    tmpfs("/tmp", split.tmp_mb);
-    tmpfs("/run", split.run_mb);
-    tmpfs("/workspace", split.workspace_mb);
-    tmpfs("/home/sandbox", split.home_mb);
-    tmpfs("/dev/shm", split.shm_mb);
-    if root.join("etc").is_dir() {
-        push(&[
-            "--ro-bind-data",
-            "5",
-            "/etc/passwd",
-            "--ro-bind-data",
-            "6",
-            "/etc/group",
-        ]);
-    }
-    for (i, m) in config.mounts.iter().enumerate() {
-        if let Some(pos) = copied.iter().position(|&c| c == i) {
-            let fd = (FIRST_COPY_FD + pos).to_string();
-            let perms = format!("{:04o}", source_mode(&m.host) & 0o555);
-            push(&["--perms", &perms, "--ro-bind-data", &fd, &m.guest]);
-            continue;
-        }
-        let how = if m.writable { "--bind" } else { "--ro-bind" };
-        push(&[how, &m.host.to_string_lossy(), &m.guest]);
-    }
-    push(&["--ro-bind", &guest.to_string_lossy(), GUEST_PATH]);
-    push(&["--remount-ro", "/dev", "--remount-ro", "/"]);
-    push(&["--", GUEST_PATH, "--control-fd", "3", "--secret-fd", "4"]);
-    a
-}
 
 /// `config` with its read-only file mounts that host uid `uid` cannot
 /// reach pointed at their shared copy (see [`crate::shared_tools`]): one
@@ -454,33 +561,6 @@ fn source_mode(path: &Path) -> u32 {
     std::fs::metadata(path).map_or(0, |m| m.permissions().mode() & 0o7777)
 }
 
-enum RootEntry {
-    Dir(String),
-    Link(String, String),
-}
-
-/// The system directories present in `root` (symlinks such as merged-/usr
-/// `/bin -> usr/bin` are recreated as symlinks).
-fn root_entries(root: &Path) -> Vec<RootEntry> {
-    let mut out = Vec::new();
-    for name in SYSTEM_DIRS {
-        let p = root.join(name);
-        match std::fs::symlink_metadata(&p) {
-            Ok(m) if m.file_type().is_symlink() => {
-                if let Ok(t) = std::fs::read_link(&p) {
-                    out.push(RootEntry::Link(
-                        name.into(),
-                        t.to_string_lossy().into_owned(),
-                    ));
-                }
-            }
-            Ok(m) if m.is_dir() => out.push(RootEntry::Dir(name.into())),
-            _ => {}
-        }
-    }
-    out
-}
-
 /// rlimits and CPU affinity applied to bubblewrap (and so to everything in
 /// the sandbox).
 #[derive(Debug, Clone)]
@@ -503,6 +583,15 @@ impl Limits {
         }
     }
 
+    /// The same limits for the native launcher's plan.
+    fn for_plan(&self) -> husk_protocol::launch::Limits {
+        husk_protocol::launch::Limits {
+            data_bytes: self.data_bytes,
+            nproc: self.nproc,
+            cpus: self.cpus.iter().map(|&c| c as u32).collect(),
+        }
+    }
+
     fn describe(&self) -> String {
         format!(
             "rlimits: data {} MiB per process, {} processes; CPU affinity {:?} (no cgroup v2 delegation: {})",
@@ -521,14 +610,59 @@ fn cgroup_reason() -> &'static str {
     REASON.get_or_init(|| host::cgroup_support().reason)
 }
 
-/// Installs the descriptor handover and limits in the child before exec.
+/// The handover's descriptors, in order, in one `SCM_RIGHTS` message on a
+/// new socket whose other end is returned for the launcher's stdin.
+fn send_on_socket(h: Handover) -> Result<OwnedFd> {
+    use rustix::net::{AddressFamily, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    use rustix::net::{SocketFlags, SocketType};
+    let all = h.in_order();
+    if all.len() > husk_protocol::launch::MAX_HANDOVER_FDS {
+        return Err(SandboxError::Config(format!(
+            "{} file mounts to copy into the sandbox; at most {} are supported",
+            all.len() - 5,
+            husk_protocol::launch::MAX_HANDOVER_FDS - 5
+        )));
+    }
+    let (ours, theirs) = rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| SandboxError::io("creating the handover socket", e.into()))?;
+    let borrowed: Vec<_> = all.iter().map(|fd| fd.as_fd()).collect();
+    let mut space =
+        vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(borrowed.len()))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !control.push(SendAncillaryMessage::ScmRights(&borrowed)) {
+        return Err(SandboxError::io(
+            "handing descriptors over",
+            std::io::Error::other("no room"),
+        ));
+    }
+    let tag = std::io::IoSlice::new(husk_protocol::launch::HANDOVER_TAG);
+    rustix::net::sendmsg(&ours, &[tag], &mut control, SendFlags::empty())
+        .map_err(|e| SandboxError::io("handing descriptors over", e.into()))?;
+    Ok(theirs)
+}
+
+impl Handover {
+    /// The descriptors at 3, 4, … in the launcher.
+    fn in_order(self) -> Vec<OwnedFd> {
+        [self.control, self.secret, self.passwd, self.group]
+            .into_iter()
+            .chain(self.copies)
+            .chain(self.plan)
+            .collect()
+    }
+}
+
+/// Installs the descriptor handover and limits in bubblewrap's child
+/// before exec.
 fn prepare_child(cmd: &mut Command, h: Handover, limits: Limits) -> Result<()> {
     // Move every descriptor above the target numbers first, so dup2 in the
     // child can never overwrite one source with another.
-    let all: Vec<OwnedFd> = [h.control, h.secret, h.passwd, h.group]
-        .into_iter()
-        .chain(h.copies)
-        .collect();
+    let all = h.in_order();
     let above = (3 + all.len()).max(10) as i32;
     let high = |fd: OwnedFd| -> Result<OwnedFd> {
         rustix::io::fcntl_dupfd_cloexec(&fd, above).map_err(|e| SandboxError::io("dup", e.into()))
@@ -571,6 +705,22 @@ fn set_limit(resource: libc::__rlimit_resource_t, value: u64) -> std::io::Result
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// A memory file holding `data`, read from the start by whoever gets it
+/// (a plan can be larger than a pipe's buffer).
+fn memfd_with(data: &[u8]) -> Result<OwnedFd> {
+    use rustix::fs::{MemfdFlags, SeekFrom};
+    let fd = rustix::fs::memfd_create("husk-plan", MemfdFlags::CLOEXEC)
+        .map_err(|e| SandboxError::io("creating a memory file", e.into()))?;
+    let mut written = 0;
+    while written < data.len() {
+        written += rustix::io::write(&fd, &data[written..])
+            .map_err(|e| SandboxError::io("filling a memory file", e.into()))?;
+    }
+    rustix::fs::seek(&fd, SeekFrom::Start(0))
+        .map_err(|e| SandboxError::io("rewinding a memory file", e.into()))?;
+    Ok(fd)
 }
 
 fn pipe_with(data: &[u8]) -> Result<OwnedFd> {
@@ -663,7 +813,8 @@ mod tests {
             ],
             ..SandboxConfig::default()
         };
-        let args = bwrap_args(&config, Path::new("/g"), &[1, 2]).join(" ");
+        let steps = layout::steps(&config, Some(Path::new("/g")), &[1, 2], true);
+        let args = layout::bwrap_args(&config, &steps, &["/g"]).join(" ");
         assert!(args.contains("--ro-bind /usr/bin/true /opt/a"), "{args}");
         // Read and execute bits kept, write bits dropped.
         let mode = format!("{:04o}", source_mode(Path::new("/usr/bin/env")) & 0o555);

@@ -1,0 +1,222 @@
+//! husk's own namespace launcher (`husk-guest launch`) on its own: a plan
+//! it cannot follow is refused with a message that names the problem, and
+//! a host that refuses it user namespaces gets bubblewrap instead (or a
+//! clear error when bubblewrap is missing too).
+
+use std::io::Write;
+use std::process::Command;
+
+use husk_sandbox::protocol::launch::{Exec, LAUNCH_VERSION, LaunchPlan, Limits, Step};
+use husk_sandbox::{Backend, SandboxConfig, SandboxError};
+
+fn guest() -> Option<std::path::PathBuf> {
+    husk_sandbox::guest_bin::locate_guest().ok()
+}
+
+/// The host's /usr and its merged-/usr links (enough to run /bin/true).
+fn system_steps() -> Vec<Step> {
+    let mut steps = Vec::new();
+    for name in ["usr", "bin", "lib", "lib64"] {
+        let host = format!("/{name}");
+        match std::fs::read_link(&host) {
+            Ok(target) => steps.push(Step::Symlink {
+                target: target.to_string_lossy().into_owned(),
+                dst: host,
+            }),
+            Err(_) if std::path::Path::new(&host).is_dir() => steps.push(Step::Bind {
+                src: host.clone(),
+                dst: host,
+                writable: false,
+            }),
+            Err(_) => {}
+        }
+    }
+    steps
+}
+
+fn plan() -> LaunchPlan {
+    LaunchPlan {
+        version: LAUNCH_VERSION,
+        sandbox_uid: 1000,
+        parent_pid: std::process::id(),
+        host_id: None,
+        unshare_net: true,
+        hostname: "husk".into(),
+        steps: system_steps(),
+        limits: Limits {
+            data_bytes: 1 << 30,
+            nproc: 1024,
+            cpus: vec![],
+        },
+        exec: Exec::Command(vec!["/bin/true".into()]),
+        keep_fds: vec![],
+    }
+}
+
+/// Runs the launcher with `bytes` as its plan on descriptor 3; its exit
+/// code and stderr.
+fn launch_with(bytes: &[u8]) -> (Option<i32>, String) {
+    let guest = guest().expect("the guest agent (HUSK_GUEST_BIN)");
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(bytes).unwrap();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg("exec \"$0\" launch --plan-fd 3 3<\"$1\"")
+        .arg(&guest)
+        .arg(file.path())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn plans_it_cannot_follow_are_refused_by_name() {
+    if guest().is_none() {
+        eprintln!("SKIP: no guest agent built (scripts/build-guest)");
+        return;
+    }
+    let (code, err) = launch_with(b"\x01garbage");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("husk-guest launch: the launch plan"), "{err}");
+    let mut p = plan();
+    p.version = LAUNCH_VERSION + 1;
+    let (code, err) = launch_with(&p.encode());
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("layout version"), "{err}");
+    // A bind source that does not exist is named, and nothing starts.
+    let mut p = plan();
+    p.steps.push(Step::Bind {
+        src: "/nonexistent-husk-source".into(),
+        dst: "/x".into(),
+        writable: false,
+    });
+    let (code, err) = launch_with(&p.encode());
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("bind source /oldroot/nonexistent-husk-source")
+            && err.contains("No such file"),
+        "{err}"
+    );
+    // A well-formed plan runs its command.
+    let (code, err) = launch_with(&plan().encode());
+    assert_eq!(code, Some(0), "{err}");
+    let usage = Command::new(guest().unwrap())
+        .arg("launch")
+        .output()
+        .unwrap();
+    assert_eq!(usage.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&usage.stderr)
+            .contains("usage: husk-guest launch [--fds-on-stdin] --plan-fd N")
+    );
+}
+
+/// Set in the child process that runs [`refused_user_namespaces_inner`].
+const INNER: &str = "HUSK_TEST_USERNS_REFUSED";
+
+/// Runs the inner test in a user namespace whose own limit of nested user
+/// namespaces is 0, as on a host that refuses them: the native launcher
+/// must say so and husk must turn to bubblewrap (which fails there too,
+/// with its own error), or name bubblewrap as the way out when absent.
+#[test]
+fn refused_user_namespaces_fall_back_to_bubblewrap() {
+    if guest().is_none() || husk_sandbox::host::which("bwrap").is_none() {
+        eprintln!("SKIP: needs the guest agent and bubblewrap");
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().unwrap();
+    // The child waits on stdin until its maps are written, then execs
+    // again to gain its capabilities as root of its namespace.
+    let script = "read go && exec sh -c 'echo 0 > /proc/sys/user/max_user_namespaces && \
+                  exec \"$@\"' sh \"$@\"";
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(script)
+        .arg("sh")
+        .arg(&exe)
+        .args(["--exact", "refused_user_namespaces_inner", "--nocapture"])
+        .env(INNER, "1")
+        .env(
+            "HUSK_SANDBOX_HOST_UID",
+            if rustix::process::getuid().is_root() {
+                "65534"
+            } else {
+                "0"
+            },
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: unshare is async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::unshare(libc::CLONE_NEWUSER) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id();
+    let (uid, gid) = (
+        rustix::process::getuid().as_raw(),
+        rustix::process::getgid().as_raw(),
+    );
+    let (uid_map, gid_map) = if uid == 0 {
+        // The launcher runs as uid 65534, which must exist in there.
+        ("0 0 65536".to_string(), "0 0 65536".to_string())
+    } else {
+        // Root in there is this user, and the launcher stays root.
+        std::fs::write(format!("/proc/{pid}/setgroups"), "deny").unwrap();
+        (format!("0 {uid} 1"), format!("0 {gid} 1"))
+    };
+    std::fs::write(format!("/proc/{pid}/uid_map"), uid_map).unwrap();
+    std::fs::write(format!("/proc/{pid}/gid_map"), gid_map).unwrap();
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
+    eprintln!("{text}");
+}
+
+#[test]
+fn refused_user_namespaces_inner() {
+    if std::env::var_os(INNER).is_none() {
+        return; // only meaningful inside the namespace set up above
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let backend = husk_sandbox::namespace::NamespaceBackend::new().unwrap();
+    let Err(err) = rt.block_on(backend.start(&SandboxConfig::default())) else {
+        panic!("no sandbox can start without user namespaces");
+    };
+    let text = err.to_string();
+    // bubblewrap was tried: its own failure is what is left to report.
+    assert!(text.contains("bwrap"), "{text}");
+    println!("with bubblewrap: {text}");
+    // Without bubblewrap, the native launcher's reason and the way out.
+    // SAFETY: this process runs this one test, and nothing else reads the
+    // environment while it changes.
+    unsafe { std::env::set_var("PATH", "/nonexistent") };
+    let backend = husk_sandbox::namespace::NamespaceBackend::new().unwrap();
+    let Err(err) = rt.block_on(backend.start(&SandboxConfig::default())) else {
+        panic!("no sandbox can start without user namespaces");
+    };
+    let SandboxError::Unavailable { reason, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert!(
+        reason.contains("native launcher unavailable: unshare (user namespace)"),
+        "{reason}"
+    );
+    assert!(reason.contains("install bubblewrap"), "{reason}");
+    println!("without bubblewrap: {err}");
+}
