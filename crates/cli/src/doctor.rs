@@ -111,12 +111,17 @@ fn guest_check() -> Check {
 async fn namespace_check() -> Check {
     let name = "namespace backend";
     let result = match NamespaceBackend::new() {
-        Ok(backend) => try_sandbox(&backend, "cannot start a sandbox").await.map(|(elapsed, _)| {
-            format!(
-                "works: sandbox started and ran a command in {:.1} ms (bubblewrap; shared kernel)",
-                elapsed.as_secs_f64() * 1000.0
-            )
-        }),
+        Ok(backend) => {
+            try_sandbox(&backend, "cannot start a sandbox")
+                .await
+                .map(|(elapsed, info)| {
+                    format!(
+                        "works: sandbox started and ran a command in {:.1} ms ({})",
+                        elapsed.as_secs_f64() * 1000.0,
+                        info.isolation
+                    )
+                })
+        }
         Err(e) => Err(e.to_string()),
     };
     check(name, result)
@@ -136,8 +141,9 @@ async fn microvm_check() -> Check {
         backend.accel_reason()
     );
     let result = match try_sandbox(&backend, "cannot boot a VM").await {
-        Ok((elapsed, kernel)) => Ok(format!(
-            "works: {accel}; booted kernel {kernel} and ran a command in {:.2} s",
+        Ok((elapsed, info)) => Ok(format!(
+            "works: {accel}; booted kernel {} and ran a command in {:.2} s",
+            info.guest_kernel,
             elapsed.as_secs_f64()
         )),
         Err(e) => Err(format!("{accel}; {e}")),
@@ -146,11 +152,11 @@ async fn microvm_check() -> Check {
 }
 
 /// Starts a sandbox, runs `true` in it, stops it: how long start + exec
-/// took and the guest kernel, or what failed.
+/// took and what the sandbox said about itself, or what failed.
 async fn try_sandbox(
     backend: &dyn Backend,
     start_failed: &str,
-) -> Result<(std::time::Duration, String), String> {
+) -> Result<(std::time::Duration, husk_sandbox::SandboxInfo), String> {
     let t = Instant::now();
     let sandbox = backend
         .start(&SandboxConfig::default())
@@ -161,10 +167,10 @@ async fn try_sandbox(
         .run(&ExecRequest::new(["true"]), 1024)
         .await;
     let elapsed = t.elapsed();
-    let kernel = sandbox.info().guest_kernel.clone();
+    let info = sandbox.info().clone();
     let _ = sandbox.stop().await;
     match out {
-        Ok(o) if o.status.success() => Ok((elapsed, kernel)),
+        Ok(o) if o.status.success() => Ok((elapsed, info)),
         Ok(o) => Err(format!("test command failed: {:?}", o.status)),
         Err(e) => Err(format!("test command failed: {e}")),
     }

@@ -1,6 +1,6 @@
 //! Per-stage resource samples, taken from the host about once a second
 //! while a stage's sandbox runs: CPU (percent of one core) and resident
-//! memory of the sandbox's whole host process tree — the bwrap tree of a
+//! memory of the sandbox's whole host process tree — the launcher tree of a
 //! namespace sandbox, the QEMU process of a micro-VM (whose RSS is the
 //! guest RAM it has touched plus QEMU's own). Host-side accounting costs
 //! the guest nothing and cannot be faked by the agent.

@@ -14,7 +14,8 @@ use crate::error::Result;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
-    /// Linux namespaces through bubblewrap: shared kernel, weaker isolation.
+    /// Linux namespaces (husk's own launcher, or bubblewrap): shared kernel,
+    /// weaker isolation.
     Namespace,
     /// A QEMU micro-VM with its own kernel.
     Microvm,
@@ -252,8 +253,8 @@ pub trait SandboxControl: Send + Sync {
     fn console_tail(&self, _lines: usize) -> Option<String> {
         None
     }
-    /// The host process that holds the sandbox (bwrap, QEMU), for host-side
-    /// resource accounting. `None` once stopped.
+    /// The host process that holds the sandbox (the namespace launcher,
+    /// QEMU), for host-side resource accounting. `None` once stopped.
     fn host_pid(&self) -> Option<u32> {
         None
     }

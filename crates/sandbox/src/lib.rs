@@ -6,7 +6,8 @@
 //! files, detached processes) goes through it, so backends differ only in
 //! how they create the isolation and the control channel.
 //!
-//! Backends: [`namespace::NamespaceBackend`] (bubblewrap). The micro-VM
+//! Backends: [`namespace::NamespaceBackend`] (husk's own launcher, or
+//! bubblewrap). The micro-VM
 //! backend plugs into the same trait.
 
 pub mod backend;

@@ -1,6 +1,6 @@
-//! The stderr of a helper process (bubblewrap and the guest, QEMU), kept in
-//! memory so that a failed start can quote it. Bounded: only the last
-//! [`KEEP`] bytes stay, which is where the reason for a failure is.
+//! The stderr of a helper process (the namespace launcher and the guest,
+//! QEMU), kept in memory so that a failed start can quote it. Bounded: only
+//! the last [`KEEP`] bytes stay, which is where the reason for a failure is.
 
 use std::sync::{Arc, Mutex};
 
