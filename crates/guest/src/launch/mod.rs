@@ -276,22 +276,10 @@ fn monitor(
     host: libc::pid_t,
     alive: std::os::fd::OwnedFd,
 ) -> Result<i32, Failure> {
-    use std::os::fd::AsRawFd;
-    let keep = alive.as_raw_fd();
-    // Only the pipe that tells the child we are alive stays open (it is the
-    // newest descriptor, so everything from 3 up to it goes first).
-    for fd in 3..keep {
-        // SAFETY: these descriptors are owned by no Rust object any more
-        // (the plan and data descriptors were consumed, the rest inherited).
-        unsafe { libc::close(fd) };
-    }
-    sys::close_from(keep + 1)?;
+    // Only the pipe that tells the child we are alive stays open.
+    close_others(&[], &alive)?;
     sys::drop_capabilities()?;
-    sys::prctl(
-        libc::PR_SET_PDEATHSIG,
-        libc::SIGKILL as libc::c_ulong,
-        "die with husk",
-    )?;
+    die_with_parent("husk")?;
     // SAFETY: getppid takes no arguments and cannot fail.
     if unsafe { libc::getppid() } != host {
         // husk left before the death signal was armed.
@@ -376,11 +364,7 @@ fn setup(plan: &LaunchPlan, alive: std::os::fd::OwnedFd) -> SysResult {
     close_others(&plan.keep_fds, &alive)?;
     sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, "setting no_new_privs")?;
     sys::drop_capabilities()?;
-    sys::prctl(
-        libc::PR_SET_PDEATHSIG,
-        libc::SIGKILL as libc::c_ulong,
-        "die with the launcher",
-    )?;
+    die_with_parent("the launcher")?;
     // The monitor holds the pipe's other end until it exits: a hang-up now
     // means it left before the death signal was armed.
     let mut pfd = libc::pollfd {
@@ -408,7 +392,18 @@ fn chdir(dir: &str) -> SysResult {
     })
 }
 
-/// Closes every descriptor above 2 except the plan's and `alive`.
+/// Arms `PR_SET_PDEATHSIG`; after the last credential change, which would
+/// clear it.
+fn die_with_parent(parent: &str) -> SysResult {
+    let what = format!("dying with {parent}");
+    sys::prctl(
+        libc::PR_SET_PDEATHSIG,
+        libc::SIGKILL as libc::c_ulong,
+        &what,
+    )
+}
+
+/// Closes every descriptor above 2 except `keep` and `alive`.
 fn close_others(keep: &[RawFd], alive: &std::os::fd::OwnedFd) -> SysResult {
     use std::os::fd::AsRawFd;
     let alive = alive.as_raw_fd();
