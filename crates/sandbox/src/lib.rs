@@ -18,6 +18,7 @@ pub mod host;
 pub mod microvm;
 pub mod namespace;
 pub mod pool;
+mod root_open;
 pub mod select;
 pub mod shared_tools;
 mod spawner;

@@ -20,7 +20,7 @@
 //! `/var/cache/husk/shared-tools`; if it cannot be made reachable the
 //! caller falls back to a per-sandbox copy.
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -37,11 +37,13 @@ pub fn dir() -> PathBuf {
 
 /// A path to the contents of `src` that host uid/gid `owner` can read:
 /// the shared entry (made if needed). `Err` says why there is none.
+///
+/// `src` is opened as root without following any symlink that host uid
+/// `gid` (the sandbox's) owns or could have placed (see `root_open`); the
+/// entry is made from that open file, never from the path again.
 pub fn shared_path(src: &Path, base: &Path, gid: u32) -> std::io::Result<PathBuf> {
-    let meta = std::fs::metadata(src)?;
-    if !meta.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
+    let file = crate::root_open::open_untrusting(src, gid)?;
+    let meta = file.metadata()?;
     ensure_base(base, gid)?;
     let name = src
         .file_name()
@@ -53,7 +55,7 @@ pub fn shared_path(src: &Path, base: &Path, gid: u32) -> std::io::Result<PathBuf
     }
     let tmp = base.join(format!(".tmp-{}-{}", std::process::id(), unique()));
     std::fs::create_dir(&tmp)?;
-    let built = build(src, &meta, &tmp.join(name), gid).and_then(|()| {
+    let built = build(&file, &meta, &tmp.join(name), gid).and_then(|()| {
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o750))?;
         std::os::unix::fs::chown(&tmp, Some(0), Some(gid))
     });
@@ -95,13 +97,34 @@ fn ensure_base(base: &Path, gid: u32) -> std::io::Result<()> {
 }
 
 /// A hard link if that already gives everyone read and execute, else a
-/// copy with mode 0555.
-fn build(src: &Path, meta: &std::fs::Metadata, dst: &Path, gid: u32) -> std::io::Result<()> {
+/// copy with mode 0555. Both come from the open file `src`.
+fn build(
+    src: &std::fs::File,
+    meta: &std::fs::Metadata,
+    dst: &Path,
+    gid: u32,
+) -> std::io::Result<()> {
     let world_rx = meta.mode() & 0o005 == 0o005;
-    if world_rx && std::fs::hard_link(src, dst).is_ok() {
+    let linked = || {
+        rustix::fs::linkat(
+            src,
+            "",
+            rustix::fs::CWD,
+            dst,
+            rustix::fs::AtFlags::EMPTY_PATH,
+        )
+    };
+    if world_rx && linked().is_ok() {
         return Ok(());
     }
-    std::fs::copy(src, dst)?;
+    let mut from = src;
+    let mut to = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dst)?;
+    std::io::copy(&mut from, &mut to)?;
+    drop(to);
     std::os::unix::fs::chown(dst, Some(0), Some(gid))?;
     std::fs::set_permissions(dst, std::fs::Permissions::from_mode(0o555))
 }
@@ -187,6 +210,29 @@ mod tests {
         // The source keeps its mode.
         let ms = std::fs::metadata(&src).unwrap();
         assert_eq!(ms.mode() & 0o777, 0o700);
+        let _ = std::fs::remove_dir_all(&t);
+    }
+
+    #[test]
+    fn a_symlink_left_by_a_sandbox_is_not_followed() {
+        if !root() {
+            eprintln!("SKIP: needs root (lchown)");
+            return;
+        }
+        let t = tempfile_dir("planted");
+        std::fs::write(t.join("secret"), b"root only").unwrap();
+        std::fs::set_permissions(t.join("secret"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink(t.join("secret"), t.join("tool")).unwrap();
+        std::os::unix::fs::lchown(t.join("tool"), Some(65534), None).unwrap();
+        let base = t.join("shared");
+        let e = shared_path(&t.join("tool"), &base, 65534).unwrap_err();
+        assert!(
+            e.to_string().contains("refusing to follow the symlink"),
+            "{e}"
+        );
+        // Nothing of the secret reached the shared directory.
+        let copies = std::fs::read_dir(&base).map_or(0, |d| d.count());
+        assert_eq!(copies, 0);
         let _ = std::fs::remove_dir_all(&t);
     }
 

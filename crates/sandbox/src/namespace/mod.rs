@@ -526,7 +526,9 @@ fn copied_mounts(config: &SandboxConfig, uid: u32) -> Result<Vec<(usize, OwnedFd
         if m.writable || !m.host.is_file() || reachable_by(&m.host, uid, uid) {
             continue;
         }
-        let file = std::fs::File::open(&m.host)
+        // Opened as root: no symlink an earlier sandbox could have left on
+        // the way is followed (see `root_open`).
+        let file = crate::root_open::open_untrusting(&m.host, uid)
             .map_err(|e| SandboxError::io(format!("opening {}", m.host.display()), e))?;
         out.push((i, OwnedFd::from(file)));
     }
@@ -824,6 +826,38 @@ mod tests {
         );
         assert!(args.contains("--ro-bind-data 8 /opt/c"), "{args}");
         assert!(!args.contains("/usr/bin/env"), "{args}");
+    }
+
+    #[test]
+    fn a_copied_mount_never_follows_a_symlink_a_sandbox_left() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("SKIP: needs root (files are copied only when husk is root)");
+            return;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("husk-planted-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("work")).unwrap();
+        // Unreachable for uid 65534, so husk opens the mount itself.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::write(dir.join("secret"), "root only").unwrap();
+        std::fs::write(dir.join("work/real"), "a tool").unwrap();
+        std::os::unix::fs::symlink(dir.join("secret"), dir.join("work/tool")).unwrap();
+        std::os::unix::fs::lchown(dir.join("work/tool"), Some(65534), None).unwrap();
+        let config = |host: &Path| SandboxConfig {
+            mounts: vec![mount(host.to_str().unwrap(), "/opt/tool")],
+            ..SandboxConfig::default()
+        };
+        let e = copied_mounts(&config(&dir.join("work/tool")), 65534).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("refusing to follow the symlink tool"),
+            "{e}"
+        );
+        // The user's file in the same place is copied as before.
+        let ok = copied_mounts(&config(&dir.join("work/real")), 65534).unwrap();
+        assert_eq!(ok.len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Log lines written while `f` runs.
