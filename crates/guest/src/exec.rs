@@ -253,7 +253,6 @@ async fn wait_exit(
 type Spawned = (std::process::Child, Option<OwnedFd>, Option<OwnedFd>);
 
 fn spawn(ctx: &ExecCtx, req: &ExecRequest) -> Result<Spawned, ErrorReply> {
-    crate::vm::network_ready();
     let Some(program) = req.argv.first() else {
         return Err(reply(
             ErrorKind::InvalidRequest,

@@ -10,6 +10,7 @@
 mod balloon;
 mod exec;
 mod files;
+mod fwcfg;
 mod launch;
 mod net;
 mod oom;
@@ -210,12 +211,13 @@ fn vm_serve() -> Result<(), String> {
     vm::boot_mark("control port found");
     let fd = vm::open_port(&dev, std::time::Duration::from_secs(60))?;
     vm::boot_mark("control port open");
+    vm::load_late_modules();
     session(async move {
         let mut stream = port::PortStream::new(fd).map_err(|e| format!("control port: {e}"))?;
         let secret = match secret {
             Some(s) => s,
             None => {
-                vm::network_ready();
+                vm::late_modules_loaded()?;
                 balloon::stop_reporting_for_snapshot()?;
                 vm::boot_mark("parked");
                 let identity = restore::park(&mut stream).await?;

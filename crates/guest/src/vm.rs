@@ -3,10 +3,14 @@
 //! dependency order computed when the image was built), finds its
 //! virtio-serial control port by name, and serves the host on it.
 //!
-//! The session secret comes through QEMU's fw_cfg (a root-only sysfs file),
-//! or, as a fallback, the kernel command line, which is then hidden by
-//! mounting an empty file over `/proc/cmdline` so sandboxed processes cannot
-//! read it.
+//! The session secret comes through QEMU's fw_cfg, read from its I/O ports
+//! by PID 1 (see `fwcfg`), or, as a fallback, the kernel command line,
+//! which is then hidden by mounting an empty file over `/proc/cmdline` so
+//! sandboxed processes cannot read it.
+//!
+//! Only what the handshake needs is on the boot path: the balloon driver
+//! (group `late` of the image's module list) loads on a thread of its own
+//! once the control port is open.
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -19,7 +23,10 @@ use rustix::mount::{MountFlags, mount, mount_bind};
 
 /// Name of the control port (`virtserialport name=`).
 pub const PORT_NAME: &str = "husk.control";
-const FW_CFG_SECRET: &str = "/sys/firmware/qemu_fw_cfg/by_name/opt/husk/secret/raw";
+/// The fw_cfg file the host puts the secret in.
+const FW_CFG_SECRET: &str = "opt/husk/secret";
+/// A hex secret and a newline fit; anything larger is not ours.
+const FW_CFG_SECRET_MAX: u32 = 256;
 const MODULE_DIR: &str = "/lib/modules/husk";
 /// The sandbox user.
 pub const SANDBOX_UID: u32 = 1000;
@@ -66,14 +73,15 @@ pub fn init_system() -> Result<(), String> {
     boot_mark("filesystems mounted");
     load_modules("core")?;
     boot_mark("core modules loaded");
-    // Bringing `lo` up costs ~60 ms under TCG (IPv6 address setup); it
-    // runs beside the handshake, and the first command waits for it.
-    *LOOPBACK.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::thread::spawn(|| {
-        // A VM without lo up still serves; its processes just have no
-        // 127.0.0.1 (the boot marks say how far it got).
-        let _ = crate::net::loopback_up();
-        boot_mark("loopback up");
-    }));
+    // Bringing `lo` up costs ~30–40 ms under TCG (IPv6 address setup). It
+    // runs here, while the kernel adds the control port asynchronously
+    // (~75 ms after virtio_console loads), so it costs the boot nothing; a
+    // thread of its own made the port appear later (one vCPU). A VM
+    // without lo still serves; its processes just have no 127.0.0.1.
+    match crate::net::loopback_up() {
+        Ok(()) => boot_mark("loopback up"),
+        Err(e) => eprintln!("husk-guest: {e}"),
+    }
     if let Some(dev) = cmdline
         .split_whitespace()
         .find_map(|w| w.strip_prefix("husk.root="))
@@ -118,15 +126,41 @@ impl TmpfsSizes {
     }
 }
 
-static LOOPBACK: std::sync::Mutex<Option<std::thread::JoinHandle<()>>> =
-    std::sync::Mutex::new(None);
+type LateLoad = std::thread::JoinHandle<Result<(), String>>;
+static LATE_MODULES: std::sync::Mutex<Option<LateLoad>> = std::sync::Mutex::new(None);
 
-/// Waits until the loopback interface is up (at once after the first time,
-/// and outside micro-VMs).
-pub fn network_ready() {
-    let handle = LOOPBACK.lock().unwrap_or_else(|e| e.into_inner()).take();
-    if let Some(h) = handle {
-        let _ = h.join();
+/// Starts loading the `late` module group (the balloon) on its own thread:
+/// nothing the handshake or a first command needs waits for it.
+pub fn load_late_modules() {
+    let handle = std::thread::spawn(|| {
+        // Idle priority: the handshake and the first commands go first; the
+        // module loads in the gaps while the guest waits for the host.
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: sched_setscheduler reads the parameter we pass; pid 0 is
+        // this thread.
+        let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+        let r = load_modules("late");
+        match &r {
+            Ok(()) => boot_mark("late modules loaded"),
+            // The VM serves without them (no free page reporting); the
+            // console says why.
+            Err(e) => eprintln!("husk-guest: {e}"),
+        }
+        r
+    });
+    *LATE_MODULES.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+}
+
+/// Waits for [`load_late_modules`] (at once if it never ran).
+pub fn late_modules_loaded() -> Result<(), String> {
+    let handle = LATE_MODULES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    match handle.map(|h| h.join()) {
+        None | Some(Ok(Ok(()))) => Ok(()),
+        Some(Ok(Err(e))) => Err(e),
+        Some(Err(_)) => Err("loading the late modules panicked".into()),
     }
 }
 
@@ -244,7 +278,8 @@ fn finit_module(fd: &OwnedFd) -> Result<(), Errno> {
 
 /// Reads the session secret and hides its sources from sandbox processes.
 pub fn take_secret() -> Result<Secret, String> {
-    if let Ok(text) = std::fs::read_to_string(FW_CFG_SECRET) {
+    if let Some(bytes) = crate::fwcfg::read_file(FW_CFG_SECRET, FW_CFG_SECRET_MAX)? {
+        let text = String::from_utf8(bytes).map_err(|_| "fw_cfg secret is not text")?;
         return Secret::from_hex(&text).map_err(|e| format!("fw_cfg secret: {e}"));
     }
     let cmdline = std::fs::read_to_string("/proc/cmdline")

@@ -129,10 +129,7 @@ fn floor_args(
 ) -> Vec<String> {
     let mut a: Vec<String> = MACHINE.iter().map(|s| s.to_string()).collect();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
-    match accel {
-        Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
-        Accel::Tcg => push(&["-accel", "tcg", "-cpu", "max"]),
-    }
+    push(&super::qemu::accel_args(accel));
     let mem = format!("{}M", config.memory_mb);
     let smp = config.vcpus.to_string();
     push(&["-m", &mem, "-smp", &smp]);

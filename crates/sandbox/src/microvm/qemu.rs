@@ -40,7 +40,24 @@ pub const REPORTING_ORDER: u32 = 9;
 /// The guest-visible devices and kernel settings of a snapshot VM
 /// (template and restore) beyond the guest image: part of its slot.
 pub fn device_layout() -> String {
-    format!("no-balloon;page_reporting_order={REPORTING_ORDER}")
+    format!("no-balloon;page_reporting_order={REPORTING_ORDER};tcg-cpu={TCG_CPU}")
+}
+
+/// The vCPU model under TCG: all that TCG emulates (`max`) but ERMS and
+/// FSRM. With those the guest kernel copies and clears memory with
+/// `rep movsb`, which TCG executes one byte per dispatch of its translated
+/// block; without them it picks `rep movsq` or unrolled loops, and guest
+/// programs' `memcpy` picks vector loops. Measured on a cold boot: the
+/// kernel reaches `/init` ~0.3 s sooner (unpacking the initramfs,
+/// clearing pages). KVM guests get the host's CPU as it is.
+pub const TCG_CPU: &str = "max,-erms,-fsrm";
+
+/// `-accel` and `-cpu` for `accel` (shared with the bare-boot floor).
+pub fn accel_args(accel: Accel) -> [&'static str; 4] {
+    match accel {
+        Accel::Kvm => ["-accel", "kvm", "-cpu", "host"],
+        Accel::Tcg => ["-accel", "tcg", "-cpu", TCG_CPU],
+    }
 }
 
 /// What a VM needs to start.
@@ -111,10 +128,7 @@ pub fn qemu_args(spec: &VmSpec<'_>, dir: &Path, id: &str) -> Vec<String> {
         "-nographic",
         "-no-reboot",
     ]);
-    match spec.accel {
-        Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
-        Accel::Tcg => push(&["-accel", "tcg", "-cpu", "max"]),
-    }
+    push(&accel_args(spec.accel));
     let mem = format!("{}M", spec.config.memory_mb);
     let smp = spec.config.vcpus.to_string();
     push(&["-m", &mem, "-smp", &smp]);

@@ -693,7 +693,12 @@ macro_rules! suite {
 /// Micro-VMs only (run as root): one `device <driver> <reporting feature
 /// bit>` line per virtio balloon (`unbound` when no driver has it), then
 /// `reporting` if the guest kernel enabled free page reporting at boot.
-pub const BALLOON_PROBE: &str = "for d in /sys/bus/virtio/devices/*; do \
+/// The balloon driver loads beside the first commands, so the probe first
+/// waits (at most 10 s) for its registration to finish (its `module` link
+/// is made after the devices are probed).
+pub const BALLOON_PROBE: &str = "i=0; while [ ! -e /sys/bus/virtio/drivers/virtio_balloon/module ] \
+       && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; \
+     for d in /sys/bus/virtio/devices/*; do \
        [ \"$(cat $d/device)\" = 0x0005 ] || continue; \
        drv=$(readlink $d/driver); drv=${drv##*/}; \
        echo \"device ${drv:-unbound} $(cut -c6 $d/features)\"; \
