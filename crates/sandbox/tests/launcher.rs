@@ -114,6 +114,71 @@ fn plans_it_cannot_follow_are_refused_by_name() {
     );
 }
 
+/// A symlink in a bound host directory, as an earlier sandbox could leave
+/// it, is resolved inside the new root while the layout is built: it never
+/// reaches the host's root (which the launcher keeps under `/oldroot` until
+/// its last pivot), and a mount through it lands where the sandbox itself
+/// would see that path.
+#[test]
+fn destinations_resolve_inside_the_new_root() {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    if guest().is_none() {
+        eprintln!("SKIP: no guest agent built (scripts/build-guest)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Reachable by the unprivileged uid the launcher becomes under root.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let marker = dir.path().join("marker");
+    std::fs::write(&marker, "husk-marker").unwrap();
+    std::fs::set_permissions(&marker, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let name = format!("husk-escape-{}", std::process::id());
+    let escape = format!("/tmp/{name}");
+    let _ = std::fs::remove_dir_all(&escape);
+    symlink("/oldroot/tmp", work.join("out")).unwrap();
+    symlink("/inside", work.join("in")).unwrap();
+    let bind = |src: &std::path::Path, dst: &str| Step::Bind {
+        src: src.to_string_lossy().into_owned(),
+        dst: dst.into(),
+        writable: false,
+    };
+    // Through a symlink to where the host's /tmp is during the build:
+    // nothing is made on the host; the missing target inside the new root
+    // is named.
+    let mut p = plan();
+    p.steps.push(bind(&work, "/work"));
+    p.steps.push(bind(&marker, &format!("/work/out/{name}/x")));
+    let (code, err) = launch_with(&p.encode());
+    assert!(
+        !std::path::Path::new(&escape).exists(),
+        "the launcher made {escape} on the host ({err})"
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("mount destination /work/out: it exists but leads to no directory"),
+        "{err}"
+    );
+    // Through a symlink to a directory of the sandbox: the mount is where
+    // the sandbox sees /work/in, that is /inside.
+    let mut p = plan();
+    p.steps.push(Step::Dir {
+        dst: "/inside".into(),
+    });
+    p.steps.push(bind(&work, "/work"));
+    p.steps.push(bind(&marker, "/work/in/x"));
+    p.exec = Exec::Command(vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        "test \"$(cat /inside/x)\" = husk-marker && test \"$(cat /work/in/x)\" = husk-marker"
+            .into(),
+    ]);
+    let (code, err) = launch_with(&p.encode());
+    assert_eq!(code, Some(0), "{err}");
+    let _ = std::fs::remove_dir_all(&escape);
+}
+
 /// Set in the child process that runs [`refused_user_namespaces_inner`].
 const INNER: &str = "HUSK_TEST_USERNS_REFUSED";
 

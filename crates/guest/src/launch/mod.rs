@@ -35,6 +35,7 @@
 //! lacks `mount_setattr` (before 5.12), gets exit status
 //! [`UNSUPPORTED_EXIT`] and a message; the host then uses bubblewrap.
 
+mod fdmount;
 mod handover;
 mod mounts;
 mod sys;
@@ -134,10 +135,10 @@ fn run(args: &[String]) -> Result<i32, Failure> {
     sys::set_limit(libc::RLIMIT_NPROC, l.nproc, "the process limit")?;
     // As with bubblewrap, a CPU set the host does not allow is not fatal.
     let _ = sys::set_affinity(&l.cpus);
-    if !sys::has_mount_setattr() {
-        return Err(Failure::Unsupported(
-            "this kernel has no mount_setattr(2) (Linux 5.12 or later)".into(),
-        ));
+    if let Some(call) = sys::missing_mount_call() {
+        return Err(Failure::Unsupported(format!(
+            "this kernel has no {call}(2) (Linux 5.12 or later)"
+        )));
     }
     enter_user_namespace(plan.sandbox_uid)?;
     let mut flags =

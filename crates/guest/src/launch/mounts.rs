@@ -1,17 +1,24 @@
 //! Carrying out a plan's filesystem steps under the new root, before the
-//! final `pivot_root`. Every destination is the plan's path inside the
-//! sandbox joined onto the new root; every source is a host path joined
-//! onto where the host's root now is (the launcher has already pivoted
-//! into its private tmpfs, so host paths such as `/tmp/x` stay reachable
-//! while the new root is built).
+//! final `pivot_root`. Every source is a host path joined onto where the
+//! host's root now is (the launcher has already pivoted into its private
+//! tmpfs, so host paths such as `/tmp/x` stay reachable while the new root
+//! is built). Every destination is resolved *inside the new root* and
+//! mounted onto by descriptor (see [`fdmount`](super::fdmount)): a symlink
+//! in a bound host directory means there what it would mean inside the
+//! sandbox and never leads to the host.
 
 use std::io::Read;
-use std::os::fd::FromRawFd;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 
 use husk_protocol::launch::Step;
+use rustix::fs::{Mode, OFlags};
 
+use super::fdmount::{self, Opt};
 use super::sys::{self, ATTR_NODEV, ATTR_NOSUID, ATTR_RDONLY, SysError, SysResult};
+
+/// `MOUNT_ATTR_NOEXEC`.
+const ATTR_NOEXEC: u64 = 0x8;
 
 /// Largest data file (passwd, group, a copied tool).
 const MAX_DATA_BYTES: u64 = 4 << 30;
@@ -35,25 +42,50 @@ pub struct Places<'a> {
 /// Builds the layout. Read-only remounts wait for [`finish`].
 pub fn build(places: &Places<'_>, steps: &[Step]) -> SysResult {
     mkdirs(places.data)?;
+    let root = rustix::fs::open(
+        places.root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| SysError {
+        what: format!("opening the new root {}", places.root),
+        err: e.into(),
+    })?;
     for (i, step) in steps.iter().enumerate() {
-        let at = format!("{}{}", places.root, step.dst());
+        let dst = step.dst();
         match step {
             Step::Bind { src, writable, .. } => {
-                bind(&format!("{}{src}", places.host), &at, *writable)?
+                let src = format!("{}{src}", places.host);
+                let meta = std::fs::metadata(&src).map_err(io_err(format!("bind source {src}")))?;
+                let at = if meta.is_dir() {
+                    dest_dir(&root, dst)?
+                } else {
+                    dest_file(&root, dst)?
+                };
+                bind(&src, &at, *writable, dst)?
             }
             Step::Symlink { target, .. } => {
-                parent_dirs(&at)?;
-                std::os::unix::fs::symlink(target, &at)
-                    .map_err(io_err(format!("making the symlink {}", step.dst())))?;
+                let (parent, name) = split(dst);
+                let dir = dest_dir(&root, parent)?;
+                rustix::fs::symlinkat(target.as_str(), &dir, name).map_err(|e| SysError {
+                    what: format!("making the symlink {dst}"),
+                    err: e.into(),
+                })?;
             }
-            Step::Dir { .. } => mkdirs(&at)?,
-            Step::Tmpfs { size_bytes, .. } => tmpfs(&at, Some(*size_bytes))?,
-            Step::Dev { .. } => dev(places.host, &at)?,
-            Step::Proc { .. } => proc(&at)?,
+            Step::Dir { .. } => drop(dest_dir(&root, dst)?),
+            Step::Tmpfs { size_bytes, .. } => {
+                let at = dest_dir(&root, dst)?;
+                let size = size_bytes.to_string();
+                let opts = [Opt::Str("mode", "0755"), Opt::Str("size", &size)];
+                let fs = fdmount::new_fs("tmpfs", &opts, ATTR_NOSUID | ATTR_NODEV)?;
+                fdmount::attach(&fs, &at, dst)?;
+            }
+            Step::Dev { .. } => dev(places.host, &root, dst)?,
+            Step::Proc { .. } => proc(&root, dst)?,
             Step::Data { fd, mode, .. } => {
                 let file = format!("{}/{i}", places.data);
                 data(*fd, &file, *mode)?;
-                bind(&file, &at, false)?;
+                bind(&file, &dest_file(&root, dst)?, false, dst)?;
             }
             Step::RemountRo { .. } => {}
         }
@@ -82,32 +114,81 @@ pub fn tmpfs(at: &str, size_bytes: Option<u64>) -> SysResult {
     sys::mount(Some("tmpfs"), at, Some("tmpfs"), flags, Some(&opts))
 }
 
-fn bind(src: &str, at: &str, writable: bool) -> SysResult {
-    let meta = std::fs::metadata(src).map_err(io_err(format!("bind source {src}")))?;
-    if meta.is_dir() {
-        mkdirs(at)?;
-    } else {
-        mount_point_file(at)?;
-    }
-    sys::mount(Some(src), at, None, libc::MS_BIND | libc::MS_REC, None)?;
+/// A read-only (unless `writable`), nosuid, nodev recursive bind of host
+/// path `src` onto `at`; the attributes are set before it is attached.
+fn bind(src: &str, at: &OwnedFd, writable: bool, dst: &str) -> SysResult {
+    let tree = fdmount::clone_tree(src, true)?;
     let ro = if writable { 0 } else { ATTR_RDONLY };
-    sys::add_attrs(at, ro | ATTR_NOSUID | ATTR_NODEV, true)
+    fdmount::add_attrs(&tree, ro | ATTR_NOSUID | ATTR_NODEV, true, dst)?;
+    fdmount::attach(&tree, at, dst)
 }
 
-/// An empty file to mount a file on (kept if it exists).
-fn mount_point_file(at: &str) -> SysResult {
-    parent_dirs(at)?;
-    if std::fs::symlink_metadata(at).is_ok() {
-        return Ok(());
+/// `dst`'s parent and last name (`/` and `dst` for a top-level path).
+fn split(dst: &str) -> (&str, &str) {
+    match dst.rsplit_once('/') {
+        Some((parent, name)) => (parent, name),
+        None => ("", dst),
     }
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o444)
-        .open(at)
-        .map(drop)
-        .map_err(io_err(format!("making the mount point {at}")))
+}
+
+/// Destination `dst` (a path inside the sandbox) as a directory under the
+/// new root, made where missing, every component resolved inside the root.
+fn dest_dir(root: &OwnedFd, dst: &str) -> SysResult<OwnedFd> {
+    let named = |err: std::io::Error| SysError {
+        what: format!("mount destination {dst}"),
+        err,
+    };
+    let mut dir = fdmount::open_in_root(root, ".", libc::O_DIRECTORY).map_err(named)?;
+    let names: Vec<&str> = dst.split('/').filter(|c| !c.is_empty()).collect();
+    for i in 0..names.len() {
+        let prefix = names[..=i].join("/");
+        match fdmount::open_in_root(root, &prefix, libc::O_DIRECTORY) {
+            Ok(fd) => dir = fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                // Made in the directory resolved so far. A name that is
+                // taken (a dangling symlink) fails the open below.
+                match rustix::fs::mkdirat(&dir, names[i], Mode::from_raw_mode(0o755)) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(named(e.into())),
+                }
+                dir = fdmount::open_in_root(root, &prefix, libc::O_DIRECTORY).map_err(|err| {
+                    SysError {
+                        what: format!(
+                            "mount destination /{prefix}: it exists but leads to no directory inside the sandbox (a dangling symlink?)"
+                        ),
+                        err,
+                    }
+                })?;
+            }
+            Err(e) => return Err(named(e)),
+        }
+    }
+    Ok(dir)
+}
+
+/// Destination `dst` as a file to mount a file on: an empty one is made
+/// (mode 0444) unless something is there already.
+fn dest_file(root: &OwnedFd, dst: &str) -> SysResult<OwnedFd> {
+    let rel = dst.trim_start_matches('/');
+    match fdmount::open_in_root(root, rel, 0) {
+        Ok(fd) => return Ok(fd),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        Err(err) => {
+            return Err(SysError {
+                what: format!("mount destination {dst}"),
+                err,
+            });
+        }
+    }
+    let (parent, name) = split(dst);
+    let dir = dest_dir(root, parent)?;
+    let flags = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let what = || format!("making the mount point {dst}");
+    rustix::fs::openat(&dir, name, flags, Mode::from_raw_mode(0o444)).map_err(|e| SysError {
+        what: what(),
+        err: e.into(),
+    })?;
+    fdmount::open_in_root(root, rel, 0).map_err(|err| SysError { what: what(), err })
 }
 
 fn mkdirs(at: &str) -> SysResult {
@@ -116,13 +197,6 @@ fn mkdirs(at: &str) -> SysResult {
         .mode(0o755)
         .create(at)
         .map_err(io_err(format!("making the directory {at}")))
-}
-
-fn parent_dirs(at: &str) -> SysResult {
-    match std::path::Path::new(at).parent() {
-        Some(p) => mkdirs(&p.to_string_lossy()),
-        None => Ok(()),
-    }
 }
 
 /// Copies descriptor `fd` (then closed) into `file` with `mode`.
@@ -148,16 +222,32 @@ fn data(fd: i32, file: &str, mode: u32) -> SysResult {
         .map_err(io_err(format!("setting the mode of {file}")))
 }
 
-/// A minimal /dev (see [`Step::Dev`]).
-fn dev(host: &str, at: &str) -> SysResult {
-    tmpfs(at, None)?;
+/// A minimal /dev (see [`Step::Dev`]), built inside its own fresh tmpfs
+/// through that tmpfs's descriptor.
+fn dev(host: &str, root: &OwnedFd, dst: &str) -> SysResult {
+    let at = dest_dir(root, dst)?;
+    let dev = fdmount::new_fs(
+        "tmpfs",
+        &[Opt::Str("mode", "0755")],
+        ATTR_NOSUID | ATTR_NODEV,
+    )?;
+    fdmount::attach(&dev, &at, dst)?;
+    let fail = |what: String| {
+        move |e: rustix::io::Errno| SysError {
+            what,
+            err: e.into(),
+        }
+    };
     for node in DEV_NODES {
-        let target = format!("{at}/{node}");
-        mount_point_file(&target)?;
-        let src = format!("{host}/dev/{node}");
-        sys::mount(Some(&src), &target, None, libc::MS_BIND, None)?;
+        let flags = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC;
+        rustix::fs::openat(&dev, node, flags, Mode::from_raw_mode(0o444))
+            .map_err(fail(format!("making {dst}/{node}")))?;
+        let target = rustix::fs::openat(&dev, node, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+            .map_err(fail(format!("opening {dst}/{node}")))?;
+        let tree = fdmount::clone_tree(&format!("{host}/dev/{node}"), false)?;
         // As bubblewrap does: whatever the host's /dev mount allows.
-        sys::add_attrs(&target, ATTR_NOSUID, false)?;
+        fdmount::add_attrs(&tree, ATTR_NOSUID, false, node)?;
+        fdmount::attach(&tree, &target, node)?;
     }
     let links = [
         ("/proc/self/fd/0", "stdin"),
@@ -168,19 +258,26 @@ fn dev(host: &str, at: &str) -> SysResult {
         ("pts/ptmx", "ptmx"),
     ];
     for (target, name) in links {
-        std::os::unix::fs::symlink(target, format!("{at}/{name}"))
-            .map_err(io_err(format!("making {at}/{name}")))?;
+        rustix::fs::symlinkat(target, &dev, name).map_err(fail(format!("making {dst}/{name}")))?;
     }
-    mkdirs(&format!("{at}/shm"))?;
-    let pts = format!("{at}/pts");
-    mkdirs(&pts)?;
-    sys::mount(
-        Some("devpts"),
-        &pts,
-        Some("devpts"),
-        libc::MS_NOSUID | libc::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=620"),
+    for name in ["shm", "pts"] {
+        rustix::fs::mkdirat(&dev, name, Mode::from_raw_mode(0o755))
+            .map_err(fail(format!("making {dst}/{name}")))?;
+    }
+    let pts = rustix::fs::openat(
+        &dev,
+        "pts",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
     )
+    .map_err(fail(format!("opening {dst}/pts")))?;
+    let opts = [
+        Opt::Flag("newinstance"),
+        Opt::Str("ptmxmode", "0666"),
+        Opt::Str("mode", "620"),
+    ];
+    let devpts = fdmount::new_fs("devpts", &opts, ATTR_NOSUID | ATTR_NOEXEC)?;
+    fdmount::attach(&devpts, &pts, "devpts")
 }
 
 /// The sandbox's procfs (its own pid namespace's view), with `sys`,
@@ -189,17 +286,25 @@ fn dev(host: &str, at: &str) -> SysResult {
 /// capabilities, but writing them checks only ownership: a sandbox whose
 /// user is host root (`HUSK_SANDBOX_HOST_UID=0`) could otherwise set
 /// `kernel.core_pattern` or trigger sysrq.
-fn proc(at: &str) -> SysResult {
-    mkdirs(at)?;
-    let flags = libc::MS_NOSUID | libc::MS_NOEXEC | libc::MS_NODEV;
-    sys::mount(Some("proc"), at, Some("proc"), flags, None)?;
+fn proc(root: &OwnedFd, dst: &str) -> SysResult {
+    let at = dest_dir(root, dst)?;
+    let proc = fdmount::new_fs("proc", &[], ATTR_NOSUID | ATTR_NOEXEC | ATTR_NODEV)?;
+    fdmount::attach(&proc, &at, dst)?;
     for sub in PROC_READ_ONLY {
-        let p = format!("{at}/{sub}");
-        if std::fs::symlink_metadata(&p).is_err() {
-            continue;
-        }
-        sys::mount(Some(&p), &p, None, libc::MS_BIND | libc::MS_REC, None)?;
-        sys::add_attrs(&p, ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV, true)?;
+        let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let target = match rustix::fs::openat(&proc, sub, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) => continue,
+            Err(e) => {
+                return Err(SysError {
+                    what: format!("opening {dst}/{sub}"),
+                    err: e.into(),
+                });
+            }
+        };
+        let tree = fdmount::clone_tree_at(&proc, sub, &format!("{dst}/{sub}"))?;
+        fdmount::add_attrs(&tree, ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV, true, sub)?;
+        fdmount::attach(&tree, &target, sub)?;
     }
     Ok(())
 }

@@ -43,12 +43,25 @@ pub const ATTR_RDONLY: u64 = 0x1;
 pub const ATTR_NOSUID: u64 = 0x2;
 pub const ATTR_NODEV: u64 = 0x4;
 
+/// `struct mount_attr` of mount_setattr(2).
 #[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
+pub struct MountAttr {
+    pub attr_set: u64,
+    pub attr_clr: u64,
+    pub propagation: u64,
+    pub userns_fd: u64,
+}
+
+impl MountAttr {
+    /// Sets `attrs`, changes nothing else.
+    pub fn adding(attrs: u64) -> MountAttr {
+        MountAttr {
+            attr_set: attrs,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        }
+    }
 }
 
 /// mount(2).
@@ -88,12 +101,7 @@ pub fn mount(
 /// every mount below it). Needs Linux 5.12.
 pub fn add_attrs(path: &str, attrs: u64, recursive: bool) -> SysResult {
     let p = cstr(path)?;
-    let attr = MountAttr {
-        attr_set: attrs,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
+    let attr = MountAttr::adding(attrs);
     let flags = if recursive { libc::AT_RECURSIVE } else { 0 };
     // SAFETY: the path is NUL-terminated and `attr` is a mount_attr of the
     // size passed; the kernel only reads both during the call.
@@ -110,22 +118,25 @@ pub fn add_attrs(path: &str, attrs: u64, recursive: bool) -> SysResult {
     check(rc, || format!("making {path} read-only/nosuid/nodev")).map(drop)
 }
 
-/// Whether the kernel has mount_setattr(2): a call with no path fails
-/// with ENOSYS only where the system call does not exist.
-pub fn has_mount_setattr() -> bool {
-    // SAFETY: a null path and attribute pointer with size 0: the kernel
-    // rejects the call before reading anything.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            -1,
-            std::ptr::null::<libc::c_char>(),
-            0,
-            std::ptr::null::<MountAttr>(),
-            0usize,
-        )
-    };
-    rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS)
+/// The first mount system call the launcher needs that this kernel lacks
+/// (`mount_setattr`, Linux 5.12, is the newest). Each is called with
+/// arguments the kernel rejects before reading anything; only `ENOSYS`
+/// means missing.
+pub fn missing_mount_call() -> Option<&'static str> {
+    let calls: [(&str, libc::c_long, [libc::c_long; 5]); 5] = [
+        ("mount_setattr", libc::SYS_mount_setattr, [-1, 0, 0, 0, 0]),
+        ("openat2", libc::SYS_openat2, [-1, 0, 0, 0, 0]),
+        ("open_tree", libc::SYS_open_tree, [-1, 0, 0, 0, 0]),
+        ("move_mount", libc::SYS_move_mount, [-1, 0, -1, 0, 0]),
+        ("fsopen", libc::SYS_fsopen, [0, 0, 0, 0, 0]),
+    ];
+    calls.into_iter().find_map(|(name, nr, a)| {
+        // SAFETY: null pointers, bad descriptors and zero sizes: every one
+        // of these calls fails before it reads or writes memory.
+        let rc = unsafe { libc::syscall(nr, a[0], a[1], a[2], a[3], a[4]) };
+        let missing = rc < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS);
+        missing.then_some(name)
+    })
 }
 
 pub fn umount_detach(path: &str) -> SysResult {
