@@ -68,18 +68,26 @@ pub fn open_in_root(root: &OwnedFd, rel: &str, extra: libc::c_int) -> io::Result
         mode: 0,
         resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
     };
-    // SAFETY: a NUL-terminated path and an open_how of the size passed,
-    // both read during the call only.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            path.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    fd_or(rc, String::new).map_err(|e| e.err)
+    // With RESOLVE_IN_ROOT the kernel answers EAGAIN when a rename or a
+    // mount raced a `..` step; a few tries, then the error.
+    let mut tries = 0;
+    loop {
+        // SAFETY: a NUL-terminated path and an open_how of the size
+        // passed, both read during the call only.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                root.as_raw_fd(),
+                path.as_ptr(),
+                &how as *const OpenHow,
+                std::mem::size_of::<OpenHow>(),
+            )
+        };
+        match fd_or(rc, String::new) {
+            Err(e) if e.err.raw_os_error() == Some(libc::EAGAIN) && tries < 8 => tries += 1,
+            r => return r.map_err(|e| e.err),
+        }
+    }
 }
 
 /// A detached copy of the mount tree at host path `src` (recursively if
@@ -125,13 +133,13 @@ pub fn add_attrs(tree: &OwnedFd, attrs: u64, recursive: bool, what: &str) -> Sys
             std::mem::size_of::<MountAttr>(),
         )
     };
-    ok_or(rc, || format!("making {what} read-only/nosuid/nodev"))
+    ok_or(rc, || format!("setting the mount attributes of {what}"))
 }
 
 /// Attaches the detached mount `tree` on `at`.
 pub fn attach(tree: &OwnedFd, at: impl AsFd, what: &str) -> SysResult {
-    // SAFETY: two descriptors we own and empty NUL-terminated paths, read
-    // during the call only.
+    // SAFETY: a descriptor we own, one we borrow for the call, and empty
+    // NUL-terminated paths, read during the call only.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_move_mount,
@@ -153,8 +161,8 @@ pub enum Opt<'a> {
 
 /// A new, detached instance of filesystem `fstype` with `opts`, its mount
 /// carrying `attrs` (`MOUNT_ATTR_*`).
-pub fn new_fs(fstype: &str, opts: &[Opt<'_>], attrs: u64) -> SysResult<OwnedFd> {
-    let what = || format!("making a {fstype}");
+pub fn new_fs(fstype: &str, opts: &[Opt<'_>], attrs: u64, dst: &str) -> SysResult<OwnedFd> {
+    let what = || format!("making a {fstype} for {dst}");
     let t = cstr(fstype)?;
     // SAFETY: a NUL-terminated name, read during the call only.
     let rc = unsafe { libc::syscall(libc::SYS_fsopen, t.as_ptr(), FSOPEN_CLOEXEC) };
@@ -178,7 +186,10 @@ pub fn new_fs(fstype: &str, opts: &[Opt<'_>], attrs: u64) -> SysResult<OwnedFd> 
             )
         };
         ok_or(rc, || {
-            format!("making a {fstype}: option {}", key.to_string_lossy())
+            format!(
+                "making a {fstype} for {dst}: option {}",
+                key.to_string_lossy()
+            )
         })?;
     }
     // SAFETY: a descriptor we own; no pointers.

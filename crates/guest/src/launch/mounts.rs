@@ -77,7 +77,7 @@ pub fn build(places: &Places<'_>, steps: &[Step]) -> SysResult {
                 let at = dest_dir(&root, dst)?;
                 let size = size_bytes.to_string();
                 let opts = [Opt::Str("mode", "0755"), Opt::Str("size", &size)];
-                let fs = fdmount::new_fs("tmpfs", &opts, ATTR_NOSUID | ATTR_NODEV)?;
+                let fs = fdmount::new_fs("tmpfs", &opts, ATTR_NOSUID | ATTR_NODEV, dst)?;
                 fdmount::attach(&fs, &at, dst)?;
             }
             Step::Dev { .. } => dev(places.host, &root, dst)?,
@@ -149,18 +149,31 @@ fn dest_dir(root: &OwnedFd, dst: &str) -> SysResult<OwnedFd> {
                 // taken (a dangling symlink) fails the open below.
                 match rustix::fs::mkdirat(&dir, names[i], Mode::from_raw_mode(0o755)) {
                     Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-                    Err(e) => return Err(named(e.into())),
+                    Err(e) => {
+                        return Err(SysError {
+                            what: format!("making /{prefix} for the mount destination {dst}"),
+                            err: e.into(),
+                        });
+                    }
                 }
                 dir = fdmount::open_in_root(root, &prefix, libc::O_DIRECTORY).map_err(|err| {
+                    let why = if err.raw_os_error() == Some(libc::ENOENT) {
+                        ": it exists but leads to no directory inside the sandbox (a dangling symlink?)"
+                    } else {
+                        ""
+                    };
                     SysError {
-                        what: format!(
-                            "mount destination /{prefix}: it exists but leads to no directory inside the sandbox (a dangling symlink?)"
-                        ),
+                        what: format!("mount destination /{prefix}{why}"),
                         err,
                     }
                 })?;
             }
-            Err(e) => return Err(named(e)),
+            Err(err) => {
+                return Err(SysError {
+                    what: format!("mount destination /{prefix}"),
+                    err,
+                });
+            }
         }
     }
     Ok(dir)
@@ -226,11 +239,8 @@ fn data(fd: i32, file: &str, mode: u32) -> SysResult {
 /// through that tmpfs's descriptor.
 fn dev(host: &str, root: &OwnedFd, dst: &str) -> SysResult {
     let at = dest_dir(root, dst)?;
-    let dev = fdmount::new_fs(
-        "tmpfs",
-        &[Opt::Str("mode", "0755")],
-        ATTR_NOSUID | ATTR_NODEV,
-    )?;
+    let opts = [Opt::Str("mode", "0755")];
+    let dev = fdmount::new_fs("tmpfs", &opts, ATTR_NOSUID | ATTR_NODEV, dst)?;
     fdmount::attach(&dev, &at, dst)?;
     let fail = |what: String| {
         move |e: rustix::io::Errno| SysError {
@@ -246,8 +256,9 @@ fn dev(host: &str, root: &OwnedFd, dst: &str) -> SysResult {
             .map_err(fail(format!("opening {dst}/{node}")))?;
         let tree = fdmount::clone_tree(&format!("{host}/dev/{node}"), false)?;
         // As bubblewrap does: whatever the host's /dev mount allows.
-        fdmount::add_attrs(&tree, ATTR_NOSUID, false, node)?;
-        fdmount::attach(&tree, &target, node)?;
+        let shown = format!("{dst}/{node}");
+        fdmount::add_attrs(&tree, ATTR_NOSUID, false, &shown)?;
+        fdmount::attach(&tree, &target, &shown)?;
     }
     let links = [
         ("/proc/self/fd/0", "stdin"),
@@ -276,8 +287,9 @@ fn dev(host: &str, root: &OwnedFd, dst: &str) -> SysResult {
         Opt::Str("ptmxmode", "0666"),
         Opt::Str("mode", "620"),
     ];
-    let devpts = fdmount::new_fs("devpts", &opts, ATTR_NOSUID | ATTR_NOEXEC)?;
-    fdmount::attach(&devpts, &pts, "devpts")
+    let shown = format!("{dst}/pts");
+    let devpts = fdmount::new_fs("devpts", &opts, ATTR_NOSUID | ATTR_NOEXEC, &shown)?;
+    fdmount::attach(&devpts, &pts, &shown)
 }
 
 /// The sandbox's procfs (its own pid namespace's view), with `sys`,
@@ -288,7 +300,7 @@ fn dev(host: &str, root: &OwnedFd, dst: &str) -> SysResult {
 /// `kernel.core_pattern` or trigger sysrq.
 fn proc(root: &OwnedFd, dst: &str) -> SysResult {
     let at = dest_dir(root, dst)?;
-    let proc = fdmount::new_fs("proc", &[], ATTR_NOSUID | ATTR_NOEXEC | ATTR_NODEV)?;
+    let proc = fdmount::new_fs("proc", &[], ATTR_NOSUID | ATTR_NOEXEC | ATTR_NODEV, dst)?;
     fdmount::attach(&proc, &at, dst)?;
     for sub in PROC_READ_ONLY {
         let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
@@ -302,9 +314,10 @@ fn proc(root: &OwnedFd, dst: &str) -> SysResult {
                 });
             }
         };
-        let tree = fdmount::clone_tree_at(&proc, sub, &format!("{dst}/{sub}"))?;
-        fdmount::add_attrs(&tree, ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV, true, sub)?;
-        fdmount::attach(&tree, &target, sub)?;
+        let shown = format!("{dst}/{sub}");
+        let tree = fdmount::clone_tree_at(&proc, sub, &shown)?;
+        fdmount::add_attrs(&tree, ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV, true, &shown)?;
+        fdmount::attach(&tree, &target, &shown)?;
     }
     Ok(())
 }

@@ -131,8 +131,9 @@ pub fn missing_mount_call() -> Option<&'static str> {
         ("fsopen", libc::SYS_fsopen, [0, 0, 0, 0, 0]),
     ];
     calls.into_iter().find_map(|(name, nr, a)| {
-        // SAFETY: null pointers, bad descriptors and zero sizes: every one
-        // of these calls fails before it reads or writes memory.
+        // SAFETY: null pointers, bad descriptors and zero sizes: each call
+        // fails, at worst with EFAULT from the kernel's checked copy of a
+        // null path; nothing of ours is read or written.
         let rc = unsafe { libc::syscall(nr, a[0], a[1], a[2], a[3], a[4]) };
         let missing = rc < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS);
         missing.then_some(name)
