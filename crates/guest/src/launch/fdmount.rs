@@ -14,9 +14,9 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
-use super::sys::{MountAttr, SysError, SysResult, cstr};
+use super::sys::{self, SysError, SysResult, check, check_fd, cstr};
 
 const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
 const RESOLVE_IN_ROOT: u64 = 0x10;
@@ -34,28 +34,6 @@ struct OpenHow {
     flags: u64,
     mode: u64,
     resolve: u64,
-}
-
-fn fd_or(rc: libc::c_long, what: impl FnOnce() -> String) -> SysResult<OwnedFd> {
-    if rc < 0 {
-        return Err(SysError {
-            what: what(),
-            err: io::Error::last_os_error(),
-        });
-    }
-    // SAFETY: the system call returned a new descriptor that nothing else
-    // owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(rc as libc::c_int) })
-}
-
-fn ok_or(rc: libc::c_long, what: impl FnOnce() -> String) -> SysResult {
-    if rc < 0 {
-        return Err(SysError {
-            what: what(),
-            err: io::Error::last_os_error(),
-        });
-    }
-    Ok(())
 }
 
 /// `rel` (a path inside the new root, without the leading `/`) opened
@@ -83,7 +61,7 @@ pub fn open_in_root(root: &OwnedFd, rel: &str, extra: libc::c_int) -> io::Result
                 std::mem::size_of::<OpenHow>(),
             )
         };
-        match fd_or(rc, String::new) {
+        match check_fd(rc, String::new) {
             Err(e) if e.err.raw_os_error() == Some(libc::EAGAIN) && tries < 8 => tries += 1,
             r => return r.map_err(|e| e.err),
         }
@@ -100,7 +78,7 @@ pub fn clone_tree(src: &str, recursive: bool) -> SysResult<OwnedFd> {
     }
     // SAFETY: a NUL-terminated path, read during the call only.
     let rc = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, p.as_ptr(), flags) };
-    fd_or(rc, || format!("bind source {src}"))
+    check_fd(rc, || format!("bind source {src}"))
 }
 
 /// The same as [`clone_tree`] for `name` below the mount `dir`.
@@ -110,30 +88,18 @@ pub fn clone_tree_at(dir: &OwnedFd, name: &str, what: &str) -> SysResult<OwnedFd
     // SAFETY: a descriptor we own and a NUL-terminated name, read during
     // the call only.
     let rc = unsafe { libc::syscall(libc::SYS_open_tree, dir.as_raw_fd(), p.as_ptr(), flags) };
-    fd_or(rc, || format!("cloning {what}"))
+    check_fd(rc, || format!("cloning {what}"))
 }
 
 /// Adds `attrs` (`MOUNT_ATTR_*`) to the mount `tree` (and every mount
 /// below it if `recursive`), before it is attached.
 pub fn add_attrs(tree: &OwnedFd, attrs: u64, recursive: bool, what: &str) -> SysResult {
-    let attr = MountAttr::adding(attrs);
-    let mut flags = libc::AT_EMPTY_PATH;
-    if recursive {
-        flags |= libc::AT_RECURSIVE;
-    }
-    // SAFETY: an empty NUL-terminated path on a descriptor we own and a
-    // mount_attr of the size passed, read during the call only.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            flags,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    ok_or(rc, || format!("setting the mount attributes of {what}"))
+    sys::setattr(tree.as_raw_fd(), c"", libc::AT_EMPTY_PATH, attrs, recursive).map_err(|err| {
+        SysError {
+            what: format!("setting the mount attributes of {what}"),
+            err,
+        }
+    })
 }
 
 /// Attaches the detached mount `tree` on `at`.
@@ -150,7 +116,7 @@ pub fn attach(tree: &OwnedFd, at: impl AsFd, what: &str) -> SysResult {
             MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
         )
     };
-    ok_or(rc, || format!("mounting {what}"))
+    check(rc, || format!("mounting {what}")).map(drop)
 }
 
 /// One option of a new filesystem: a flag, or a key with a value.
@@ -166,7 +132,7 @@ pub fn new_fs(fstype: &str, opts: &[Opt<'_>], attrs: u64, dst: &str) -> SysResul
     let t = cstr(fstype)?;
     // SAFETY: a NUL-terminated name, read during the call only.
     let rc = unsafe { libc::syscall(libc::SYS_fsopen, t.as_ptr(), FSOPEN_CLOEXEC) };
-    let fs = fd_or(rc, what)?;
+    let fs = check_fd(rc, what)?;
     for opt in opts {
         let (cmd, key, value) = match opt {
             Opt::Flag(k) => (FSCONFIG_SET_FLAG, cstr(k)?, None),
@@ -185,7 +151,7 @@ pub fn new_fs(fstype: &str, opts: &[Opt<'_>], attrs: u64, dst: &str) -> SysResul
                 0,
             )
         };
-        ok_or(rc, || {
+        check(rc, || {
             format!(
                 "making a {fstype} for {dst}: option {}",
                 key.to_string_lossy()
@@ -203,8 +169,8 @@ pub fn new_fs(fstype: &str, opts: &[Opt<'_>], attrs: u64, dst: &str) -> SysResul
             0,
         )
     };
-    ok_or(rc, what)?;
+    check(rc, what)?;
     // SAFETY: a descriptor we own; no pointers.
     let rc = unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) };
-    fd_or(rc, what)
+    check_fd(rc, what)
 }

@@ -3,7 +3,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 /// An error with what was being done.
 #[derive(Debug)]
@@ -20,7 +20,7 @@ impl std::fmt::Display for SysError {
 
 pub type SysResult<T = ()> = Result<T, SysError>;
 
-fn check(rc: libc::c_long, what: impl FnOnce() -> String) -> SysResult<libc::c_long> {
+pub(super) fn check(rc: libc::c_long, what: impl FnOnce() -> String) -> SysResult<libc::c_long> {
     if rc < 0 {
         Err(SysError {
             what: what(),
@@ -29,6 +29,14 @@ fn check(rc: libc::c_long, what: impl FnOnce() -> String) -> SysResult<libc::c_l
     } else {
         Ok(rc)
     }
+}
+
+/// [`check`] for a call that returns a new descriptor.
+pub(super) fn check_fd(rc: libc::c_long, what: impl FnOnce() -> String) -> SysResult<OwnedFd> {
+    let fd = check(rc, what)?;
+    // SAFETY: the system call succeeded and returned a new descriptor that
+    // nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
 }
 
 pub fn cstr(s: &str) -> SysResult<CString> {
@@ -101,21 +109,36 @@ pub fn mount(
 /// every mount below it). Needs Linux 5.12.
 pub fn add_attrs(path: &str, attrs: u64, recursive: bool) -> SysResult {
     let p = cstr(path)?;
+    setattr(libc::AT_FDCWD, &p, 0, attrs, recursive).map_err(|err| SysError {
+        what: format!("making {path} read-only/nosuid/nodev"),
+        err,
+    })
+}
+
+/// mount_setattr(2) adding `attrs` to the mount `path` names relative to
+/// `dirfd` (`flags` as `AT_*`; `AT_RECURSIVE` added if `recursive`).
+pub(super) fn setattr(
+    dirfd: RawFd,
+    path: &std::ffi::CStr,
+    flags: libc::c_int,
+    attrs: u64,
+    recursive: bool,
+) -> io::Result<()> {
     let attr = MountAttr::adding(attrs);
-    let flags = if recursive { libc::AT_RECURSIVE } else { 0 };
+    let flags = flags | if recursive { libc::AT_RECURSIVE } else { 0 };
     // SAFETY: the path is NUL-terminated and `attr` is a mount_attr of the
     // size passed; the kernel only reads both during the call.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
-            p.as_ptr(),
+            dirfd,
+            path.as_ptr(),
             flags,
             &attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
     };
-    check(rc, || format!("making {path} read-only/nosuid/nodev")).map(drop)
+    check(rc, String::new).map(drop).map_err(|e| e.err)
 }
 
 /// The first mount system call the launcher needs that this kernel lacks
