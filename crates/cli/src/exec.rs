@@ -184,7 +184,9 @@ pub async fn run(args: ExecArgs) -> CliResult<i32> {
         cold_boot: args.cold,
         ..SandboxConfig::default()
     };
+    let t = std::time::Instant::now();
     let sandbox = selected.backend.start(&config).await?;
+    tracing::debug!(ms = t.elapsed().as_millis() as u64, "sandbox started");
     if let husk_sandbox::BootPath::ColdFallback { reason } = &sandbox.info().boot {
         progress(reason);
     }
@@ -209,8 +211,10 @@ pub async fn run(args: ExecArgs) -> CliResult<i32> {
     } else {
         run_streaming(&sandbox, &req).await
     };
+    tracing::debug!(ms = t.elapsed().as_millis() as u64, "command done");
     drop(proxy);
     let stopped = sandbox.stop().await;
+    tracing::debug!(ms = t.elapsed().as_millis() as u64, "sandbox stopped");
     let status = result?;
     stopped?;
     if status.timed_out && !args.json {

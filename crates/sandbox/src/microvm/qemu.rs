@@ -103,7 +103,6 @@ fn opt_value(path: &Path) -> String {
 pub struct Vm {
     pub child: Child,
     pub client: Option<Client>,
-    pub qmp: Option<Qmp>,
     /// The console log, unlinked but still open for reading.
     pub console: Option<File>,
 }
@@ -238,18 +237,15 @@ async fn boot_in(spec: &VmSpec<'_>, dir: &Path, id: &str) -> Result<Vm> {
     let console_path = dir.join("console.log");
     let started = Instant::now();
     let connected = async {
-        let (stream, qmp) = connect_raw(spec, dir, &mut child, started).await?;
-        handshake(spec, stream, &mut child, started)
-            .await
-            .map(|c| (c, qmp))
+        let (stream, _) = connect_raw(spec, dir, &mut child, started).await?;
+        handshake(spec, stream, &mut child, started).await
     }
     .await;
     let console = File::open(&console_path).ok();
     match connected {
-        Ok((client, qmp)) => Ok(Vm {
+        Ok(client) => Ok(Vm {
             child,
             client: Some(client),
-            qmp,
             console,
         }),
         Err(mut e) => {
@@ -345,12 +341,15 @@ pub async fn connect_raw(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
+    // A cold boot has no use for QMP (a VM is stopped by killing QEMU); a
+    // template or a restore needs it, and QEMU may open the QMP socket
+    // just after the control socket.
+    if spec.mode == VmMode::Cold {
+        return Ok((stream, None));
+    }
     let qmp_path = dir.join("qmp.sock");
     let mut qmp = Qmp::connect(&qmp_path).await.ok();
-    // A cold boot can do without QMP (it only helps to stop a stuck VM);
-    // a template or a restore cannot, and QEMU may open the QMP socket
-    // just after the control socket.
-    while qmp.is_none() && spec.mode != VmMode::Cold && started.elapsed() < spec.boot_timeout {
+    while qmp.is_none() && started.elapsed() < spec.boot_timeout {
         tokio::time::sleep(Duration::from_millis(5)).await;
         qmp = Qmp::connect(&qmp_path).await.ok();
     }

@@ -79,15 +79,16 @@ async fn restore_in(
         .map_err(|e| SandboxError::io("creating a pipe", e.into()))?;
     let ram = OwnedFd::from(checked.ram);
     let fds = vec![(state_rd, STATE_FD), (ram, RAM_FD)];
+    let t = Instant::now();
     let (mut child, stderr) = qemu::spawn(spec, run, id, fds).await?;
+    tracing::debug!(ms = super::ms(t), "QEMU spawned");
     let console_path = run.join("console.log");
     let resumed = resume(spec, run, &mut child, checked.state, state_wr, identity).await;
     let console = std::fs::File::open(&console_path).ok();
     match resumed {
-        Ok((client, qmp)) => Ok(qemu::Vm {
+        Ok(client) => Ok(qemu::Vm {
             child,
             client: Some(client),
-            qmp: Some(qmp),
             console,
         }),
         Err(e) => {
@@ -105,13 +106,14 @@ async fn resume(
     state: Vec<u8>,
     state_wr: OwnedFd,
     mut identity: Identity,
-) -> Result<(crate::client::Client, super::qmp::Qmp)> {
+) -> Result<crate::client::Client> {
     let started = Instant::now();
     let (mut stream, qmp) = qemu::connect_raw(spec, run, child, started).await?;
     let mut qmp = qmp.ok_or_else(|| SandboxError::StartFailed {
         reason: "QEMU's QMP socket did not answer".into(),
         detail: String::new(),
     })?;
+    tracing::debug!(ms = super::ms(started), "control and QMP sockets connected");
     let load = async {
         snapshot::set_ignore_shared(&mut qmp).await?;
         let uri = format!("fd:{STATE_FD}");
@@ -136,6 +138,7 @@ async fn resume(
             detail: String::new(),
         }),
     }
+    tracing::debug!(ms = super::ms(started), "device state loaded, VM resumed");
     // The clock is read as late as possible: the guest sets it at once.
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -156,5 +159,6 @@ async fn resume(
         .await
         .map_err(|e| SandboxError::io("sending the identity", e))?;
     let client = qemu::handshake(spec, stream, child, started).await?;
-    Ok((client, qmp))
+    tracing::debug!(ms = super::ms(started), "handshake done");
+    Ok(client)
 }

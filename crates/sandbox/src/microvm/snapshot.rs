@@ -171,7 +171,9 @@ pub fn slot_dir(root: &Path, slot: &str) -> PathBuf {
     root.join(&slot[..32])
 }
 
-/// The QEMU version line, asked once per binary and process.
+/// The QEMU version line, asked once per binary and process, and kept on
+/// disk for the same binary (see `derived`): running `--version` costs
+/// 20–40 ms of every restored start otherwise.
 pub fn qemu_version(qemu: &Path) -> String {
     static CACHE: OnceLock<std::sync::Mutex<Vec<(PathBuf, String)>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
@@ -179,17 +181,22 @@ pub fn qemu_version(qemu: &Path) -> String {
     if let Some((_, v)) = all.iter().find(|(p, _)| p == qemu) {
         return v.clone();
     }
-    let v = std::process::Command::new(qemu)
-        .arg("--version")
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| "unknown".into());
+    let ask = || {
+        std::process::Command::new(qemu)
+            .arg("--version")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .next()
+                    .map(str::to_string)
+            })
+            .ok_or_else(|| SandboxError::Config("no version".into()))
+    };
+    let v = super::derived::cached(&super::probe_cache_dir(), "qemu-version", qemu, ask)
+        .unwrap_or_else(|_| "unknown".into());
     all.push((qemu.to_path_buf(), v.clone()));
     v
 }

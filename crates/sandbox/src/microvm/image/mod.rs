@@ -69,9 +69,9 @@ pub fn build_or_get(opts: &ImageOptions<'_>) -> Result<GuestImage> {
     let cache = cache_dir();
     let kernel = kernel::get(&cache, opts.refresh_kernel, progress)?;
     let busybox = find_busybox()?;
-    let tree = modules::ModuleTree::open(&kernel.moddir)?;
-    let modules = tree.plan(modules::GUEST_MODULES)?;
+    let modules = modules::plan_cached(&kernel.moddir, &kernel.sha256, modules::GUEST_MODULES)?;
     let key = image_key(
+        &cache,
         &kernel,
         &opts.guest_binary,
         &busybox,
@@ -139,6 +139,7 @@ pub fn build_or_get(opts: &ImageOptions<'_>) -> Result<GuestImage> {
 }
 
 fn image_key(
+    cache: &Path,
     kernel: &kernel::Kernel,
     guest: &Path,
     busybox: &Path,
@@ -153,8 +154,8 @@ fn image_key(
     };
     field("layout", LAYOUT_VERSION.as_bytes());
     field("kernel", kernel.sha256.as_bytes());
-    field("guest", kernel::sha256_file(guest)?.as_bytes());
-    field("busybox", kernel::sha256_file(busybox)?.as_bytes());
+    field("guest", sha256_cached(cache, guest)?.as_bytes());
+    field("busybox", sha256_cached(cache, busybox)?.as_bytes());
     for (group, m) in modules {
         field("module-group", group.as_bytes());
         field(
@@ -170,9 +171,14 @@ fn image_key(
             "extra-name",
             x.file_name().unwrap_or_default().as_encoded_bytes(),
         );
-        field("extra", kernel::sha256_file(x)?.as_bytes());
+        field("extra", sha256_cached(cache, x)?.as_bytes());
     }
     Ok(hex(&h.finalize()))
+}
+
+/// A file's SHA-256, remembered by the file's identity (see `derived`).
+fn sha256_cached(cache: &Path, path: &Path) -> Result<String> {
+    super::derived::cached(cache, "sha256", path, || kernel::sha256_file(path))
 }
 
 /// The static busybox (Debian package `busybox-static`).
