@@ -1,7 +1,8 @@
 //! husk's own namespace launcher (`husk-guest launch`) on its own: a plan
 //! it cannot follow is refused with a message that names the problem, and
-//! a host that refuses it user namespaces gets bubblewrap instead (or a
-//! clear error when bubblewrap is missing too).
+//! a host that refuses it user namespaces, or the new mount calls by a
+//! seccomp policy, gets bubblewrap instead (or a clear error when
+//! bubblewrap is missing too).
 
 use std::io::Write;
 use std::process::Command;
@@ -280,6 +281,104 @@ fn refused_user_namespaces_inner() {
     };
     assert!(
         reason.contains("native launcher unavailable: unshare (user namespace)"),
+        "{reason}"
+    );
+    assert!(reason.contains("install bubblewrap"), "{reason}");
+    println!("without bubblewrap: {err}");
+}
+
+const SECCOMP_INNER: &str = "HUSK_TEST_OPEN_TREE_REFUSED";
+
+/// A seccomp filter that answers `open_tree` with EPERM and allows the
+/// rest, as a container runtime's policy might: the native launcher must
+/// say so and husk must turn to bubblewrap, which mounts with mount(2).
+#[test]
+fn a_seccomp_refused_mount_call_falls_back_to_bubblewrap() {
+    if guest().is_none() || husk_sandbox::host::which("bwrap").is_none() {
+        eprintln!("SKIP: needs the guest agent and bubblewrap");
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    // BPF: a foreign architecture or any other call is allowed; open_tree
+    // on x86-64 returns EPERM.
+    const LD_W_ABS: u16 = 0x20;
+    const JEQ_K: u16 = 0x15;
+    const RET_K: u16 = 0x06;
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    const RET_ALLOW: u32 = 0x7fff_0000;
+    const RET_ERRNO: u32 = 0x0005_0000;
+    let insn = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    let filter = [
+        insn(LD_W_ABS, 0, 0, 4),
+        insn(JEQ_K, 0, 3, AUDIT_ARCH_X86_64),
+        insn(LD_W_ABS, 0, 0, 0),
+        insn(JEQ_K, 0, 1, libc::SYS_open_tree as u32),
+        insn(RET_K, 0, 0, RET_ERRNO | libc::EPERM as u32),
+        insn(RET_K, 0, 0, RET_ALLOW),
+    ];
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = Command::new(&exe);
+    cmd.args(["--exact", "seccomp_refused_inner", "--nocapture"])
+        .env(SECCOMP_INNER, "1");
+    // SAFETY: prctl is async-signal-safe; the filter program points at an
+    // array the closure owns, alive across the call.
+    unsafe {
+        cmd.pre_exec(move || {
+            let prog = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr() as *mut libc::sock_filter,
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &prog as *const libc::sock_fprog,
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
+    eprintln!("{text}");
+}
+
+#[test]
+fn seccomp_refused_inner() {
+    if std::env::var_os(SECCOMP_INNER).is_none() {
+        return; // only meaningful under the filter set up above
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // bubblewrap takes over, and its sandbox works.
+    let backend = husk_sandbox::namespace::NamespaceBackend::new().unwrap();
+    let sandbox = rt
+        .block_on(backend.start(&SandboxConfig::default()))
+        .expect("bubblewrap starts the sandbox");
+    let req = husk_sandbox::protocol::ExecRequest::new(["sh", "-c", "echo fine"]);
+    let out = rt.block_on(sandbox.client().run(&req, 1 << 16)).unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "fine");
+    rt.block_on(sandbox.stop()).unwrap();
+    // Without bubblewrap, the native launcher's reason and the way out.
+    // SAFETY: this process runs this one test, and nothing else reads the
+    // environment while it changes.
+    unsafe { std::env::set_var("PATH", "/nonexistent") };
+    let backend = husk_sandbox::namespace::NamespaceBackend::new().unwrap();
+    let Err(err) = rt.block_on(backend.start(&SandboxConfig::default())) else {
+        panic!("the native launcher cannot mount without open_tree");
+    };
+    let SandboxError::Unavailable { reason, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert!(
+        reason.contains("open_tree(2) is refused by this host's seccomp or LSM policy"),
         "{reason}"
     );
     assert!(reason.contains("install bubblewrap"), "{reason}");

@@ -135,11 +135,6 @@ fn run(args: &[String]) -> Result<i32, Failure> {
     sys::set_limit(libc::RLIMIT_NPROC, l.nproc, "the process limit")?;
     // As with bubblewrap, a CPU set the host does not allow is not fatal.
     let _ = sys::set_affinity(&l.cpus);
-    if let Some(call) = sys::missing_mount_call() {
-        return Err(Failure::Unsupported(format!(
-            "this kernel has no {call}(2) (Linux 5.12 or later)"
-        )));
-    }
     enter_user_namespace(plan.sandbox_uid)?;
     let mut flags =
         libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
@@ -155,6 +150,19 @@ fn run(args: &[String]) -> Result<i32, Failure> {
         }
         sys::unshare(flags, "mount, pid, ipc, uts and network namespaces")
             .map_err(unsupported_if_refused)?;
+    }
+    // Probed here, in a user and mount namespace of our own, where the
+    // kernel's own permission checks for these calls pass: an EPERM can
+    // only be a seccomp or LSM policy, and bubblewrap (plain mount(2))
+    // may still work there.
+    if let Some((call, err)) = sys::unusable_mount_call() {
+        return Err(Failure::Unsupported(
+            if err.raw_os_error() == Some(libc::ENOSYS) {
+                format!("this kernel has no {call}(2) (Linux 5.12 or later)")
+            } else {
+                format!("{call}(2) is refused by this host's seccomp or LSM policy ({err})")
+            },
+        ));
     }
     let (alive_r, alive_w) = rustix::pipe::pipe().map_err(|e| SysError {
         what: "making a pipe".into(),

@@ -142,10 +142,13 @@ pub(super) fn setattr(
 }
 
 /// The first mount system call the launcher needs that this kernel lacks
-/// (`mount_setattr`, Linux 5.12, is the newest). Each is called with
-/// arguments the kernel rejects before reading anything; only `ENOSYS`
-/// means missing.
-pub fn missing_mount_call() -> Option<&'static str> {
+/// (`ENOSYS`; `mount_setattr`, Linux 5.12, is the newest) or that a
+/// seccomp or LSM policy refuses (`EPERM`), with that error. Each is called
+/// with arguments the kernel rejects (`EINVAL`, `EBADF`, `EFAULT`) before
+/// it reads anything. Call it in the sandbox's own user and mount
+/// namespaces: `move_mount` and `fsopen` check the caller's mount
+/// capability first, and only there is an `EPERM` never the kernel's own.
+pub fn unusable_mount_call() -> Option<(&'static str, io::Error)> {
     let calls: [(&str, libc::c_long, [libc::c_long; 5]); 5] = [
         ("mount_setattr", libc::SYS_mount_setattr, [-1, 0, 0, 0, 0]),
         ("openat2", libc::SYS_openat2, [-1, 0, 0, 0, 0]),
@@ -158,8 +161,9 @@ pub fn missing_mount_call() -> Option<&'static str> {
         // fails, at worst with EFAULT from the kernel's checked copy of a
         // null path; nothing of ours is read or written.
         let rc = unsafe { libc::syscall(nr, a[0], a[1], a[2], a[3], a[4]) };
-        let missing = rc < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS);
-        missing.then_some(name)
+        let err = io::Error::last_os_error();
+        let unusable = rc < 0 && matches!(err.raw_os_error(), Some(libc::ENOSYS | libc::EPERM));
+        unusable.then_some((name, err))
     })
 }
 
