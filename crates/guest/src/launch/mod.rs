@@ -31,9 +31,10 @@
 //!    binary, so a second exec would only cost time (the host's plan may
 //!    instead name a command to exec, with an empty environment).
 //!
-//! A host where unprivileged user namespaces are refused, or whose kernel
-//! lacks `mount_setattr` (before 5.12), gets exit status
-//! [`UNSUPPORTED_EXIT`] and a message; the host then uses bubblewrap.
+//! A host where unprivileged user namespaces are refused, whose kernel
+//! lacks `mount_setattr` (before 5.12), or whose seccomp policy refuses
+//! the new mount calls, gets exit status [`UNSUPPORTED_EXIT`] and a
+//! message; the host then uses bubblewrap.
 
 mod fdmount;
 mod handover;
@@ -153,14 +154,13 @@ fn run(args: &[String]) -> Result<i32, Failure> {
     }
     // Probed here, in a user and mount namespace of our own, where the
     // kernel's own permission checks for these calls pass: an EPERM can
-    // only be a seccomp or LSM policy, and bubblewrap (plain mount(2))
-    // may still work there.
+    // only be a policy's, and bubblewrap (plain mount(2)) may still work.
     if let Some((call, err)) = sys::unusable_mount_call() {
         return Err(Failure::Unsupported(
             if err.raw_os_error() == Some(libc::ENOSYS) {
                 format!("this kernel has no {call}(2) (Linux 5.12 or later)")
             } else {
-                format!("{call}(2) is refused by this host's seccomp or LSM policy ({err})")
+                format!("{call}(2) is refused by this host's seccomp or security policy ({err})")
             },
         ));
     }

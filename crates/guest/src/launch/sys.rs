@@ -143,18 +143,28 @@ pub(super) fn setattr(
 
 /// The first mount system call the launcher needs that this kernel lacks
 /// (`ENOSYS`; `mount_setattr`, Linux 5.12, is the newest) or that a
-/// seccomp or LSM policy refuses (`EPERM`), with that error. Each is called
-/// with arguments the kernel rejects (`EINVAL`, `EBADF`, `EFAULT`) before
-/// it reads anything. Call it in the sandbox's own user and mount
-/// namespaces: `move_mount` and `fsopen` check the caller's mount
-/// capability first, and only there is an `EPERM` never the kernel's own.
+/// seccomp policy, or an LSM hook on the call itself, refuses (`EPERM`,
+/// `EACCES`), with that error. Each is called with arguments the kernel
+/// rejects (`EINVAL`, `EBADF`, `EFAULT`) before it reads anything. Call it
+/// in the sandbox's own user and mount namespaces: `open_tree` with
+/// `OPEN_TREE_CLONE`, `move_mount`, `fsopen` and `fsmount` check the
+/// caller's mount capability first, and only there is an `EPERM` never the
+/// kernel's own. (An LSM rule that looks at the paths, like AppArmor's
+/// mount rules, is not seen here: it fails the start when it applies.)
 pub fn unusable_mount_call() -> Option<(&'static str, io::Error)> {
-    let calls: [(&str, libc::c_long, [libc::c_long; 5]); 5] = [
+    const OPEN_TREE_CLONE: libc::c_long = 1;
+    let calls: [(&str, libc::c_long, [libc::c_long; 5]); 7] = [
         ("mount_setattr", libc::SYS_mount_setattr, [-1, 0, 0, 0, 0]),
         ("openat2", libc::SYS_openat2, [-1, 0, 0, 0, 0]),
-        ("open_tree", libc::SYS_open_tree, [-1, 0, 0, 0, 0]),
+        (
+            "open_tree",
+            libc::SYS_open_tree,
+            [-1, 0, OPEN_TREE_CLONE, 0, 0],
+        ),
         ("move_mount", libc::SYS_move_mount, [-1, 0, -1, 0, 0]),
         ("fsopen", libc::SYS_fsopen, [0, 0, 0, 0, 0]),
+        ("fsconfig", libc::SYS_fsconfig, [-1, 0, 0, 0, 0]),
+        ("fsmount", libc::SYS_fsmount, [-1, 0, 0, 0, 0]),
     ];
     calls.into_iter().find_map(|(name, nr, a)| {
         // SAFETY: null pointers, bad descriptors and zero sizes: each call
@@ -162,7 +172,11 @@ pub fn unusable_mount_call() -> Option<(&'static str, io::Error)> {
         // null path; nothing of ours is read or written.
         let rc = unsafe { libc::syscall(nr, a[0], a[1], a[2], a[3], a[4]) };
         let err = io::Error::last_os_error();
-        let unusable = rc < 0 && matches!(err.raw_os_error(), Some(libc::ENOSYS | libc::EPERM));
+        let unusable = rc < 0
+            && matches!(
+                err.raw_os_error(),
+                Some(libc::ENOSYS | libc::EPERM | libc::EACCES)
+            );
         unusable.then_some((name, err))
     })
 }

@@ -7,9 +7,9 @@
 //! - Control channel: a virtio-serial port named `husk.control`, backed by
 //!   a unix socket that QEMU listens on; the session secret reaches the guest
 //!   through fw_cfg from a 0600 file (never on a command line).
-//! - Teardown: the guest powers off on `Shutdown` (QEMU runs `-no-reboot`);
-//!   failing that QMP `quit`, failing that SIGKILL. QEMU gets
-//!   `PR_SET_PDEATHSIG`, so it dies with husk even on SIGKILL.
+//! - Teardown: husk kills QEMU (nothing in the VM is kept: the root disk is
+//!   read-only, guest storage is guest RAM). QEMU gets `PR_SET_PDEATHSIG`,
+//!   so it dies with husk even on SIGKILL.
 //! - Snapshots: when `husk image build` saved a template VM for this guest
 //!   image and configuration, a sandbox is restored from it instead of
 //!   booting (see `snapshot.rs`, `restore.rs`); a snapshot that cannot be

@@ -204,10 +204,14 @@ pub fn qemu_args(spec: &VmSpec<'_>, dir: &Path, id: &str) -> Vec<String> {
     if spec.mode == VmMode::Cold {
         push(&["-device", BALLOON_DEVICE]);
     }
-    push(&[
-        "-qmp",
-        &format!("unix:{},server=on,wait=off", p("qmp.sock")),
-    ]);
+    // QMP saves a template and loads a restore; a cold VM is stopped by
+    // killing QEMU and needs no monitor.
+    if spec.mode != VmMode::Cold {
+        push(&[
+            "-qmp",
+            &format!("unix:{},server=on,wait=off", p("qmp.sock")),
+        ]);
+    }
     match spec.mode {
         VmMode::Cold => push(&[
             "-fw_cfg",

@@ -1,6 +1,6 @@
-//! A minimal QMP client: enough to ask QEMU to quit when the guest does not
-//! power off by itself, and to save and load snapshots (`migrate`,
-//! `migrate-incoming`). One JSON object per line each way.
+//! A minimal QMP client: enough to save and load snapshots (`migrate`,
+//! `migrate-incoming`, `cont`, `quit` after a save). One JSON object per
+//! line each way. Cold VMs have no QMP socket.
 
 use std::path::Path;
 

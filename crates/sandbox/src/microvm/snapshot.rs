@@ -193,10 +193,9 @@ pub fn qemu_version(qemu: &Path) -> String {
                     .next()
                     .map(str::to_string)
             })
-            .ok_or_else(|| SandboxError::Config("no version".into()))
     };
-    let v = super::derived::cached(&super::probe_cache_dir(), "qemu-version", qemu, ask)
-        .unwrap_or_else(|_| "unknown".into());
+    let v = super::derived::from_running(&super::probe_cache_dir(), "qemu-version", qemu, ask)
+        .unwrap_or_else(|| "unknown".into());
     all.push((qemu.to_path_buf(), v.clone()));
     v
 }

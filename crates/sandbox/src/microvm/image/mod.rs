@@ -154,8 +154,11 @@ fn image_key(
     };
     field("layout", LAYOUT_VERSION.as_bytes());
     field("kernel", kernel.sha256.as_bytes());
-    field("guest", sha256_cached(cache, guest)?.as_bytes());
-    field("busybox", sha256_cached(cache, busybox)?.as_bytes());
+    field("guest", super::derived::sha256(cache, guest)?.as_bytes());
+    field(
+        "busybox",
+        super::derived::sha256(cache, busybox)?.as_bytes(),
+    );
     for (group, m) in modules {
         field("module-group", group.as_bytes());
         field(
@@ -171,14 +174,9 @@ fn image_key(
             "extra-name",
             x.file_name().unwrap_or_default().as_encoded_bytes(),
         );
-        field("extra", sha256_cached(cache, x)?.as_bytes());
+        field("extra", super::derived::sha256(cache, x)?.as_bytes());
     }
     Ok(hex(&h.finalize()))
-}
-
-/// A file's SHA-256, remembered by the file's identity (see `derived`).
-fn sha256_cached(cache: &Path, path: &Path) -> Result<String> {
-    super::derived::cached(cache, "sha256", path, || kernel::sha256_file(path))
 }
 
 /// The static busybox (Debian package `busybox-static`).

@@ -34,8 +34,9 @@ pub const GUEST_MODULES: &[(&str, &[&str])] = &[
     ("vsock", &["vmw_vsock_virtio_transport"]),
 ];
 
-/// Bumped when [`ModuleTree::plan`]'s rules change, so a plan cached by
-/// an older husk is not reused.
+/// Part of a cached plan's key with husk's version, so a plan cached by
+/// another husk is not reused; bump it when [`ModuleTree::plan`]'s rules
+/// change between releases.
 const PLAN_RULES: &str = "plan-1";
 
 /// [`ModuleTree::plan`] of the module tree at `moddir` for `groups`,
@@ -50,7 +51,11 @@ pub fn plan_cached(
     groups: &[(&str, &[&str])],
 ) -> Result<Vec<(String, PathBuf)>> {
     let key = super::hex(&sha2::Sha256::digest(
-        format!("{PLAN_RULES}\n{kernel_sha}\n{groups:?}").as_bytes(),
+        format!(
+            "{PLAN_RULES}\n{}\n{kernel_sha}\n{groups:?}",
+            env!("CARGO_PKG_VERSION")
+        )
+        .as_bytes(),
     ));
     let file = moddir.join(format!("husk-plan-{}", &key[..16]));
     if let Some(plan) = read_plan(moddir, &file) {
