@@ -23,7 +23,7 @@ pub enum SandboxError {
     #[error("{tool} not found: {hint}")]
     MissingTool { tool: &'static str, hint: String },
     /// The guest agent binary could not be found.
-    #[error("guest agent binary not found (looked at {}); build it with `cargo build -p husk-guest` or set HUSK_GUEST_BIN", looked.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    #[error("guest agent binary not found (looked at {}); build it with `scripts/build-guest --release` (a static build, which micro-VMs need) or set HUSK_GUEST_BIN", looked.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
     GuestBinaryMissing { looked: Vec<PathBuf> },
     /// The sandbox did not come up.
     #[error("sandbox failed to start: {reason}{}", detail_suffix(detail))]

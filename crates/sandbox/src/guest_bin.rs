@@ -45,10 +45,22 @@ pub fn helper_binary(name: &str) -> Option<PathBuf> {
     crate::microvm::image::locate_static_helper(name).or_else(|| next_to_executable(name).ok())
 }
 
-/// The guest agent binary: `$HUSK_GUEST_BIN` or next to the executable.
+/// The guest agent binary: `$HUSK_GUEST_BIN`, next to the executable, or
+/// a checkout's static build (`scripts/build-guest`).
 pub fn locate_guest() -> Result<PathBuf> {
-    locate_helper(GUEST_BIN, "HUSK_GUEST_BIN")
-        .map_err(|looked| SandboxError::GuestBinaryMissing { looked })
+    locate_helper(GUEST_BIN, "HUSK_GUEST_BIN").or_else(|mut looked| {
+        // In a checkout, `scripts/build-guest` puts the static build under
+        // `target/x86_64-unknown-linux-gnu/`, not next to `target/release/husk`.
+        if std::env::var_os("HUSK_GUEST_BIN").is_none() {
+            if let Some(found) = crate::microvm::image::locate_static_helper(GUEST_BIN) {
+                return Ok(found);
+            }
+            looked.push(PathBuf::from(format!(
+                "target/x86_64-unknown-linux-gnu/{{release,debug}}/{GUEST_BIN}"
+            )));
+        }
+        Err(SandboxError::GuestBinaryMissing { looked })
+    })
 }
 
 #[cfg(test)]
