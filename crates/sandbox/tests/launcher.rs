@@ -269,22 +269,31 @@ fn refused_user_namespaces_inner() {
     assert!(text.contains("bwrap"), "{text}");
     println!("with bubblewrap: {text}");
     // Without bubblewrap, the native launcher's reason and the way out.
+    let reason = reason_without_bubblewrap(&rt);
+    assert!(
+        reason.contains("native launcher unavailable: unshare (user namespace)"),
+        "{reason}"
+    );
+}
+
+/// With bubblewrap off `PATH`, a start must fail as `Unavailable`, and its
+/// reason must name the way out; returns the reason for the caller's own
+/// check of the cause. Only for the inner halves: each runs alone in its
+/// own process.
+fn reason_without_bubblewrap(rt: &tokio::runtime::Runtime) -> String {
     // SAFETY: this process runs this one test, and nothing else reads the
     // environment while it changes.
     unsafe { std::env::set_var("PATH", "/nonexistent") };
     let backend = husk_sandbox::namespace::NamespaceBackend::new().unwrap();
     let Err(err) = rt.block_on(backend.start(&SandboxConfig::default())) else {
-        panic!("no sandbox can start without user namespaces");
+        panic!("the native launcher was refused, yet a sandbox started");
     };
     let SandboxError::Unavailable { reason, .. } = &err else {
         panic!("{err:?}");
     };
-    assert!(
-        reason.contains("native launcher unavailable: unshare (user namespace)"),
-        "{reason}"
-    );
     assert!(reason.contains("install bubblewrap"), "{reason}");
     println!("without bubblewrap: {err}");
+    reason.clone()
 }
 
 const SECCOMP_INNER: &str = "HUSK_TEST_OPEN_TREE_REFUSED";
@@ -372,20 +381,9 @@ fn seccomp_refused_inner() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "fine");
     rt.block_on(sandbox.stop()).unwrap();
     // Without bubblewrap, the native launcher's reason and the way out.
-    // SAFETY: this process runs this one test, and nothing else reads the
-    // environment while it changes.
-    unsafe { std::env::set_var("PATH", "/nonexistent") };
-    let backend = husk_sandbox::namespace::NamespaceBackend::new().unwrap();
-    let Err(err) = rt.block_on(backend.start(&SandboxConfig::default())) else {
-        panic!("the native launcher cannot mount without open_tree");
-    };
-    let SandboxError::Unavailable { reason, .. } = &err else {
-        panic!("{err:?}");
-    };
+    let reason = reason_without_bubblewrap(&rt);
     assert!(
         reason.contains("open_tree(2) is refused by this host's seccomp or security policy"),
         "{reason}"
     );
-    assert!(reason.contains("install bubblewrap"), "{reason}");
-    println!("without bubblewrap: {err}");
 }
