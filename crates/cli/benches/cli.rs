@@ -10,7 +10,11 @@
 //!   snapshot when one exists, as a user gets it) against a bare
 //!   `qemu-system-x86_64` boot of the same kernel, machine and TSC
 //!   arguments with a busybox-only initramfs whose init powers off
-//!   (`MicrovmBackend::bare_floor`; its command line is printed).
+//!   (`MicrovmBackend::bare_floor`; its command line is printed). That
+//!   floor boots the package's bzImage, as issue 14 defines it; when husk
+//!   boots the kernel's ELF at its PVH entry, a second floor does the same
+//!   bare boot with that file, so husk's own share shows beside what the
+//!   boot method saves.
 //!
 //! Run: `cargo bench -p husk-cli --bench cli` (HUSK_BENCH_N, default 50;
 //! HUSK_BENCH_VM_N, default 0). Needs bubblewrap and the guest agent
@@ -20,7 +24,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use husk_sandbox::SandboxConfig;
-use husk_sandbox::microvm::{AccelChoice, MicrovmBackend};
+use husk_sandbox::microvm::{AccelChoice, FloorKernel, KernelBoot, MicrovmBackend};
 
 fn timed(cmd: &mut Command) -> Duration {
     let t = Instant::now();
@@ -129,28 +133,43 @@ fn main() {
             return;
         }
     };
+    let config = SandboxConfig::default();
     let bare = vm
-        .bare_floor(&SandboxConfig::default())
+        .bare_floor(&config, FloorKernel::BzImage)
         .expect("bare-boot floor");
+    let pvh = (vm.image().boot == KernelBoot::Pvh).then(|| {
+        vm.bare_floor(&config, FloorKernel::Husks)
+            .expect("bare-boot floor, PVH")
+    });
     println!();
     println!(
         "micro-VM ({}), {vm_n} runs each, alternating; floor: qemu-system-x86_64 {}",
         vm.accel().as_str(),
         bare.args().join(" ")
     );
+    println!(
+        "husk boots: {} ({})",
+        vm.image().boot.as_str(),
+        vm.image().boot_note
+    );
     println!();
     println!("| measurement | p50 | p95 | vs floor (p50) |");
     println!("|---|---|---|---|");
     let (mut vm_floor, mut restored, mut cold) = (Vec::new(), Vec::new(), Vec::new());
+    let mut pvh_floor = Vec::new();
     timed(&mut bare.command());
     timed(&mut exec(&["--backend", "microvm"]));
     for _ in 0..vm_n {
         vm_floor.push(timed(&mut bare.command()));
+        if let Some(pvh) = &pvh {
+            pvh_floor.push(timed(&mut pvh.command()));
+        }
         cold.push(timed(&mut exec(&["--backend", "microvm", "--cold"])));
         restored.push(timed(&mut exec(&["--backend", "microvm"])));
     }
     let f = p(&mut vm_floor, 0.5);
     let c = p(&mut cold, 0.5);
+    let pf = (!pvh_floor.is_empty()).then(|| p(&mut pvh_floor, 0.5));
     row(
         &format!(
             "floor: bare QEMU microvm boot, busybox-only initramfs ({} KiB), init powers off",
@@ -159,11 +178,25 @@ fn main() {
         &mut vm_floor,
         None,
     );
+    if pf.is_some() {
+        row(
+            "floor, PVH: the same bare boot of husk's ELF kernel (no bzImage decompression)",
+            &mut pvh_floor,
+            None,
+        );
+    }
     row(
         "`husk exec --backend microvm --cold -- true`",
-        &mut cold,
+        &mut cold.clone(),
         Some(f),
     );
+    if pf.is_some() {
+        row(
+            "`husk exec --backend microvm --cold -- true` (vs the PVH floor)",
+            &mut cold,
+            pf,
+        );
+    }
     row(
         "`husk exec --backend microvm -- true` (restored)",
         &mut restored.clone(),

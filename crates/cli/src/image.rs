@@ -133,6 +133,7 @@ fn print_human(r: &Report) {
         img.kernel.display(),
         img.kernel_package
     );
+    println!("  boot       {} ({})", img.boot.as_str(), img.boot_note);
     println!(
         "  initramfs  {} ({:.1} MiB)",
         img.initramfs.display(),

@@ -57,7 +57,9 @@ fn main() {
         restored.push(rt.block_on(cold_start(&vm, &config)));
     }
     let (exec_rt, ping) = rt.block_on(round_trips(&vm, &cold_config, 100));
-    let bare = vm.bare_floor(&config).expect("bare-boot floor");
+    let bare = vm
+        .bare_floor(&config, husk_sandbox::microvm::FloorKernel::BzImage)
+        .expect("bare-boot floor");
     let mut phases: [Vec<Duration>; 5] = Default::default();
     for _ in 0..n {
         let t = Instant::now();

@@ -218,7 +218,9 @@ fn microvm(rt: &tokio::runtime::Runtime, n: usize, rounds: usize) {
     let snap = rt
         .block_on(vm.build_snapshot(&config, &progress))
         .expect("build a snapshot");
-    let bare = vm.bare_floor(&config).expect("bare-boot floor");
+    let bare = vm
+        .bare_floor(&config, husk_sandbox::microvm::FloorKernel::BzImage)
+        .expect("bare-boot floor");
     let floor_cmd = || bare.command();
     let (accel, reason) = (vm.accel(), vm.accel_reason().to_string());
     let backend: Arc<dyn Backend> = Arc::new(vm);

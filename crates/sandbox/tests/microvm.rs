@@ -157,3 +157,38 @@ fn cold_guests_report_free_pages() {
         );
     });
 }
+
+/// Debian's cloud kernel boots at its PVH entry (no bzImage decompression
+/// in the guest): the backend says so, and the guest kernel runs at its
+/// link address, which only the ELF path gives (the bzImage's
+/// decompressor randomises it).
+#[test]
+fn the_debian_kernel_boots_at_its_pvh_entry() {
+    use husk_sandbox::microvm::KernelBoot;
+    use husk_sandbox::protocol::ExecRequest;
+    if std::env::var_os("HUSK_KERNEL_BOOT").is_some() {
+        eprintln!("SKIP: HUSK_KERNEL_BOOT chooses the boot method");
+        return;
+    }
+    conformance::run_case(&HARNESS, |_, backend| async move {
+        let vm = BACKEND.get().unwrap().as_ref().unwrap();
+        let image = vm.image();
+        assert_eq!(image.boot, KernelBoot::Pvh, "{}", image.boot_note);
+        let name = image.kernel.file_name().unwrap().to_string_lossy();
+        assert!(name.starts_with("vmlinux"), "{image:?}");
+        let config = husk_sandbox::SandboxConfig {
+            cold_boot: true,
+            ..Default::default()
+        };
+        let sb = backend.start(&config).await.expect("boot");
+        let mut req = ExecRequest::new(["sh", "-c", "grep ' T _text$' /proc/kallsyms"]);
+        req.user = Some(0);
+        let out = sb.client().run(&req, 1 << 16).await.unwrap();
+        sb.stop().await.unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "ffffffff81000000 T _text\n"
+        );
+    });
+}

@@ -5,6 +5,12 @@
 //! once. No guest agent, no modules, no virtio devices, no sockets: what
 //! any VM on this host must pay before husk adds anything.
 //!
+//! The floor issue 14 names boots the package's bzImage, as any QEMU user
+//! would. Husk itself boots the kernel's ELF at its PVH entry when it can
+//! (see `image::pvh`), which skips the bzImage's in-guest decompression;
+//! [`FloorKernel::Husks`] is the same bare boot with husk's kernel file, so
+//! husk's own share can be told apart from what the boot method saves.
+//!
 //! The initramfs is written to a private temporary directory (removed when
 //! the [`BareFloor`] is dropped), so the floor needs nothing but busybox.
 
@@ -28,6 +34,15 @@ const MACHINE: &[&str] = &[
     "-no-reboot",
 ];
 
+/// Which kernel file the bare boot loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FloorKernel {
+    /// The package's bzImage (the floor issue 14 defines).
+    BzImage,
+    /// The file a cold husk VM boots (the PVH ELF where husk uses it).
+    Husks,
+}
+
 /// A ready-to-run bare boot: its busybox-only initramfs and QEMU's
 /// arguments. Each [`BareFloor::command`] is one boot that exits when the
 /// guest has powered off.
@@ -46,6 +61,7 @@ impl BareFloor {
         image: &GuestImage,
         accel: Accel,
         config: &SandboxConfig,
+        kernel: FloorKernel,
     ) -> Result<Self> {
         let busybox = super::image::find_busybox()?;
         let dir = std::env::temp_dir().join(format!(
@@ -63,7 +79,7 @@ impl BareFloor {
                 return Err(e);
             }
         };
-        let args = floor_args(image, accel, config, &initrd);
+        let args = floor_args(image, accel, config, &initrd, kernel);
         Ok(BareFloor {
             qemu: qemu.to_path_buf(),
             dir,
@@ -126,7 +142,12 @@ fn floor_args(
     accel: Accel,
     config: &SandboxConfig,
     initrd: &Path,
+    kernel: FloorKernel,
 ) -> Vec<String> {
+    let kernel = match kernel {
+        FloorKernel::BzImage => &image.bzimage,
+        FloorKernel::Husks => &image.kernel,
+    };
     let mut a: Vec<String> = MACHINE.iter().map(|s| s.to_string()).collect();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
     push(&super::qemu::accel_args(accel));
@@ -139,7 +160,7 @@ fn floor_args(
     }
     push(&[
         "-kernel",
-        &image.kernel.to_string_lossy(),
+        &kernel.to_string_lossy(),
         "-initrd",
         &initrd.to_string_lossy(),
         "-append",
@@ -156,7 +177,10 @@ mod tests {
 
     fn image() -> GuestImage {
         GuestImage {
-            kernel: "/k/vmlinuz".into(),
+            kernel: "/k/vmlinux".into(),
+            boot: super::super::image::KernelBoot::Pvh,
+            boot_note: String::new(),
+            bzimage: "/k/vmlinuz".into(),
             initramfs: "/k/initramfs.cpio".into(),
             kernel_version: String::new(),
             kernel_package: String::new(),
@@ -187,7 +211,8 @@ mod tests {
             mode: super::super::qemu::VmMode::Cold,
         };
         let husk = super::super::qemu::qemu_args(&spec, Path::new("/run/x"), "id");
-        let floor = floor_args(&image, Accel::Tcg, &config, Path::new("/f/i.cpio"));
+        let at = |k| floor_args(&image, Accel::Tcg, &config, Path::new("/f/i.cpio"), k);
+        let (floor, bz) = (at(FloorKernel::Husks), at(FloorKernel::BzImage));
         let value = |args: &[String], flag: &str| {
             let i = args.iter().position(|a| a == flag).expect(flag);
             args[i + 1].clone()
@@ -200,6 +225,14 @@ mod tests {
             assert!(floor.contains(&flag.to_string()), "floor lacks {flag}");
         }
         assert_eq!(value(&floor, "-initrd"), "/f/i.cpio");
+        // The issue's floor differs in the kernel file alone.
+        assert_eq!(value(&husk, "-kernel"), "/k/vmlinux");
+        assert_eq!(value(&bz, "-kernel"), "/k/vmlinuz");
+        let without_kernel = |a: &[String]| {
+            let i = a.iter().position(|x| x == "-kernel").unwrap();
+            [&a[..i], &a[i + 2..]].concat()
+        };
+        assert_eq!(without_kernel(&floor), without_kernel(&bz));
         let (h, f) = (value(&husk, "-append"), value(&floor, "-append"));
         let tsc = clock::tcg_kernel_args();
         assert!(

@@ -42,7 +42,8 @@ use crate::error::{Result, SandboxError};
 use crate::host;
 use image::GuestImage;
 
-pub use floor::BareFloor;
+pub use floor::{BareFloor, FloorKernel};
+pub use image::KernelBoot;
 pub use qemu::console_tail;
 
 /// Where per-VM run directories live while VMs boot.
@@ -224,6 +225,7 @@ impl MicrovmBackend {
     fn slot(&self, config: &SandboxConfig) -> String {
         snapshot::Inputs {
             image_key: &self.image.key,
+            boot: self.image.boot,
             accel: self.accel,
             config,
         }
@@ -334,9 +336,10 @@ impl MicrovmBackend {
     }
 
     /// The bare-boot floor of this backend's kernel and machine: a
-    /// busybox-only initramfs whose init powers off (see `floor.rs`).
-    pub fn bare_floor(&self, config: &SandboxConfig) -> Result<BareFloor> {
-        BareFloor::new(&self.qemu, &self.image, self.accel, config)
+    /// busybox-only initramfs whose init powers off (see `floor.rs`),
+    /// booting `kernel`'s file.
+    pub fn bare_floor(&self, config: &SandboxConfig, kernel: FloorKernel) -> Result<BareFloor> {
+        BareFloor::new(&self.qemu, &self.image, self.accel, config, kernel)
     }
 
     fn spec<'a>(

@@ -105,6 +105,8 @@ pub enum SnapshotProblem {
 /// The inputs of one snapshot slot.
 pub struct Inputs<'a> {
     pub image_key: &'a str,
+    /// How the template's kernel booted (its memory layout differs).
+    pub boot: super::image::KernelBoot,
     pub accel: Accel,
     pub config: &'a SandboxConfig,
 }
@@ -132,6 +134,7 @@ impl Inputs<'_> {
         let d = self.config.disk_split();
         field("format", &FORMAT.to_le_bytes());
         field("image", self.image_key.as_bytes());
+        field("boot", self.boot.as_str().as_bytes());
         field("restore", &RESTORE_VERSION.to_le_bytes());
         field("accel", self.accel.as_str().as_bytes());
         field("memory", &self.config.memory_mb.to_le_bytes());
@@ -507,30 +510,42 @@ fn shell_quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::microvm::image::KernelBoot;
 
     #[test]
     fn every_guest_input_changes_the_slot() {
         let config = SandboxConfig::default();
         let base = Inputs {
             image_key: "aaaa",
+            boot: KernelBoot::Pvh,
             accel: Accel::Tcg,
             config: &config,
         }
         .slot();
         let other_image = Inputs {
             image_key: "aaab",
+            boot: KernelBoot::Pvh,
             accel: Accel::Tcg,
             config: &config,
         };
         assert_ne!(other_image.slot(), base, "guest image");
         let kvm = Inputs {
             image_key: "aaaa",
+            boot: KernelBoot::Pvh,
             accel: Accel::Kvm,
             config: &config,
         };
         assert_ne!(kvm.slot(), base, "accelerator");
+        let bz = Inputs {
+            image_key: "aaaa",
+            boot: KernelBoot::BzImage,
+            accel: Accel::Tcg,
+            config: &config,
+        };
+        assert_ne!(bz.slot(), base, "kernel boot");
         let same_devices = Inputs {
             image_key: "aaaa",
+            boot: KernelBoot::Pvh,
             accel: Accel::Tcg,
             config: &config,
         };
@@ -556,6 +571,7 @@ mod tests {
         ] {
             let i = Inputs {
                 image_key: "aaaa",
+                boot: KernelBoot::Pvh,
                 accel: Accel::Tcg,
                 config: &changed,
             };
@@ -568,6 +584,7 @@ mod tests {
         };
         let i = Inputs {
             image_key: "aaaa",
+            boot: KernelBoot::Pvh,
             accel: Accel::Tcg,
             config: &same,
         };

@@ -10,6 +10,7 @@ pub(super) mod cpio;
 mod initramfs;
 mod kernel;
 mod modules;
+mod pvh;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Result, SandboxError};
 pub use kernel::hex;
+pub use pvh::KernelBoot;
 
 /// Bump when the initramfs layout changes without any input changing.
 const LAYOUT_VERSION: &str = "husk-initramfs-2";
@@ -26,8 +28,14 @@ const LAYOUT_VERSION: &str = "husk-initramfs-2";
 /// Where a guest image's parts are.
 #[derive(Debug, Clone, Serialize)]
 pub struct GuestImage {
-    /// The kernel (bzImage).
+    /// The kernel QEMU boots: the unpacked ELF for [`KernelBoot::Pvh`],
+    /// else the bzImage.
     pub kernel: PathBuf,
+    /// How the kernel boots, and why not PVH when it does not.
+    pub boot: KernelBoot,
+    pub boot_note: String,
+    /// The package's bzImage (what the bare-boot floor boots).
+    pub bzimage: PathBuf,
     /// The initramfs (uncompressed newc cpio: TCG unpacks it faster than
     /// it would decompress it).
     pub initramfs: PathBuf,
@@ -68,6 +76,7 @@ pub fn build_or_get(opts: &ImageOptions<'_>) -> Result<GuestImage> {
     let progress = opts.progress;
     let cache = cache_dir();
     let kernel = kernel::get(&cache, opts.refresh_kernel, progress)?;
+    let boot = pvh::settle(&kernel.vmlinuz, progress)?;
     let busybox = find_busybox()?;
     let modules = modules::plan_cached(&kernel.moddir, &kernel.sha256, modules::GUEST_MODULES)?;
     let key = image_key(
@@ -90,7 +99,10 @@ pub fn build_or_get(opts: &ImageOptions<'_>) -> Result<GuestImage> {
         })
         .collect();
     let mut image = GuestImage {
-        kernel: kernel.vmlinuz.clone(),
+        kernel: boot.kernel,
+        boot: boot.boot,
+        boot_note: boot.note,
+        bzimage: kernel.vmlinuz.clone(),
         initramfs: initramfs.clone(),
         kernel_version: kernel.release.clone(),
         kernel_package: format!("{} {}", kernel.package, kernel.package_version),
