@@ -144,7 +144,12 @@ impl MicrovmBackend {
         };
         let t = std::time::Instant::now();
         let image = blocking(|| image::build_or_get(&opts))?;
-        tracing::debug!(ms = ms(t), "guest image resolved");
+        tracing::debug!(
+            ms = ms(t),
+            boot = image.boot.as_str(),
+            note = %image.boot_note,
+            "guest image resolved"
+        );
         let t = std::time::Instant::now();
         let (accel, accel_reason) = match choice {
             AccelChoice::Tcg => (Accel::Tcg, "tcg asked for".to_string()),

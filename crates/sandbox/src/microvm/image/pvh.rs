@@ -94,8 +94,11 @@ pub fn settle(bzimage: &Path, progress: &(dyn Fn(&str) + Sync)) -> Result<Settle
         kernel: elf.clone(),
         note,
     };
-    if elf.is_file() {
-        return Ok(pvh("ELF kernel at its PVH entry".into()));
+    if let Ok(meta) = std::fs::metadata(&elf) {
+        // A stored ELF of another length (cut short, replaced) is made anew.
+        if meta.is_file() && Some(meta.len()) == recorded_size(bzimage) {
+            return Ok(pvh("ELF kernel at its PVH entry".into()));
+        }
     }
     if let Ok(reason) = std::fs::read_to_string(&marker) {
         return Ok(bz(reason.trim().to_string()));
@@ -122,11 +125,14 @@ pub fn settle(bzimage: &Path, progress: &(dyn Fn(&str) + Sync)) -> Result<Settle
     }
 }
 
-/// Writes `bytes` to `path` through a private temporary name, so a
-/// reader sees the whole file or none.
+/// Writes `bytes` to `path` through a temporary name private to this
+/// call (two threads of a daemon may settle at once), so a reader sees
+/// the whole file or none.
 fn store(path: &Path, bytes: &[u8]) -> Result<()> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()));
     let io = |e| SandboxError::io(format!("writing {}", path.display()), e);
     std::fs::write(&tmp, bytes).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(|e| {
@@ -180,14 +186,21 @@ fn trim_zero_tails(elf: &mut [u8]) {
 
 /// The compressed kernel inside a bzImage (boot protocol 2.08+).
 fn payload(image: &[u8]) -> std::result::Result<&[u8], String> {
-    let u8_at = |o: usize| image.get(o).copied();
+    let (start, len) = payload_span(image)?;
+    image
+        .get(start..start + len)
+        .ok_or_else(|| format!("the payload ({len} bytes at {start}) runs past the file's end"))
+}
+
+/// Where the payload is, from the boot header alone (the first 0x250
+/// bytes of the file).
+fn payload_span(header: &[u8]) -> std::result::Result<(usize, usize), String> {
     let u16_at = |o: usize| {
-        image
+        header
             .get(o..o + 2)
             .map(|b| u16::from_le_bytes([b[0], b[1]]))
     };
-    let u32_at = |o: usize| le32(image, o);
-    if image.get(0x202..0x206) != Some(b"HdrS") {
+    if header.get(0x202..0x206) != Some(b"HdrS") {
         return Err("the kernel is not a bzImage (no HdrS boot header)".into());
     }
     let version = u16_at(0x206).unwrap_or(0);
@@ -196,17 +209,29 @@ fn payload(image: &[u8]) -> std::result::Result<&[u8], String> {
             "boot protocol {version:#06x} has no payload fields (needs 2.08)"
         ));
     }
-    let setup_sects = match u8_at(0x1f1) {
+    let setup_sects = match header.get(0x1f1).copied() {
         Some(0) | None => 4,
         Some(n) => usize::from(n),
     };
-    let (Some(off), Some(len)) = (u32_at(0x248), u32_at(0x24c)) else {
+    let (Some(off), Some(len)) = (le32(header, 0x248), le32(header, 0x24c)) else {
         return Err("the boot header is truncated".into());
     };
-    let start = (setup_sects + 1) * 512 + off as usize;
-    image
-        .get(start..start + len as usize)
-        .ok_or_else(|| format!("the payload ({len} bytes at {start}) runs past the file's end"))
+    Ok(((setup_sects + 1) * 512 + off as usize, len as usize))
+}
+
+/// The unpacked size the bzImage records (its payload's last 4 bytes),
+/// read with two small reads: how a start checks the stored ELF is whole
+/// without reading the kernel.
+fn recorded_size(bzimage: &Path) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(bzimage).ok()?;
+    let mut header = [0u8; 0x250];
+    f.read_exact_at(&mut header, 0).ok()?;
+    let (start, len) = payload_span(&header).ok()?;
+    let mut size = [0u8; 4];
+    f.read_exact_at(&mut size, (start + len).checked_sub(4)? as u64)
+        .ok()?;
+    Some(u64::from(u32::from_le_bytes(size)))
 }
 
 fn le32(b: &[u8], o: usize) -> Option<u32> {

@@ -156,10 +156,17 @@ fn settle_unpacks_once_and_remembers_a_refusal() {
     assert_eq!(s.boot, KernelBoot::Pvh);
     assert_eq!(s.kernel, dir.join("good").join(ELF_NAME));
     assert_eq!(std::fs::read(&s.kernel).unwrap(), want);
-    // The second time the ELF is only looked up: a changed one is kept.
-    std::fs::write(&s.kernel, b"kept").unwrap();
+    // The second time the ELF is only looked up (a same-length change is
+    // kept: proof it was not unpacked again) ...
+    let mut marked = want.clone();
+    marked[100] ^= 0xff;
+    std::fs::write(&s.kernel, &marked).unwrap();
     assert_eq!(settle(&good, &quiet).unwrap().boot, KernelBoot::Pvh);
-    assert_eq!(std::fs::read(&s.kernel).unwrap(), b"kept");
+    assert_eq!(std::fs::read(&s.kernel).unwrap(), marked);
+    // ... but one cut short is made anew.
+    std::fs::write(&s.kernel, &want[..want.len() / 2]).unwrap();
+    assert_eq!(settle(&good, &quiet).unwrap().boot, KernelBoot::Pvh);
+    assert_eq!(std::fs::read(&s.kernel).unwrap(), want);
 
     let xz = dir.join("xz/vmlinuz");
     std::fs::write(&xz, bzimage(b"\xfd7zXZ\0 rest\x10\0\0\0")).unwrap();
