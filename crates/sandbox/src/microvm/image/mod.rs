@@ -76,7 +76,7 @@ pub fn build_or_get(opts: &ImageOptions<'_>) -> Result<GuestImage> {
     let progress = opts.progress;
     let cache = cache_dir();
     let kernel = kernel::get(&cache, opts.refresh_kernel, progress)?;
-    let boot = pvh::settle(&kernel.vmlinuz, progress)?;
+    let boot = pvh::settle(&kernel.vmlinuz, pvh::BootChoice::from_env()?, progress);
     let busybox = find_busybox()?;
     let modules = modules::plan_cached(&kernel.moddir, &kernel.sha256, modules::GUEST_MODULES)?;
     let key = image_key(

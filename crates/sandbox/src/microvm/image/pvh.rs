@@ -17,7 +17,7 @@
 //!
 //! When the payload's compression is not one husk unpacks (LZ4, gzip) or
 //! the ELF has no PVH note, VMs boot the bzImage; the reason is kept in
-//! `vmlinux.husk-N.unsupported` beside the kernel so it is not tried each start.
+//! `vmlinux.refused-N` beside the kernel so it is not tried each start.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -29,6 +29,11 @@ use crate::error::{Result, SandboxError};
 /// The unpacked ELF's file name beside the bzImage; the suffix changes
 /// whenever what husk writes into it does, so an older one is not used.
 const ELF_NAME: &str = "vmlinux.husk-2";
+
+/// The marker that remembers why a kernel cannot boot at its PVH entry;
+/// its suffix changes whenever the unpacker learns a format, so an old
+/// refusal is tried again.
+const REFUSED_NAME: &str = "vmlinux.refused-1";
 
 /// Largest kernel husk will unpack (the payload's own size field is
 /// believed only up to this).
@@ -67,60 +72,109 @@ pub struct Settled {
     pub note: String,
 }
 
+/// What the user asked for (`HUSK_KERNEL_BOOT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootChoice {
+    /// `auto` or unset: PVH where the kernel allows it.
+    Auto,
+    /// `bzimage`: always the bzImage.
+    BzImage,
+}
+
+impl BootChoice {
+    /// `HUSK_KERNEL_BOOT`, refused with its value when it is neither.
+    pub fn from_env() -> Result<Self> {
+        match std::env::var("HUSK_KERNEL_BOOT").as_deref() {
+            Err(_) | Ok("auto") | Ok("") => Ok(BootChoice::Auto),
+            Ok("bzimage") => Ok(BootChoice::BzImage),
+            Ok(other) => Err(SandboxError::Config(format!(
+                "HUSK_KERNEL_BOOT must be `auto` or `bzimage`, not `{other}`"
+            ))),
+        }
+    }
+}
+
 /// What boots for the bzImage at `bzimage`: its unpacked ELF (made now
 /// if this kernel has none yet), or the bzImage itself with the reason.
-/// `HUSK_KERNEL_BOOT=bzimage` asks for the bzImage; `auto` (or unset) for
-/// PVH where possible.
-pub fn settle(bzimage: &Path, progress: &(dyn Fn(&str) + Sync)) -> Result<Settled> {
+/// Never fails for want of PVH: a kernel that cannot be unpacked, or an
+/// ELF that cannot be stored, boots as a bzImage.
+pub fn settle(bzimage: &Path, choice: BootChoice, progress: &(dyn Fn(&str) + Sync)) -> Settled {
     let bz = |note: String| Settled {
         boot: KernelBoot::BzImage,
         kernel: bzimage.to_path_buf(),
         note,
     };
-    match std::env::var("HUSK_KERNEL_BOOT").as_deref() {
-        Err(_) | Ok("auto") | Ok("") => {}
-        Ok("bzimage") => return Ok(bz("HUSK_KERNEL_BOOT=bzimage".into())),
-        Ok(other) => {
-            return Err(SandboxError::Config(format!(
-                "HUSK_KERNEL_BOOT must be `auto` or `bzimage`, not `{other}`"
-            )));
-        }
+    if choice == BootChoice::BzImage {
+        return bz("HUSK_KERNEL_BOOT=bzimage".into());
     }
     let dir = bzimage.parent().unwrap_or(Path::new("."));
     let elf = dir.join(ELF_NAME);
-    let marker = dir.join(format!("{ELF_NAME}.unsupported"));
-    let pvh = |note: String| Settled {
+    let marker = dir.join(REFUSED_NAME);
+    let pvh = || Settled {
         boot: KernelBoot::Pvh,
         kernel: elf.clone(),
-        note,
+        note: "ELF kernel at its PVH entry".into(),
     };
     if let Ok(meta) = std::fs::metadata(&elf) {
         // A stored ELF of another length (cut short, replaced) is made anew.
         if meta.is_file() && Some(meta.len()) == recorded_size(bzimage) {
-            return Ok(pvh("ELF kernel at its PVH entry".into()));
+            return pvh();
         }
     }
     if let Ok(reason) = std::fs::read_to_string(&marker) {
-        return Ok(bz(reason.trim().to_string()));
+        return bz(reason.trim().to_string());
     }
     progress("kernel: unpacking the ELF kernel for direct (PVH) boot …");
-    let image = std::fs::read(bzimage)
-        .map_err(|e| SandboxError::io(format!("reading {}", bzimage.display()), e))?;
-    match unpack(&image) {
-        Ok((bytes, entry)) => {
-            store(&elf, &bytes)?;
-            progress(&format!(
-                "kernel: {} ({} MiB, PVH entry {entry:#x})",
-                elf.display(),
-                bytes.len() >> 20
-            ));
-            Ok(pvh("ELF kernel at its PVH entry".into()))
-        }
+    sweep_temporaries(dir);
+    let unpacked = std::fs::read(bzimage)
+        .map_err(|e| format!("reading {}: {e}", bzimage.display()))
+        .and_then(|image| unpack(&image).map_err(|r| format!("no PVH boot: {r}")));
+    match unpacked {
+        Ok((bytes, entry)) => match store(&elf, &bytes) {
+            Ok(()) => {
+                progress(&format!(
+                    "kernel: {} ({} MiB, PVH entry {entry:#x})",
+                    elf.display(),
+                    bytes.len() >> 20
+                ));
+                pvh()
+            }
+            // Not remembered: a full disk may have room next time.
+            Err(e) => {
+                let note = format!("no PVH boot this time: {e}");
+                progress(&format!("kernel: {note}; booting the bzImage"));
+                bz(note)
+            }
+        },
         Err(reason) => {
-            let reason = format!("no PVH boot: {reason}");
             progress(&format!("kernel: {reason}; booting the bzImage"));
-            store(&marker, reason.as_bytes())?;
-            Ok(bz(reason))
+            if reason.starts_with("no PVH boot:") {
+                // The kernel itself cannot: not tried again for it.
+                let _ = store(&marker, reason.as_bytes());
+            }
+            bz(reason)
+        }
+    }
+}
+
+/// Removes temporaries an interrupted [`store`] left (older than ten
+/// minutes, so another process's write in progress is not touched).
+fn sweep_temporaries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let ours = name.starts_with(".vmlinux.") && name.ends_with(".tmp");
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age.as_secs() > 600);
+        if ours && old {
+            let _ = std::fs::remove_file(e.path());
         }
     }
 }
@@ -157,31 +211,57 @@ pub(super) fn unpack(image: &[u8]) -> std::result::Result<(Vec<u8>, u64), String
 /// kernel), which QEMU would otherwise read from the file and keep
 /// resident in every VM for a reset.
 fn trim_zero_tails(elf: &mut [u8]) {
-    let u16_at = |e: &[u8], o: usize| e.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u64_at = |e: &[u8], o: usize| {
-        e.get(o..o + 8)
-            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
-    };
-    let (Some(phoff), Some(entsize), Some(count)) =
-        (u64_at(elf, 32), u16_at(elf, 54), u16_at(elf, 56))
-    else {
+    let Some(headers) = program_headers(elf) else {
         return;
     };
-    for i in 0..usize::from(count) {
-        let ph = (phoff as usize).saturating_add(i * usize::from(entsize));
-        if le32(elf, ph) != Some(1) {
-            continue; // not PT_LOAD
-        }
-        let (Some(off), Some(filesz)) = (u64_at(elf, ph + 8), u64_at(elf, ph + 32)) else {
-            return;
-        };
-        let Some(data) = elf.get(off as usize..(off as usize).saturating_add(filesz as usize))
-        else {
+    for ph in headers.iter().filter(|ph| ph.kind == PT_LOAD) {
+        let Some(data) = segment(elf, ph) else {
             continue;
         };
         let kept = data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1) as u64;
-        elf[ph + 32..ph + 40].copy_from_slice(&kept.to_le_bytes());
+        // In bounds: `program_headers` read p_filesz from these 8 bytes.
+        elf[ph.at + 32..ph.at + 40].copy_from_slice(&kept.to_le_bytes());
     }
+}
+
+const PT_LOAD: u32 = 1;
+const PT_NOTE: u32 = 4;
+
+/// One ELF64 program header: where it is in the file, and the fields
+/// husk reads.
+struct ProgramHeader {
+    at: usize,
+    kind: u32,
+    offset: usize,
+    filesz: usize,
+}
+
+/// The program headers of an ELF64 file, each read whole from inside
+/// the file; `None` if the table is malformed or runs past the end.
+fn program_headers(elf: &[u8]) -> Option<Vec<ProgramHeader>> {
+    let phoff = usize::try_from(le64(elf, 32)?).ok()?;
+    let entsize = usize::from(le16(elf, 54)?);
+    let count = usize::from(le16(elf, 56)?);
+    if entsize < 56 {
+        return None;
+    }
+    (0..count)
+        .map(|i| {
+            let at = phoff.checked_add(i.checked_mul(entsize)?)?;
+            let field = |o: usize| usize::try_from(le64(elf, at.checked_add(o)?)?).ok();
+            Some(ProgramHeader {
+                at,
+                kind: le32(elf, at)?,
+                offset: field(8)?,
+                filesz: field(32)?,
+            })
+        })
+        .collect()
+}
+
+/// A segment's bytes in the file, if they are all inside it.
+fn segment<'a>(elf: &'a [u8], ph: &ProgramHeader) -> Option<&'a [u8]> {
+    elf.get(ph.offset..ph.offset.checked_add(ph.filesz)?)
 }
 
 /// The compressed kernel inside a bzImage (boot protocol 2.08+).
@@ -195,15 +275,10 @@ fn payload(image: &[u8]) -> std::result::Result<&[u8], String> {
 /// Where the payload is, from the boot header alone (the first 0x250
 /// bytes of the file).
 fn payload_span(header: &[u8]) -> std::result::Result<(usize, usize), String> {
-    let u16_at = |o: usize| {
-        header
-            .get(o..o + 2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-    };
     if header.get(0x202..0x206) != Some(b"HdrS") {
         return Err("the kernel is not a bzImage (no HdrS boot header)".into());
     }
-    let version = u16_at(0x206).unwrap_or(0);
+    let version = le16(header, 0x206).unwrap_or(0);
     if version < 0x0208 {
         return Err(format!(
             "boot protocol {version:#06x} has no payload fields (needs 2.08)"
@@ -234,8 +309,18 @@ fn recorded_size(bzimage: &Path) -> Option<u64> {
     Some(u64::from(u32::from_le_bytes(size)))
 }
 
+fn le16(b: &[u8], o: usize) -> Option<u16> {
+    b.get(o..o.checked_add(2)?)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+}
+
+fn le64(b: &[u8], o: usize) -> Option<u64> {
+    let bytes = b.get(o..o.checked_add(8)?)?;
+    Some(u64::from_le_bytes(bytes.try_into().ok()?))
+}
+
 fn le32(b: &[u8], o: usize) -> Option<u32> {
-    b.get(o..o + 4)
+    b.get(o..o.checked_add(4)?)
         .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
@@ -311,30 +396,13 @@ fn gzip(payload: &[u8], size: usize) -> std::result::Result<Vec<u8>, String> {
 
 /// The PVH entry point of an x86-64 ELF kernel, from its notes.
 fn pvh_entry(elf: &[u8]) -> std::result::Result<u64, String> {
-    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u64_at = |o: usize| {
-        elf.get(o..o + 8)
-            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
-    };
-    if elf.get(..6) != Some(b"\x7fELF\x02\x01") || u16_at(18) != Some(62) {
+    if elf.get(..6) != Some(b"\x7fELF\x02\x01") || le16(elf, 18) != Some(62) {
         return Err("the unpacked kernel is not a little-endian x86-64 ELF".into());
     }
-    let phoff = u64_at(32).unwrap_or(u64::MAX) as usize;
-    let (entsize, count) = (u16_at(54).unwrap_or(0), u16_at(56).unwrap_or(0));
-    if entsize < 56 {
-        return Err("the ELF's program headers are malformed".into());
-    }
-    for i in 0..usize::from(count) {
-        let ph = phoff.saturating_add(i * usize::from(entsize));
-        if le32(elf, ph) != Some(4) {
-            continue; // not PT_NOTE
-        }
-        let (Some(off), Some(len)) = (u64_at(ph + 8), u64_at(ph + 32)) else {
-            return Err("a program header runs past the ELF's end".into());
-        };
-        let notes = elf
-            .get(off as usize..(off as usize).saturating_add(len as usize))
-            .ok_or("a note segment runs past the ELF's end")?;
+    let headers = program_headers(elf)
+        .ok_or("the ELF's program headers are malformed or run past its end")?;
+    for ph in headers.iter().filter(|ph| ph.kind == PT_NOTE) {
+        let notes = segment(elf, ph).ok_or("a note segment runs past the ELF's end")?;
         if let Some(entry) = xen_entry(notes) {
             return Ok(entry);
         }

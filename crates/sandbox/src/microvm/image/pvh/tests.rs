@@ -152,7 +152,7 @@ fn settle_unpacks_once_and_remembers_a_refusal() {
     let want = elf(Some(0x1234));
     let good = dir.join("good/vmlinuz");
     std::fs::write(&good, bzimage(&lz4_payload(&want, 1 << 20))).unwrap();
-    let s = settle(&good, &quiet).unwrap();
+    let s = settle(&good, BootChoice::Auto, &quiet);
     assert_eq!(s.boot, KernelBoot::Pvh);
     assert_eq!(s.kernel, dir.join("good").join(ELF_NAME));
     assert_eq!(std::fs::read(&s.kernel).unwrap(), want);
@@ -161,24 +161,57 @@ fn settle_unpacks_once_and_remembers_a_refusal() {
     let mut marked = want.clone();
     marked[100] ^= 0xff;
     std::fs::write(&s.kernel, &marked).unwrap();
-    assert_eq!(settle(&good, &quiet).unwrap().boot, KernelBoot::Pvh);
+    assert_eq!(
+        settle(&good, BootChoice::Auto, &quiet).boot,
+        KernelBoot::Pvh
+    );
     assert_eq!(std::fs::read(&s.kernel).unwrap(), marked);
     // ... but one cut short is made anew.
     std::fs::write(&s.kernel, &want[..want.len() / 2]).unwrap();
-    assert_eq!(settle(&good, &quiet).unwrap().boot, KernelBoot::Pvh);
+    assert_eq!(
+        settle(&good, BootChoice::Auto, &quiet).boot,
+        KernelBoot::Pvh
+    );
     assert_eq!(std::fs::read(&s.kernel).unwrap(), want);
 
     let xz = dir.join("xz/vmlinuz");
     std::fs::write(&xz, bzimage(b"\xfd7zXZ\0 rest\x10\0\0\0")).unwrap();
-    let s = settle(&xz, &quiet).unwrap();
+    let s = settle(&xz, BootChoice::Auto, &quiet);
     assert_eq!(
         (s.boot, s.kernel.as_path()),
         (KernelBoot::BzImage, xz.as_path())
     );
     assert!(s.note.contains("xz-compressed"), "{}", s.note);
-    let marker =
-        std::fs::read_to_string(dir.join("xz").join(format!("{ELF_NAME}.unsupported"))).unwrap();
+    let marker = std::fs::read_to_string(dir.join("xz").join(REFUSED_NAME)).unwrap();
     assert_eq!(marker, s.note);
+    // The refusal is remembered: even a kernel that could now be unpacked
+    // is not tried again under the same marker.
+    std::fs::write(&xz, bzimage(&lz4_payload(&want, 1 << 20))).unwrap();
+    let again = settle(&xz, BootChoice::Auto, &quiet);
+    assert_eq!(
+        (again.boot, again.note),
+        (KernelBoot::BzImage, s.note.clone())
+    );
+    assert!(!dir.join("xz").join(ELF_NAME).exists());
+    // An ELF that cannot be stored (here a directory holds its name)
+    // boots the bzImage this time, and nothing is remembered.
+    std::fs::create_dir_all(dir.join("blocked")).unwrap();
+    let blocked = dir.join("blocked/vmlinuz");
+    std::fs::write(&blocked, bzimage(&lz4_payload(&want, 1 << 20))).unwrap();
+    std::fs::create_dir(dir.join("blocked").join(ELF_NAME)).unwrap();
+    let b = settle(&blocked, BootChoice::Auto, &quiet);
+    assert_eq!(
+        (b.boot, b.kernel.as_path()),
+        (KernelBoot::BzImage, blocked.as_path())
+    );
+    assert!(b.note.contains("no PVH boot this time"), "{}", b.note);
+    assert!(!dir.join("blocked").join(REFUSED_NAME).exists());
+    // Asked for the bzImage, the ELF is neither made nor used.
+    let asked = settle(&good, BootChoice::BzImage, &quiet);
+    assert_eq!(
+        (asked.boot, asked.kernel),
+        (KernelBoot::BzImage, good.clone())
+    );
     let names: Vec<_> = std::fs::read_dir(dir.join("xz"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -215,4 +248,35 @@ fn loadable_segments_lose_their_zero_tails_in_the_file_only() {
     // Nothing else changed.
     e[96..104].copy_from_slice(&before[96..104]);
     assert_eq!(e, before);
+}
+
+/// ELF headers that point outside the file are refused, never a panic.
+#[test]
+fn malformed_program_headers_are_refused() {
+    let good = elf(Some(9));
+    let set = |e: &mut Vec<u8>, at: usize, v: &[u8]| e[at..at + v.len()].copy_from_slice(v);
+    let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
+    let mut far = good.clone();
+    set(&mut far, 32, &(u64::MAX - 2).to_le_bytes()); // e_phoff
+    cases.push(("malformed or run past", far));
+    let mut small = good.clone();
+    set(&mut small, 54, &40u16.to_le_bytes()); // e_phentsize
+    cases.push(("malformed or run past", small));
+    let mut many = good.clone();
+    set(&mut many, 56, &u16::MAX.to_le_bytes()); // e_phnum
+    cases.push(("malformed or run past", many));
+    let mut notes_out = good.clone();
+    set(&mut notes_out, 64 + 8, &(u64::MAX - 4).to_le_bytes()); // p_offset
+    cases.push(("note segment runs past", notes_out));
+    let mut notes_long = good.clone();
+    set(&mut notes_long, 64 + 32, &(1u64 << 40).to_le_bytes()); // p_filesz
+    cases.push(("note segment runs past", notes_long));
+    for (want, e) in cases {
+        let r = pvh_entry(&e).expect_err(want);
+        assert!(r.contains(want), "{want}: {r}");
+        let mut trimmed = e.clone();
+        trim_zero_tails(&mut trimmed);
+        assert_eq!(trimmed, e, "{want}: trimming a malformed ELF changed it");
+    }
+    assert_eq!(pvh_entry(&good), Ok(9));
 }
