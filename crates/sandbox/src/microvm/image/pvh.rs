@@ -4,8 +4,8 @@
 //! Why: a bzImage is a small program that decompresses the real kernel
 //! into guest RAM and relocates it before anything else runs. Under TCG
 //! that is ~0.5–0.6 s of every cold boot (Debian's cloud kernel: 14 MiB of
-//! LZ4 → 51 MiB) and ~55 MiB more guest RAM touched, plus the 14 MiB image
-//! QEMU keeps for a reset. Debian's x86-64 kernels carry the Xen
+//! LZ4 → 51 MiB), more guest RAM touched, and the 14 MiB image QEMU keeps
+//! per VM for a reset. Debian's x86-64 kernels carry the Xen
 //! `PHYS32_ENTRY` ELF note, so QEMU's `microvm` machine can load the
 //! uncompressed ELF itself (mapped from the file, shared by every VM) and
 //! enter the kernel proper at once.
