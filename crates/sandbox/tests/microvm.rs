@@ -139,23 +139,27 @@ fn oom_kills_are_reported() {
 /// enabled reporting: freed guest RAM goes back to the host.
 #[test]
 fn cold_guests_report_free_pages() {
-    use husk_sandbox::protocol::ExecRequest;
     conformance::run_case(&HARNESS, |_, backend| async move {
-        let config = husk_sandbox::SandboxConfig {
-            cold_boot: true,
-            ..Default::default()
-        };
-        let sb = backend.start(&config).await.expect("boot");
-        let mut req = ExecRequest::new(["sh", "-c", conformance::BALLOON_PROBE]);
-        req.user = Some(0);
-        let out = sb.client().run(&req, 1 << 16).await.unwrap();
-        sb.stop().await.unwrap();
-        assert!(out.status.success(), "{out:?}");
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
-            "device virtio_balloon 1\nreporting\n"
-        );
+        let stdout = cold_root_script(&*backend, conformance::BALLOON_PROBE).await;
+        assert_eq!(stdout, "device virtio_balloon 1\nreporting\n");
     });
+}
+
+/// Boots a cold VM, runs `script` as root in it, stops it; the script must
+/// succeed, and its stdout is returned.
+async fn cold_root_script(backend: &dyn Backend, script: &str) -> String {
+    use husk_sandbox::protocol::ExecRequest;
+    let config = husk_sandbox::SandboxConfig {
+        cold_boot: true,
+        ..Default::default()
+    };
+    let sb = backend.start(&config).await.expect("boot");
+    let mut req = ExecRequest::new(["sh", "-c", script]);
+    req.user = Some(0);
+    let out = sb.client().run(&req, 1 << 16).await.unwrap();
+    sb.stop().await.unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Debian's cloud kernel boots at its PVH entry (no bzImage decompression
@@ -165,7 +169,6 @@ fn cold_guests_report_free_pages() {
 #[test]
 fn the_debian_kernel_boots_at_its_pvh_entry() {
     use husk_sandbox::microvm::KernelBoot;
-    use husk_sandbox::protocol::ExecRequest;
     if std::env::var_os("HUSK_KERNEL_BOOT").is_some() {
         eprintln!("SKIP: HUSK_KERNEL_BOOT chooses the boot method");
         return;
@@ -176,19 +179,7 @@ fn the_debian_kernel_boots_at_its_pvh_entry() {
         assert_eq!(image.boot, KernelBoot::Pvh, "{}", image.boot_note);
         let name = image.kernel.file_name().unwrap().to_string_lossy();
         assert!(name.starts_with("vmlinux"), "{image:?}");
-        let config = husk_sandbox::SandboxConfig {
-            cold_boot: true,
-            ..Default::default()
-        };
-        let sb = backend.start(&config).await.expect("boot");
-        let mut req = ExecRequest::new(["sh", "-c", "grep ' T _text$' /proc/kallsyms"]);
-        req.user = Some(0);
-        let out = sb.client().run(&req, 1 << 16).await.unwrap();
-        sb.stop().await.unwrap();
-        assert!(out.status.success(), "{out:?}");
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
-            "ffffffff81000000 T _text\n"
-        );
+        let stdout = cold_root_script(&*backend, "grep ' T _text$' /proc/kallsyms").await;
+        assert_eq!(stdout, "ffffffff81000000 T _text\n");
     });
 }

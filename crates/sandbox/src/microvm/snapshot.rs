@@ -515,40 +515,27 @@ mod tests {
     #[test]
     fn every_guest_input_changes_the_slot() {
         let config = SandboxConfig::default();
-        let base = Inputs {
-            image_key: "aaaa",
-            boot: KernelBoot::Pvh,
-            accel: Accel::Tcg,
-            config: &config,
+        fn inputs<'a>(
+            image_key: &'a str,
+            boot: KernelBoot,
+            accel: Accel,
+            config: &'a SandboxConfig,
+        ) -> Inputs<'a> {
+            Inputs {
+                image_key,
+                boot,
+                accel,
+                config,
+            }
         }
-        .slot();
-        let other_image = Inputs {
-            image_key: "aaab",
-            boot: KernelBoot::Pvh,
-            accel: Accel::Tcg,
-            config: &config,
-        };
+        let base = inputs("aaaa", KernelBoot::Pvh, Accel::Tcg, &config).slot();
+        let other_image = inputs("aaab", KernelBoot::Pvh, Accel::Tcg, &config);
         assert_ne!(other_image.slot(), base, "guest image");
-        let kvm = Inputs {
-            image_key: "aaaa",
-            boot: KernelBoot::Pvh,
-            accel: Accel::Kvm,
-            config: &config,
-        };
+        let kvm = inputs("aaaa", KernelBoot::Pvh, Accel::Kvm, &config);
         assert_ne!(kvm.slot(), base, "accelerator");
-        let bz = Inputs {
-            image_key: "aaaa",
-            boot: KernelBoot::BzImage,
-            accel: Accel::Tcg,
-            config: &config,
-        };
+        let bz = inputs("aaaa", KernelBoot::BzImage, Accel::Tcg, &config);
         assert_ne!(bz.slot(), base, "kernel boot");
-        let same_devices = Inputs {
-            image_key: "aaaa",
-            boot: KernelBoot::Pvh,
-            accel: Accel::Tcg,
-            config: &config,
-        };
+        let same_devices = inputs("aaaa", KernelBoot::Pvh, Accel::Tcg, &config);
         assert_eq!(same_devices.slot_with(&qemu::device_layout()), base);
         assert_ne!(
             same_devices.slot_with("virtio-balloon-device,free-page-reporting=on"),
@@ -569,12 +556,7 @@ mod tests {
                 ..SandboxConfig::default()
             },
         ] {
-            let i = Inputs {
-                image_key: "aaaa",
-                boot: KernelBoot::Pvh,
-                accel: Accel::Tcg,
-                config: &changed,
-            };
+            let i = inputs("aaaa", KernelBoot::Pvh, Accel::Tcg, &changed);
             assert_ne!(i.slot(), base, "{changed:?}");
         }
         // Host-side settings that do not reach the guest do not matter.
@@ -582,12 +564,7 @@ mod tests {
             rpc_timeout_secs: 99,
             ..SandboxConfig::default()
         };
-        let i = Inputs {
-            image_key: "aaaa",
-            boot: KernelBoot::Pvh,
-            accel: Accel::Tcg,
-            config: &same,
-        };
+        let i = inputs("aaaa", KernelBoot::Pvh, Accel::Tcg, &same);
         assert_eq!(i.slot(), base);
     }
 
