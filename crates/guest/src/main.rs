@@ -217,11 +217,12 @@ fn vm_serve() -> Result<(), String> {
         let secret = match secret {
             Some(s) => s,
             None => {
+                let view = restore::CmdlineView::prepare(&cmdline)?;
                 vm::late_modules_loaded()?;
                 balloon::stop_reporting_for_snapshot()?;
                 vm::boot_mark("parked");
                 let identity = restore::park(&mut stream).await?;
-                restore::adopt(&identity)?;
+                restore::adopt(&identity, &view)?;
                 vm::boot_mark("restored");
                 identity.secret
             }

@@ -12,6 +12,12 @@
 //! then), the host's wall-clock time (the guest clock stood still while
 //! the snapshot sat on disk), and the sandbox id, shown as `husk.id=` in
 //! `/proc/cmdline` as on a cold boot.
+//!
+//! The file shown over `/proc/cmdline` is bind-mounted by the template,
+//! before it parks; a restored copy only rewrites that file's contents.
+//! Every restored copy starts with an empty TCG translation cache, so
+//! each kernel path it takes is translated afresh; the mount's is not one
+//! of them.
 
 use husk_protocol::restore::{Identity, Parked, RESTORE_VERSION};
 use husk_protocol::{Envelope, MAX_FRAME_LEN, decode_frame, encode_frame};
@@ -75,10 +81,10 @@ async fn read_identity<R: AsyncRead + Unpin>(rd: &mut R) -> Result<Identity, Str
 /// Applies everything but the secret (which the session takes). Any
 /// failure means this copy must not serve: it would share state with its
 /// siblings.
-pub fn adopt(identity: &Identity) -> Result<(), String> {
+pub fn adopt(identity: &Identity, cmdline: &CmdlineView) -> Result<(), String> {
     reseed_rng(&identity.entropy)?;
     set_clock(identity.unix_secs, identity.unix_nanos)?;
-    show_id(&identity.sandbox_id)
+    cmdline.show_id(&identity.sandbox_id)
 }
 
 /// `RNDADDENTROPY`: `_IOW('R', 0x03, int[2])`.
@@ -141,18 +147,37 @@ fn set_clock(secs: u64, nanos: u32) -> Result<(), String> {
     Ok(())
 }
 
-/// Shows the new id where a cold boot has it: `/proc/cmdline`, with the
-/// template's `husk.id=` and `husk.template` replaced.
-fn show_id(id: &str) -> Result<(), String> {
-    let cmdline = std::fs::read_to_string("/proc/cmdline")
-        .map_err(|e| format!("reading /proc/cmdline: {e}"))?;
-    let text = restored_cmdline(&cmdline, id);
-    let path = "/run/.husk-cmdline";
-    std::fs::write(path, text).map_err(|e| format!("writing {path}: {e}"))?;
-    rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(0o444))
-        .map_err(|e| format!("chmod {path}: {e}"))?;
-    rustix::mount::mount_bind(path, "/proc/cmdline")
-        .map_err(|e| format!("showing the new id in /proc/cmdline: {e}"))
+/// The root-owned, read-only file the template mounts over
+/// `/proc/cmdline`, so that a restored copy can show its own id there
+/// (where a cold boot has it) by rewriting the file.
+pub struct CmdlineView {
+    template: String,
+}
+
+impl CmdlineView {
+    const PATH: &'static str = "/run/.husk-cmdline";
+
+    /// Mounts the template's own command line over `/proc/cmdline`.
+    pub fn prepare(cmdline: &str) -> Result<Self, String> {
+        let path = Self::PATH;
+        std::fs::write(path, cmdline).map_err(|e| format!("writing {path}: {e}"))?;
+        rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(0o444))
+            .map_err(|e| format!("chmod {path}: {e}"))?;
+        rustix::mount::mount_bind(path, "/proc/cmdline")
+            .map_err(|e| format!("mounting {path} over /proc/cmdline: {e}"))?;
+        Ok(Self {
+            template: cmdline.to_string(),
+        })
+    }
+
+    /// Shows `id` in place of the template's `husk.id=`, without
+    /// `husk.template`. Runs before anything of the sandbox's does, so the
+    /// path is still the file the template mounted.
+    fn show_id(&self, id: &str) -> Result<(), String> {
+        let path = Self::PATH;
+        std::fs::write(path, restored_cmdline(&self.template, id))
+            .map_err(|e| format!("showing the new id in /proc/cmdline ({path}): {e}"))
+    }
 }
 
 fn restored_cmdline(cmdline: &str, id: &str) -> String {

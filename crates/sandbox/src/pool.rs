@@ -14,6 +14,16 @@
 //! and network are fixed when a sandbox starts. Anything else starts cold,
 //! as does a claim that finds the pool empty (a miss).
 //!
+//! Before a new sandbox is offered, the refill runs one throwaway command
+//! in it (`true`, as the stage's default user, like a stage's first
+//! command). A micro-VM under TCG translates every guest code path the
+//! first time it takes it, in each QEMU process anew, so a restored VM's
+//! first exec costs ~0.1 s more than its second; the warm-up pays that
+//! in the background instead of in the claiming run. It leaves nothing
+//! behind but a used process id. A warm-up the guest refuses (a root
+//! image without `true`) still leaves a good sandbox; one that gets no
+//! answer in [`WARM_UP_TIMEOUT`] counts as a failed start.
+//!
 //! The refill task starts one sandbox at a time, backs off after a failed
 //! start (the error is kept for `status`), and ends with the pool:
 //! [`Pool::shutdown`] stops every ready sandbox, and dropping them kills
@@ -28,10 +38,14 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::backend::{Backend, BackendKind, Origin, Sandbox, SandboxConfig, ToolDelivery};
-use crate::error::Result;
+use crate::error::{Result, SandboxError};
+use husk_protocol::ExecRequest;
 
 /// How long a claimed sandbox's guest gets to answer its ping.
 const CLAIM_PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a new sandbox's warm-up command may take before the sandbox
+/// is given up as a failed start.
+pub const WARM_UP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest wait between failed starts.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Default [`PoolOptions::idle_limit`].
@@ -390,7 +404,10 @@ async fn refill(pool: Weak<Pool>) {
         }
         let may_start = retry_at.is_none_or(|t| now >= t);
         if may_start && p.reserve_start() {
-            let outcome = p.backend.start(&p.template).await;
+            let outcome = match p.backend.start(&p.template).await {
+                Ok(sandbox) => warm_up(sandbox).await,
+                Err(e) => Err(e),
+            };
             let failed = outcome.is_err();
             if let Some(late) = p.finish_start(outcome) {
                 tokio::spawn(late.stop());
@@ -418,9 +435,68 @@ async fn refill(pool: Weak<Pool>) {
     }
 }
 
+/// Runs the warm-up command (see the module docs) in a new sandbox.
+async fn warm_up(sandbox: Sandbox) -> Result<Sandbox> {
+    let req = ExecRequest::new(["true"]);
+    let ran = tokio::time::timeout(WARM_UP_TIMEOUT, sandbox.client().run(&req, 1024)).await;
+    match warm_up_verdict(ran.ok().map(|r| r.map(drop))) {
+        Ok(()) => Ok(sandbox),
+        Err(reason) => {
+            tokio::spawn(sandbox.stop());
+            Err(SandboxError::StartFailed {
+                reason,
+                detail: String::new(),
+            })
+        }
+    }
+}
+
+/// Whether a warm-up's outcome (`None`: no answer in time) leaves a
+/// sandbox worth offering. Any exit status does, and so does a refusal by
+/// the guest (the command is missing from its image): the guest answered.
+fn warm_up_verdict(outcome: Option<Result<()>>) -> std::result::Result<(), String> {
+    match outcome {
+        Some(Ok(())) => Ok(()),
+        Some(Err(SandboxError::Guest(refused))) => {
+            tracing::debug!("pool warm-up refused by the guest, sandbox kept: {refused}");
+            Ok(())
+        }
+        Some(Err(e)) => Err(format!("warm-up command failed: {e}")),
+        None => Err(format!(
+            "warm-up command got no answer in {} s",
+            WARM_UP_TIMEOUT.as_secs()
+        )),
+    }
+}
+
 /// The wait after `failures` failed starts in a row: 1 s, doubling, at
 /// most [`MAX_BACKOFF`].
 fn backoff(failures: u32) -> Duration {
     let exp = failures.saturating_sub(1).min(16);
     (Duration::from_secs(1) * 2u32.pow(exp)).min(MAX_BACKOFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use husk_protocol::{ErrorKind, ErrorReply};
+
+    #[test]
+    fn a_warm_up_keeps_a_sandbox_whose_guest_answered() {
+        assert_eq!(warm_up_verdict(Some(Ok(()))), Ok(()));
+        let missing = SandboxError::Guest(ErrorReply {
+            kind: ErrorKind::NotFound,
+            message: "exec true: not found".into(),
+        });
+        assert_eq!(warm_up_verdict(Some(Err(missing))), Ok(()));
+    }
+
+    #[test]
+    fn a_warm_up_without_an_answer_is_a_failed_start() {
+        let gone = SandboxError::Closed("guest exited".into());
+        let err = warm_up_verdict(Some(Err(gone))).unwrap_err();
+        assert_eq!(err, "warm-up command failed: sandbox is gone: guest exited");
+        let err = warm_up_verdict(None).unwrap_err();
+        assert_eq!(err, "warm-up command got no answer in 30 s");
+    }
 }

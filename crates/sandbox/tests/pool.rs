@@ -1,7 +1,8 @@
 //! Warm pool behaviour with real namespace sandboxes: filling to target,
 //! claims and misses, configs that do not fit, idle recycling, backoff
-//! after failed starts, and shutdown leaving no process behind. One test,
-//! run in order, so the launcher processes counted are the pool's own.
+//! after failed starts, the warm-up command, and shutdown leaving no
+//! process behind. One test, run in order, so the launcher processes
+//! counted are the pool's own.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -98,13 +99,15 @@ fn pool_fills_serves_recycles_backs_off_and_shuts_down() {
         };
         let sb = pool.claim(&config).await.expect("a ready sandbox");
         assert_eq!(sb.origin(), Origin::Pool);
-        let req = husk_sandbox::protocol::ExecRequest::new(["sh", "-c", "echo $STAGE"]);
+        let req = husk_sandbox::protocol::ExecRequest::new(["sh", "-c", "echo $STAGE $$"]);
         let out = sb
             .client()
             .run(&sb.with_default_env(&req), 1024)
             .await
             .unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "one\n");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (stage, pooled_pid) = text.trim().split_once(' ').expect("stage and pid");
+        assert_eq!(stage, "one");
         let s = until(&pool, limit, |s| s.ready == 2).await;
         assert_eq!((s.claims, s.misses, s.started), (1, 0, 3), "{s:?}");
         sb.stop().await.unwrap();
@@ -117,6 +120,13 @@ fn pool_fills_serves_recycles_backs_off_and_shuts_down() {
         assert!(pool.claim(&other).await.is_none());
         let cold = pool.start(&other).await.unwrap();
         assert_eq!(cold.origin(), Origin::Cold);
+        // The pool ran exactly one warm-up command in its sandbox before
+        // handing it out: the stage's first process got the next pid
+        // after the one a cold sandbox's first process gets.
+        let req = husk_sandbox::protocol::ExecRequest::new(["sh", "-c", "echo $$"]);
+        let out = cold.client().run(&req, 1024).await.unwrap();
+        let cold_pid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        assert_eq!(pooled_pid.parse::<u32>().unwrap(), cold_pid + 1, "{text}");
         cold.stop().await.unwrap();
         assert_eq!(pool.status().claims, 1);
 

@@ -63,6 +63,18 @@ pub async fn cold_start(backend: &dyn Backend, config: &SandboxConfig) -> Durati
     elapsed
 }
 
+/// One exec round trip of `true` on `sb`, timed.
+pub async fn exec_true(sb: &husk_sandbox::Sandbox) -> Duration {
+    let t = Instant::now();
+    let out = sb
+        .client()
+        .run(&ExecRequest::new(["true"]), 1024)
+        .await
+        .expect("exec");
+    assert!(out.status.success(), "true failed: {:?}", out.status);
+    t.elapsed()
+}
+
 /// `n` exec round trips (`true`) and `n` pings on one live sandbox.
 pub async fn round_trips(
     backend: &dyn Backend,
@@ -72,12 +84,7 @@ pub async fn round_trips(
     let sb = backend.start(config).await.expect("start");
     let (mut e, mut p) = (Vec::new(), Vec::new());
     for _ in 0..n {
-        let t = Instant::now();
-        sb.client()
-            .run(&ExecRequest::new(["true"]), 1024)
-            .await
-            .expect("exec");
-        e.push(t.elapsed());
+        e.push(exec_true(&sb).await);
         let t = Instant::now();
         sb.client().ping().await.expect("ping");
         p.push(t.elapsed());
