@@ -18,11 +18,12 @@
 //! in it (`true`, as the stage's default user, like a stage's first
 //! command). A micro-VM under TCG translates every guest code path the
 //! first time it takes it, in each QEMU process anew, so a restored VM's
-//! first exec costs ~0.1 s more than its second; the warm-up pays that
-//! in the background instead of in the claiming run. It leaves nothing
-//! behind but a used process id. A warm-up the guest refuses (a root
-//! image without `true`) still leaves a good sandbox; one that gets no
-//! answer in [`WARM_UP_TIMEOUT`] counts as a failed start.
+//! first exec costs some 40–100 ms more than its second; the warm-up pays
+//! that in the background instead of in the claiming run. It leaves
+//! nothing behind but a used process id. A root image without `true`
+//! still makes a good sandbox (the guest answers "not found"); any other
+//! failure, or no answer in [`WARM_UP_TIMEOUT`], is a failed start: a
+//! sandbox that cannot run `true` is not offered to a run.
 //!
 //! The refill task starts one sandbox at a time, backs off after a failed
 //! start (the error is kept for `status`), and ends with the pool:
@@ -39,7 +40,7 @@ use tokio::sync::Notify;
 
 use crate::backend::{Backend, BackendKind, Origin, Sandbox, SandboxConfig, ToolDelivery};
 use crate::error::{Result, SandboxError};
-use husk_protocol::ExecRequest;
+use husk_protocol::{ErrorKind, ExecRequest};
 
 /// How long a claimed sandbox's guest gets to answer its ping.
 const CLAIM_PING_TIMEOUT: Duration = Duration::from_secs(2);
@@ -442,23 +443,22 @@ async fn warm_up(sandbox: Sandbox) -> Result<Sandbox> {
     match warm_up_verdict(ran.ok().map(|r| r.map(drop))) {
         Ok(()) => Ok(sandbox),
         Err(reason) => {
+            let detail = sandbox.console_tail(20).unwrap_or_default();
             tokio::spawn(sandbox.stop());
-            Err(SandboxError::StartFailed {
-                reason,
-                detail: String::new(),
-            })
+            Err(SandboxError::StartFailed { reason, detail })
         }
     }
 }
 
 /// Whether a warm-up's outcome (`None`: no answer in time) leaves a
-/// sandbox worth offering. Any exit status does, and so does a refusal by
-/// the guest (the command is missing from its image): the guest answered.
+/// sandbox worth offering. Any exit status does, and so does "not found"
+/// (an image without `true`); a guest that cannot start a process at all
+/// (out of memory or process ids, permission denied) does not.
 fn warm_up_verdict(outcome: Option<Result<()>>) -> std::result::Result<(), String> {
     match outcome {
         Some(Ok(())) => Ok(()),
-        Some(Err(SandboxError::Guest(refused))) => {
-            tracing::debug!("pool warm-up refused by the guest, sandbox kept: {refused}");
+        Some(Err(SandboxError::Guest(refused))) if refused.kind == ErrorKind::NotFound => {
+            tracing::debug!("pool warm-up: {refused}; sandbox kept");
             Ok(())
         }
         Some(Err(e)) => Err(format!("warm-up command failed: {e}")),
@@ -479,16 +479,34 @@ fn backoff(failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use husk_protocol::{ErrorKind, ErrorReply};
+    use husk_protocol::ErrorReply;
+
+    fn refused(kind: ErrorKind, message: &str) -> Option<Result<()>> {
+        Some(Err(SandboxError::Guest(ErrorReply {
+            kind,
+            message: message.into(),
+        })))
+    }
 
     #[test]
-    fn a_warm_up_keeps_a_sandbox_whose_guest_answered() {
+    fn a_warm_up_keeps_a_sandbox_that_ran_it_or_lacks_true() {
         assert_eq!(warm_up_verdict(Some(Ok(()))), Ok(()));
-        let missing = SandboxError::Guest(ErrorReply {
-            kind: ErrorKind::NotFound,
-            message: "exec true: not found".into(),
-        });
-        assert_eq!(warm_up_verdict(Some(Err(missing))), Ok(()));
+        let missing = refused(ErrorKind::NotFound, "true: command not found");
+        assert_eq!(warm_up_verdict(missing), Ok(()));
+    }
+
+    #[test]
+    fn a_sandbox_that_cannot_start_a_process_is_not_kept() {
+        let spawn = refused(
+            ErrorKind::SpawnFailed,
+            "true: cannot start: Resource temporarily unavailable",
+        );
+        assert_eq!(
+            warm_up_verdict(spawn).unwrap_err(),
+            "warm-up command failed: true: cannot start: Resource temporarily unavailable"
+        );
+        let denied = refused(ErrorKind::PermissionDenied, "true: permission denied");
+        assert!(warm_up_verdict(denied).is_err());
     }
 
     #[test]

@@ -163,16 +163,19 @@ fn restored_sandboxes_get_fresh_identities() {
         let probe = "tr ' ' '\\n' < /proc/cmdline | grep '^husk.id='; \
                      cat /proc/sys/kernel/random/boot_id; \
                      head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; date +%s; \
-                     grep -c husk.template /proc/cmdline; \
-                     (echo husk.id=forged > /run/.husk-cmdline) 2>/dev/null && echo writable || echo locked";
+                     grep -c husk.template /proc/cmdline; stat -c %u:%a /run/.husk-cmdline; \
+                     for f in /run/.husk-cmdline /proc/cmdline; do \
+                       (echo husk.id=forged > $f) 2>/dev/null && echo writable || echo locked; \
+                     done";
         let (ta, tb) = (sh_text(&a, probe).await, sh_text(&b, probe).await);
         let (la, lb): (Vec<&str>, Vec<&str>) = (ta.lines().collect(), tb.lines().collect());
-        assert_eq!((la.len(), lb.len()), (6, 6), "{ta}\n{tb}");
+        assert_eq!((la.len(), lb.len()), (8, 8), "{ta}\n{tb}");
         // The file the template mounted over /proc/cmdline shows each
-        // copy's own line, without the template's mark, and the sandbox
-        // user cannot rewrite it.
+        // copy's own line, without the template's mark; it is root's,
+        // read-only, and the sandbox user can rewrite neither it nor
+        // /proc/cmdline.
         for l in [&la, &lb] {
-            assert_eq!((l[4], l[5]), ("0", "locked"), "{ta}\n{tb}");
+            assert_eq!(l[4..], ["0", "0:444", "locked", "locked"], "{ta}\n{tb}");
         }
         assert_ne!(la[0], lb[0], "same sandbox id");
         assert_ne!(la[1], lb[1], "same boot id");

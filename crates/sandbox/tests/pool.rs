@@ -1,7 +1,7 @@
 //! Warm pool behaviour with real namespace sandboxes: filling to target,
 //! claims and misses, configs that do not fit, idle recycling, backoff
-//! after failed starts, the warm-up command, and shutdown leaving no
-//! process behind. One test, run in order, so the launcher processes
+//! after failed starts, the warm-up command (and a sandbox that fails it),
+//! and shutdown leaving no process behind. One test, run in order, so the launcher processes
 //! counted are the pool's own.
 
 use std::sync::Arc;
@@ -60,6 +60,36 @@ impl Backend for Broken {
     async fn start(&self, _: &SandboxConfig) -> husk_sandbox::Result<Sandbox> {
         self.0.fetch_add(1, Ordering::SeqCst);
         Err(SandboxError::Config("no such image".into()))
+    }
+}
+
+/// A backend whose sandboxes die as soon as they have started (their
+/// host process is killed), so the pool's warm-up finds them gone.
+struct Dying(Arc<NamespaceBackend>);
+
+#[async_trait::async_trait]
+impl Backend for Dying {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Namespace
+    }
+    fn tool_delivery(&self) -> ToolDelivery {
+        self.0.tool_delivery()
+    }
+    async fn start(&self, config: &SandboxConfig) -> husk_sandbox::Result<Sandbox> {
+        let sb = self.0.start(config).await?;
+        let pid = sb.host_pid().expect("a live sandbox has a host process");
+        // SAFETY: kill(2) takes no pointers.
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+        // The guest dies with its launcher, a moment later.
+        let t0 = Instant::now();
+        while sb.client().ping().await.is_ok() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "guest outlived its launcher"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(sb)
     }
 }
 
@@ -161,6 +191,24 @@ fn pool_fills_serves_recycles_backs_off_and_shuts_down() {
         assert!(s.started >= 3, "{s:?}");
         idle.shutdown().await;
         until(&idle, limit, |_| our_launchers() == 0).await;
+
+        // A sandbox whose warm-up fails is stopped, never offered, and
+        // counts as a failed start.
+        let dying = Pool::start(
+            Arc::new(Dying(backend.clone())),
+            SandboxConfig::default(),
+            PoolOptions {
+                target: 1,
+                idle_limit: Duration::from_secs(600),
+            },
+        );
+        let s = until(&dying, limit, |s| s.failed >= 1).await;
+        assert_eq!((s.ready, s.started), (0, 0), "{s:?}");
+        let err = s.last_error.unwrap_or_default();
+        assert!(err.contains("warm-up command failed"), "{err}");
+        assert!(dying.claim(&SandboxConfig::default()).await.is_none());
+        dying.shutdown().await;
+        until(&dying, limit, |_| our_launchers() == 0).await;
 
         // Failed starts back off (1 s, then 2 s, …) instead of spinning,
         // and the error is kept for health.
