@@ -222,8 +222,9 @@ fn vm_serve() -> Result<(), String> {
                 balloon::stop_reporting_for_snapshot()?;
                 vm::boot_mark("parked");
                 let identity = restore::park(&mut stream).await?;
+                // No boot mark here: printk's paths would be translated
+                // afresh on every restore, before the first command.
                 restore::adopt(&identity, &view)?;
-                vm::boot_mark("restored");
                 identity.secret
             }
         };
@@ -232,7 +233,7 @@ fn vm_serve() -> Result<(), String> {
             secret,
             default_user: Some(vm::SANDBOX_UID),
             file_owner: Some((vm::SANDBOX_UID, vm::SANDBOX_UID)),
-            memory: oom::MemoryFacts::micro_vm(),
+            memory: oom::MemoryFacts::micro_vm(&cmdline),
         };
         ended(server::serve(rd, wr, &cfg).await)
     })

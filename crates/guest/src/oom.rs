@@ -46,9 +46,9 @@ pub struct MemoryFacts {
 
 impl MemoryFacts {
     /// Micro-VM: the limit is the guest RAM the host asked for
-    /// (`husk.memory_mb=` on the kernel command line).
-    pub fn micro_vm() -> MemoryFacts {
-        let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    /// (`husk.memory_mb=` on the kernel command line, given as read at
+    /// boot).
+    pub fn micro_vm(cmdline: &str) -> MemoryFacts {
         let limit_mb = cmdline
             .split_whitespace()
             .find_map(|w| w.strip_prefix("husk.memory_mb="))

@@ -151,32 +151,67 @@ fn set_clock(secs: u64, nanos: u32) -> Result<(), String> {
 /// `/proc/cmdline`, so that a restored copy can show its own id there
 /// (where a cold boot has it) by rewriting the file.
 pub struct CmdlineView {
-    template: String,
+    /// What the file shows: the template's command line without
+    /// `husk.template`, with the template's own id.
+    shown: String,
+    /// Where the id's value is in `shown`.
+    id_at: std::ops::Range<usize>,
 }
 
 impl CmdlineView {
     const PATH: &'static str = "/run/.husk-cmdline";
 
-    /// Mounts the template's own command line over `/proc/cmdline`.
+    /// Mounts the template's command line, already in the form a restored
+    /// copy shows, over `/proc/cmdline`.
     pub fn prepare(cmdline: &str) -> Result<Self, String> {
         let path = Self::PATH;
-        std::fs::write(path, cmdline).map_err(|e| format!("writing {path}: {e}"))?;
+        let id = cmdline
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("husk.id="))
+            .unwrap_or_default();
+        let view = Self::new(cmdline, id);
+        std::fs::write(path, &view.shown).map_err(|e| format!("writing {path}: {e}"))?;
         rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(0o444))
             .map_err(|e| format!("chmod {path}: {e}"))?;
         rustix::mount::mount_bind(path, "/proc/cmdline")
             .map_err(|e| format!("mounting {path} over /proc/cmdline: {e}"))?;
-        Ok(Self {
-            template: cmdline.to_string(),
-        })
+        Ok(view)
     }
 
-    /// Shows `id` in place of the template's `husk.id=`, without
-    /// `husk.template`. Runs before anything of the sandbox's does, so the
-    /// path is still the file the template mounted.
+    fn new(cmdline: &str, id: &str) -> Self {
+        let shown = restored_cmdline(cmdline, id);
+        let id_at = match shown
+            .find(" husk.id=")
+            .map(|i| i + 1)
+            .or_else(|| shown.starts_with("husk.id=").then_some(0))
+        {
+            Some(i) => i + "husk.id=".len()..i + "husk.id=".len() + id.len(),
+            None => 0..0,
+        };
+        Self { shown, id_at }
+    }
+
+    /// Shows `id` in place of the template's. Runs before anything of the
+    /// sandbox's does, so the path is still the file the template mounted.
+    /// An id as long as the template's (husk's ids are) is written over
+    /// it in place: no truncation, no new page, fewer kernel paths for a
+    /// restored copy to translate.
     fn show_id(&self, id: &str) -> Result<(), String> {
         let path = Self::PATH;
-        std::fs::write(path, restored_cmdline(&self.template, id))
-            .map_err(|e| format!("showing the new id in /proc/cmdline ({path}): {e}"))
+        let err = |e: std::io::Error| format!("showing the new id in /proc/cmdline ({path}): {e}");
+        if !self.id_at.is_empty() && id.len() == self.id_at.len() {
+            use std::os::unix::fs::FileExt;
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(err)?;
+            return file
+                .write_all_at(id.as_bytes(), self.id_at.start as u64)
+                .map_err(err);
+        }
+        let mut shown = self.shown.clone();
+        shown.replace_range(self.id_at.clone(), id);
+        std::fs::write(path, shown).map_err(err)
     }
 }
 
@@ -212,6 +247,20 @@ mod tests {
     fn template_is_recognised_as_a_whole_word() {
         assert!(is_template("quiet husk.template husk.id=1"));
         assert!(!is_template("quiet husk.templates husk.id=1"));
+    }
+
+    #[test]
+    fn the_view_knows_where_the_id_is() {
+        let v = CmdlineView::new("console=ttyS0 husk.id=aaaa husk.template quiet\n", "aaaa");
+        assert_eq!(v.shown, "console=ttyS0 husk.id=aaaa quiet\n");
+        assert_eq!(&v.shown[v.id_at.clone()], "aaaa");
+        let first = CmdlineView::new("husk.id=abc quiet", "abc");
+        assert_eq!(&first.shown[first.id_at.clone()], "abc");
+        // Not fooled by a word that merely ends in "husk.id=".
+        let odd = CmdlineView::new("xhusk.id=zz husk.id=abc", "abc");
+        assert_eq!(&odd.shown[odd.id_at.clone()], "abc");
+        let none = CmdlineView::new("quiet", "");
+        assert!(none.id_at.is_empty());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //!   few seconds (some hosts expose `/dev/kvm` but hang guests); TCG software
 //!   emulation otherwise. The probe's verdict is cached per host boot.
 //! - Control channel: a virtio-serial port named `husk.control`, backed by
-//!   a unix socket that QEMU listens on; the session secret reaches the guest
+//!   a socketpair husk hands QEMU at its start; the session secret reaches the guest
 //!   through fw_cfg from a 0600 file (never on a command line).
 //! - Teardown: husk kills QEMU (nothing in the VM is kept: the root disk is
 //!   read-only, guest storage is guest RAM). QEMU gets `PR_SET_PDEATHSIG`,

@@ -60,6 +60,55 @@ pub fn accel_args(accel: Accel) -> [&'static str; 4] {
     }
 }
 
+/// QEMU's descriptor for its end of the control channel.
+pub const CONTROL_FD: i32 = 5;
+/// QEMU's descriptor for its end of the QMP channel (templates, restores).
+pub const QMP_FD: i32 = 6;
+
+/// husk's ends of a VM's channels; QEMU's ends go in `fds`, to be passed
+/// to [`spawn`].
+pub struct Channels {
+    pub control: std::os::unix::net::UnixStream,
+    pub qmp: Option<std::os::unix::net::UnixStream>,
+    pub fds: Vec<(std::os::fd::OwnedFd, i32)>,
+}
+
+impl Channels {
+    /// The control channel, and QMP unless `mode` is a cold boot.
+    pub fn new(mode: VmMode<'_>) -> Result<Channels> {
+        let pair = || {
+            std::os::unix::net::UnixStream::pair()
+                .map_err(|e| SandboxError::io("creating a socketpair for QEMU", e))
+        };
+        let (control, theirs) = pair()?;
+        let mut fds = vec![(theirs.into(), CONTROL_FD)];
+        let qmp = if mode == VmMode::Cold {
+            None
+        } else {
+            let (ours, theirs) = pair()?;
+            fds.push((theirs.into(), QMP_FD));
+            Some(ours)
+        };
+        Ok(Channels { control, qmp, fds })
+    }
+
+    /// husk's ends as tokio streams (QMP negotiated), once QEMU runs.
+    pub async fn open(self) -> Result<(tokio::net::UnixStream, Option<Qmp>)> {
+        let control = tokio_stream(self.control)?;
+        let qmp = match self.qmp {
+            Some(q) => Some(Qmp::over(tokio_stream(q)?).await?),
+            None => None,
+        };
+        Ok((control, qmp))
+    }
+}
+
+pub fn tokio_stream(s: std::os::unix::net::UnixStream) -> Result<tokio::net::UnixStream> {
+    s.set_nonblocking(true)
+        .and_then(|()| tokio::net::UnixStream::from_std(s))
+        .map_err(|e| SandboxError::io("QEMU channel", e))
+}
+
 /// What a VM needs to start.
 pub struct VmSpec<'a> {
     pub qemu: &'a Path,
@@ -193,14 +242,15 @@ pub fn qemu_args(spec: &VmSpec<'_>, dir: &Path, id: &str) -> Vec<String> {
     // One port is all husk uses; the default of 31 costs ~60 virtqueues
     // that the guest driver sets up at boot (~80 ms under TCG).
     push(&["-device", "virtio-serial-device,max_ports=2"]);
+    // The control channel (and QMP) are socketpairs husk made before it
+    // started QEMU: connected from the first instant, no socket file to
+    // wait for.
     push(&[
         "-chardev",
-        &format!(
-            "socket,id=husk,path={},server=on,wait=off",
-            p("control.sock")
-        ),
+        &format!("socket,id=husk,fd={CONTROL_FD}"),
+        "-device",
+        "virtserialport,chardev=husk,name=husk.control",
     ]);
-    push(&["-device", "virtserialport,chardev=husk,name=husk.control"]);
     if spec.mode == VmMode::Cold {
         push(&["-device", BALLOON_DEVICE]);
     }
@@ -208,8 +258,10 @@ pub fn qemu_args(spec: &VmSpec<'_>, dir: &Path, id: &str) -> Vec<String> {
     // killing QEMU and needs no monitor.
     if spec.mode != VmMode::Cold {
         push(&[
-            "-qmp",
-            &format!("unix:{},server=on,wait=off", p("qmp.sock")),
+            "-chardev",
+            &format!("socket,id=qmp,fd={QMP_FD}"),
+            "-mon",
+            "chardev=qmp,mode=control",
         ]);
     }
     match spec.mode {
@@ -230,18 +282,20 @@ pub async fn boot(spec: &VmSpec<'_>, id: &str) -> Result<Vm> {
     let dir = rundir::create(id)?;
     let result = boot_in(spec, &dir, id).await;
     // Whatever happened, nothing of the run directory stays on disk: the
-    // sockets are connected (or useless) and the console is open.
+    // channels are socketpairs and the console is open.
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
 async fn boot_in(spec: &VmSpec<'_>, dir: &Path, id: &str) -> Result<Vm> {
     write_private(&dir.join("secret"), spec.secret.to_hex().as_bytes())?;
-    let (mut child, stderr) = spawn(spec, dir, id, Vec::new()).await?;
+    let mut channels = Channels::new(spec.mode)?;
+    let fds = std::mem::take(&mut channels.fds);
+    let (mut child, stderr) = spawn(spec, dir, id, fds).await?;
     let console_path = dir.join("console.log");
     let started = Instant::now();
     let connected = async {
-        let (stream, _) = connect_raw(spec, dir, &mut child, started).await?;
+        let (stream, _) = channels.open().await?;
         handshake(spec, stream, &mut child, started).await
     }
     .await;
@@ -320,44 +374,6 @@ pub async fn spawn(
     drop(high);
     let stderr = crate::stderr::collect(&mut child);
     Ok((child, stderr))
-}
-
-/// Connects to the control socket (and QMP) once QEMU listens.
-pub async fn connect_raw(
-    spec: &VmSpec<'_>,
-    dir: &Path,
-    child: &mut Child,
-    started: Instant,
-) -> Result<(tokio::net::UnixStream, Option<Qmp>)> {
-    let ctl = dir.join("control.sock");
-    let stream = loop {
-        if let Some(status) = child.try_wait().map_err(|e| SandboxError::io("QEMU", e))? {
-            return Err(SandboxError::StartFailed {
-                reason: format!("QEMU exited early ({status})"),
-                detail: String::new(),
-            });
-        }
-        if let Ok(s) = tokio::net::UnixStream::connect(&ctl).await {
-            break s;
-        }
-        if started.elapsed() > spec.boot_timeout {
-            return Err(timeout_error(spec));
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
-    // A cold boot has no use for QMP (a VM is stopped by killing QEMU); a
-    // template or a restore needs it, and QEMU may open the QMP socket
-    // just after the control socket.
-    if spec.mode == VmMode::Cold {
-        return Ok((stream, None));
-    }
-    let qmp_path = dir.join("qmp.sock");
-    let mut qmp = Qmp::connect(&qmp_path).await.ok();
-    while qmp.is_none() && started.elapsed() < spec.boot_timeout {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        qmp = Qmp::connect(&qmp_path).await.ok();
-    }
-    Ok((stream, qmp))
 }
 
 /// The session handshake on a connected control stream, bounded by the

@@ -22,6 +22,7 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use super::qemu::{self, VmMode};
+use super::qmp::Qmp;
 use super::rundir;
 use super::snapshot::{self, Checked};
 use crate::error::{Result, SandboxError};
@@ -78,12 +79,22 @@ async fn restore_in(
     let (state_rd, state_wr) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| SandboxError::io("creating a pipe", e.into()))?;
     let ram = OwnedFd::from(checked.ram);
-    let fds = vec![(state_rd, STATE_FD), (ram, RAM_FD)];
+    let mut channels = qemu::Channels::new(spec.mode)?;
+    let mut fds = std::mem::take(&mut channels.fds);
+    fds.extend([(state_rd, STATE_FD), (ram, RAM_FD)]);
     let t = Instant::now();
     let (mut child, stderr) = qemu::spawn(spec, run, id, fds).await?;
     tracing::debug!(ms = super::ms(t), "QEMU spawned");
     let console_path = run.join("console.log");
-    let resumed = resume(spec, run, &mut child, checked.state, state_wr, identity).await;
+    let resumed = resume(
+        spec,
+        channels,
+        &mut child,
+        checked.state,
+        state_wr,
+        identity,
+    )
+    .await;
     let console = std::fs::File::open(&console_path).ok();
     match resumed {
         Ok(client) => Ok(qemu::Vm {
@@ -101,27 +112,36 @@ async fn restore_in(
 
 async fn resume(
     spec: &qemu::VmSpec<'_>,
-    run: &Path,
+    channels: qemu::Channels,
     child: &mut tokio::process::Child,
     state: Vec<u8>,
     state_wr: OwnedFd,
     mut identity: Identity,
 ) -> Result<crate::client::Client> {
     let started = Instant::now();
-    let (mut stream, qmp) = qemu::connect_raw(spec, run, child, started).await?;
-    let mut qmp = qmp.ok_or_else(|| SandboxError::StartFailed {
-        reason: "QEMU's QMP socket did not answer".into(),
+    let mut stream = qemu::tokio_stream(channels.control)?;
+    let qmp = channels.qmp.ok_or_else(|| SandboxError::StartFailed {
+        reason: "a restore without a QMP channel".into(),
         detail: String::new(),
     })?;
-    tracing::debug!(ms = super::ms(started), "control and QMP sockets connected");
+    let qmp = qemu::tokio_stream(qmp)?;
+    // The pipe may hold less than the state: fed beside the load. QEMU
+    // holds the only read end, so the feeder ends when QEMU does.
+    let feeder =
+        tokio::task::spawn_blocking(move || std::fs::File::from(state_wr).write_all(&state));
     let load = async {
-        snapshot::set_ignore_shared(&mut qmp).await?;
+        // One write: capabilities, ignore-shared, then the load from the
+        // pipe; QEMU answers in order.
         let uri = format!("fd:{STATE_FD}");
-        qmp.execute_with("migrate-incoming", json!({ "uri": uri }))
-            .await?;
-        // The pipe holds less than the state: feed it beside the wait.
-        let feeder =
-            tokio::task::spawn_blocking(move || std::fs::File::from(state_wr).write_all(&state));
+        let mut qmp = Qmp::over_running(
+            qmp,
+            &[
+                snapshot::ignore_shared(),
+                ("migrate-incoming", json!({ "uri": uri })),
+            ],
+        )
+        .await?;
+        tracing::debug!(ms = super::ms(started), "QMP answered, loading");
         let left = spec.boot_timeout.saturating_sub(started.elapsed());
         snapshot::wait_migration(&mut qmp, left, "loading the device state").await?;
         feeder
@@ -132,7 +152,13 @@ async fn resume(
         Ok::<(), SandboxError>(())
     };
     tokio::select! {
-        r = load => r?,
+        r = tokio::time::timeout(spec.boot_timeout, load) => match r {
+            Ok(r) => r?,
+            Err(_) => return Err(SandboxError::StartFailed {
+                reason: format!("loading the device state did not finish within {}s", spec.boot_timeout.as_secs()),
+                detail: String::new(),
+            }),
+        },
         status = child.wait() => return Err(SandboxError::StartFailed {
             reason: format!("QEMU exited while loading the snapshot ({})", status.map(|s| s.to_string()).unwrap_or_default()),
             detail: String::new(),

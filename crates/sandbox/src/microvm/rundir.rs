@@ -1,5 +1,6 @@
-//! Per-VM runtime directories (control socket, QMP socket, console log,
-//! secret). They exist only while a VM boots: once husk is connected, every
+//! Per-VM runtime directories (console log, secret; the control and QMP
+//! channels are socketpairs, not files here). They exist only while a VM
+//! boots: once the guest answered, every
 //! file is unlinked and the directory removed, so even a husk killed by
 //! SIGKILL leaves nothing behind. Directories of dead husk processes (killed
 //! during a boot) are swept at the next start.

@@ -400,13 +400,15 @@ async fn save_template(
     };
     let run = rundir::create(id)?;
     let result = async {
-        let (mut child, stderr) = qemu::spawn(&spec, &run, id, Vec::new()).await?;
+        let mut channels = qemu::Channels::new(spec.mode)?;
+        let fds = std::mem::take(&mut channels.fds);
+        let (mut child, stderr) = qemu::spawn(&spec, &run, id, fds).await?;
         let console = run.join("console.log");
         progress(&format!(
             "snapshot: booting a template VM ({} MiB, {} vCPU) …",
             spec.config.memory_mb, spec.config.vcpus
         ));
-        let saved = park_and_save(&spec, &run, &mut child, &dir.join("state")).await;
+        let saved = park_and_save(&spec, channels, &mut child, &dir.join("state")).await;
         let console = std::fs::File::open(console).ok();
         let _ = child.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
@@ -419,12 +421,21 @@ async fn save_template(
 
 async fn park_and_save(
     spec: &qemu::VmSpec<'_>,
-    run: &Path,
+    channels: qemu::Channels,
     child: &mut tokio::process::Child,
     state: &Path,
 ) -> Result<()> {
     let started = Instant::now();
-    let (stream, qmp) = qemu::connect_raw(spec, run, child, started).await?;
+    let (stream, qmp) = tokio::select! {
+        r = tokio::time::timeout(spec.boot_timeout, channels.open()) => match r {
+            Ok(r) => r?,
+            Err(_) => return Err(qemu::timeout_error(spec)),
+        },
+        status = child.wait() => return Err(SandboxError::StartFailed {
+            reason: format!("QEMU exited at its start ({})", status.map(|s| s.to_string()).unwrap_or_default()),
+            detail: String::new(),
+        }),
+    };
     let mut qmp = qmp.ok_or_else(|| SandboxError::StartFailed {
         reason: "QEMU's QMP socket did not answer".into(),
         detail: String::new(),
@@ -464,12 +475,16 @@ async fn park_and_save(
 
 /// RAM that is a shared file mapping is not copied into the stream.
 pub async fn set_ignore_shared(qmp: &mut super::qmp::Qmp) -> Result<()> {
-    qmp.execute_with(
+    let (command, args) = ignore_shared();
+    qmp.execute_with(command, args).await.map(|_| ())
+}
+
+/// The QMP command that turns `x-ignore-shared` on.
+pub fn ignore_shared() -> (&'static str, serde_json::Value) {
+    (
         "migrate-set-capabilities",
         json!({ "capabilities": [{ "capability": "x-ignore-shared", "state": true }] }),
     )
-    .await
-    .map(|_| ())
 }
 
 /// Polls `query-migrate` until the migration completed, failed or `limit`
