@@ -14,7 +14,7 @@
 //! `/proc/cmdline` as on a cold boot.
 //!
 //! The file shown over `/proc/cmdline` is bind-mounted by the template,
-//! before it parks; a restored copy only rewrites that file's contents.
+//! before it parks; a restored copy only writes its own id into that file.
 //! Every restored copy starts with an empty TCG translation cache, so
 //! each kernel path it takes is translated afresh; the mount's is not one
 //! of them.
@@ -149,13 +149,14 @@ fn set_clock(secs: u64, nanos: u32) -> Result<(), String> {
 
 /// The root-owned, read-only file the template mounts over
 /// `/proc/cmdline`, so that a restored copy can show its own id there
-/// (where a cold boot has it) by rewriting the file.
+/// (where a cold boot has it) by writing it into the file.
 pub struct CmdlineView {
-    /// What the file shows: the template's command line without
-    /// `husk.template`, with the template's own id.
-    shown: String,
-    /// Where the id's value is in `shown`.
-    id_at: std::ops::Range<usize>,
+    /// The template's own command line.
+    template: String,
+    /// Where the id is in the file as the template wrote it (its command
+    /// line without `husk.template`, with its own id), when the line has
+    /// exactly one `husk.id=`.
+    id_at: Option<std::ops::Range<usize>>,
 }
 
 impl CmdlineView {
@@ -165,12 +166,8 @@ impl CmdlineView {
     /// copy shows, over `/proc/cmdline`.
     pub fn prepare(cmdline: &str) -> Result<Self, String> {
         let path = Self::PATH;
-        let id = cmdline
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("husk.id="))
-            .unwrap_or_default();
-        let view = Self::new(cmdline, id);
-        std::fs::write(path, &view.shown).map_err(|e| format!("writing {path}: {e}"))?;
+        let (view, shown) = Self::new(cmdline);
+        std::fs::write(path, shown).map_err(|e| format!("writing {path}: {e}"))?;
         rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(0o444))
             .map_err(|e| format!("chmod {path}: {e}"))?;
         rustix::mount::mount_bind(path, "/proc/cmdline")
@@ -178,17 +175,37 @@ impl CmdlineView {
         Ok(view)
     }
 
-    fn new(cmdline: &str, id: &str) -> Self {
-        let shown = restored_cmdline(cmdline, id);
-        let id_at = match shown
-            .find(" husk.id=")
-            .map(|i| i + 1)
-            .or_else(|| shown.starts_with("husk.id=").then_some(0))
-        {
-            Some(i) => i + "husk.id=".len()..i + "husk.id=".len() + id.len(),
-            None => 0..0,
+    /// The view of `cmdline`, and what the template's file shows.
+    fn new(cmdline: &str) -> (Self, String) {
+        let ids: Vec<&str> = cmdline
+            .split_whitespace()
+            .filter_map(|w| w.strip_prefix("husk.id="))
+            .collect();
+        let own = ids.first().copied().unwrap_or_default();
+        let shown = restored_cmdline(cmdline, own);
+        let id_at = match ids.len() {
+            1 => {
+                // The only word of `shown` that starts with it.
+                let word = shown
+                    .split(' ')
+                    .scan(0, |at, w| {
+                        let start = *at;
+                        *at += w.len() + 1;
+                        Some((start, w))
+                    })
+                    .find(|(_, w)| w.starts_with("husk.id="));
+                word.map(|(start, _)| {
+                    let from = start + "husk.id=".len();
+                    from..from + own.len()
+                })
+            }
+            _ => None,
         };
-        Self { shown, id_at }
+        let view = Self {
+            template: cmdline.to_string(),
+            id_at,
+        };
+        (view, shown)
     }
 
     /// Shows `id` in place of the template's. Runs before anything of the
@@ -199,19 +216,17 @@ impl CmdlineView {
     fn show_id(&self, id: &str) -> Result<(), String> {
         let path = Self::PATH;
         let err = |e: std::io::Error| format!("showing the new id in /proc/cmdline ({path}): {e}");
-        if !self.id_at.is_empty() && id.len() == self.id_at.len() {
+        if let Some(at) = self.id_at.as_ref().filter(|at| at.len() == id.len()) {
             use std::os::unix::fs::FileExt;
             let file = std::fs::OpenOptions::new()
                 .write(true)
                 .open(path)
                 .map_err(err)?;
             return file
-                .write_all_at(id.as_bytes(), self.id_at.start as u64)
+                .write_all_at(id.as_bytes(), at.start as u64)
                 .map_err(err);
         }
-        let mut shown = self.shown.clone();
-        shown.replace_range(self.id_at.clone(), id);
-        std::fs::write(path, shown).map_err(err)
+        std::fs::write(path, restored_cmdline(&self.template, id)).map_err(err)
     }
 }
 
@@ -251,16 +266,17 @@ mod tests {
 
     #[test]
     fn the_view_knows_where_the_id_is() {
-        let v = CmdlineView::new("console=ttyS0 husk.id=aaaa husk.template quiet\n", "aaaa");
-        assert_eq!(v.shown, "console=ttyS0 husk.id=aaaa quiet\n");
-        assert_eq!(&v.shown[v.id_at.clone()], "aaaa");
-        let first = CmdlineView::new("husk.id=abc quiet", "abc");
-        assert_eq!(&first.shown[first.id_at.clone()], "abc");
-        // Not fooled by a word that merely ends in "husk.id=".
-        let odd = CmdlineView::new("xhusk.id=zz husk.id=abc", "abc");
-        assert_eq!(&odd.shown[odd.id_at.clone()], "abc");
-        let none = CmdlineView::new("quiet", "");
-        assert!(none.id_at.is_empty());
+        let (v, shown) = CmdlineView::new("console=ttyS0 husk.id=aaaa husk.template quiet\n");
+        assert_eq!(shown, "console=ttyS0 husk.id=aaaa quiet\n");
+        assert_eq!(&shown[v.id_at.clone().unwrap()], "aaaa");
+        let (first, shown) = CmdlineView::new("husk.id=abc quiet");
+        assert_eq!(&shown[first.id_at.clone().unwrap()], "abc");
+        // Not fooled by a word that merely contains "husk.id=".
+        let (odd, shown) = CmdlineView::new("xhusk.id=zz husk.id=abc");
+        assert_eq!(&shown[odd.id_at.clone().unwrap()], "abc");
+        // No id, or two: no place to write one id over.
+        assert!(CmdlineView::new("quiet").0.id_at.is_none());
+        assert!(CmdlineView::new("husk.id=a husk.id=b").0.id_at.is_none());
     }
 
     #[test]

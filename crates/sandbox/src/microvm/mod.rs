@@ -326,17 +326,36 @@ impl MicrovmBackend {
         let spec = self.spec(config, &secret, &secret, Some("/husk-floor"), None);
         let id = new_id()?;
         let dir = rundir::create(&id)?;
-        let mut cmd = tokio::process::Command::new(&self.qemu);
-        std::fs::write(dir.join("secret"), secret.to_hex())
-            .map_err(|e| SandboxError::io("secret", e))?;
-        cmd.args(qemu::qemu_args(&spec, &dir, &id))
-            .stdin(std::process::Stdio::null());
-        let status = cmd
-            .status()
-            .await
-            .map_err(|e| SandboxError::io("running QEMU", e));
+        let result = async {
+            std::fs::write(dir.join("secret"), secret.to_hex())
+                .map_err(|e| SandboxError::io("secret", e))?;
+            // QEMU needs its end of the control channel even though this
+            // guest never opens it.
+            let (_channels, fds) = qemu::Channels::new(spec.mode)?;
+            let (mut child, stderr) = qemu::spawn(&spec, &dir, &id, fds).await?;
+            let status = tokio::time::timeout(spec.boot_timeout, child.wait()).await;
+            match status {
+                Ok(Ok(s)) if s.success() => Ok(()),
+                Ok(status) => {
+                    // Let the stderr reader catch up with QEMU's last words.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Err(SandboxError::StartFailed {
+                        reason: format!("the floor boot failed ({status:?})"),
+                        detail: crate::stderr::text(&stderr),
+                    })
+                }
+                Err(_) => Err(SandboxError::StartFailed {
+                    reason: format!(
+                        "the floor boot did not power off within {}s",
+                        spec.boot_timeout.as_secs()
+                    ),
+                    detail: String::new(),
+                }),
+            }
+        }
+        .await;
         let _ = std::fs::remove_dir_all(&dir);
-        status?;
+        result?;
         Ok(t.elapsed())
     }
 

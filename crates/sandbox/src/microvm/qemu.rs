@@ -65,17 +65,20 @@ pub const CONTROL_FD: i32 = 5;
 /// QEMU's descriptor for its end of the QMP channel (templates, restores).
 pub const QMP_FD: i32 = 6;
 
-/// husk's ends of a VM's channels; QEMU's ends go in `fds`, to be passed
-/// to [`spawn`].
+/// husk's ends of a VM's channels.
 pub struct Channels {
     pub control: std::os::unix::net::UnixStream,
     pub qmp: Option<std::os::unix::net::UnixStream>,
-    pub fds: Vec<(std::os::fd::OwnedFd, i32)>,
 }
 
+/// Descriptors for QEMU, each with the number it gets there.
+pub type QemuFds = Vec<(std::os::fd::OwnedFd, i32)>;
+
 impl Channels {
-    /// The control channel, and QMP unless `mode` is a cold boot.
-    pub fn new(mode: VmMode<'_>) -> Result<Channels> {
+    /// The control channel, and QMP unless `mode` is a cold boot: husk's
+    /// ends, and QEMU's to pass to [`spawn`] (which closes husk's copies,
+    /// so that QEMU's exit reads as end-of-file on husk's ends).
+    pub fn new(mode: VmMode<'_>) -> Result<(Channels, QemuFds)> {
         let pair = || {
             std::os::unix::net::UnixStream::pair()
                 .map_err(|e| SandboxError::io("creating a socketpair for QEMU", e))
@@ -89,10 +92,12 @@ impl Channels {
             fds.push((theirs.into(), QMP_FD));
             Some(ours)
         };
-        Ok(Channels { control, qmp, fds })
+        Ok((Channels { control, qmp }, fds))
     }
 
-    /// husk's ends as tokio streams (QMP negotiated), once QEMU runs.
+    /// husk's ends as tokio streams (QMP negotiated), once QEMU runs. The
+    /// QMP greeting is waited for without a bound of its own: callers
+    /// with QMP race this against a timeout and QEMU's exit.
     pub async fn open(self) -> Result<(tokio::net::UnixStream, Option<Qmp>)> {
         let control = tokio_stream(self.control)?;
         let qmp = match self.qmp {
@@ -289,12 +294,13 @@ pub async fn boot(spec: &VmSpec<'_>, id: &str) -> Result<Vm> {
 
 async fn boot_in(spec: &VmSpec<'_>, dir: &Path, id: &str) -> Result<Vm> {
     write_private(&dir.join("secret"), spec.secret.to_hex().as_bytes())?;
-    let mut channels = Channels::new(spec.mode)?;
-    let fds = std::mem::take(&mut channels.fds);
+    let (channels, fds) = Channels::new(spec.mode)?;
     let (mut child, stderr) = spawn(spec, dir, id, fds).await?;
     let console_path = dir.join("console.log");
     let started = Instant::now();
     let connected = async {
+        // A cold boot has no QMP: nothing here waits.
+        debug_assert!(channels.qmp.is_none());
         let (stream, _) = channels.open().await?;
         handshake(spec, stream, &mut child, started).await
     }
@@ -325,8 +331,9 @@ async fn boot_in(spec: &VmSpec<'_>, dir: &Path, id: &str) -> Result<Vm> {
     }
 }
 
-/// Starts QEMU for `spec` (killed on drop and when husk dies). `fd3`, if
-/// given, becomes the child's descriptor 3 (a restore's migration stream).
+/// Starts QEMU for `spec` (killed on drop and when husk dies). Each of
+/// `fds` becomes the child's descriptor of the number it is paired with:
+/// the channels' 5 and 6, a restore's migration stream 3 and RAM file 4.
 pub async fn spawn(
     spec: &VmSpec<'_>,
     dir: &Path,
@@ -342,6 +349,14 @@ pub async fn spawn(
     cmd.kill_on_drop(true);
     // Above every target number first, so one dup2 cannot clobber the
     // source of the next.
+    debug_assert!(
+        fds.iter().all(|(_, t)| *t >= 3)
+            && fds
+                .iter()
+                .enumerate()
+                .all(|(i, (_, t))| fds[..i].iter().all(|(_, u)| u != t)),
+        "descriptor numbers for QEMU must be distinct and above stderr"
+    );
     let mut high = Vec::with_capacity(fds.len());
     for (fd, target) in &fds {
         let copy = rustix::io::fcntl_dupfd_cloexec(fd, 64)
@@ -398,6 +413,22 @@ where
             reason: format!("QEMU exited during boot ({})", status.map(|s| s.to_string()).unwrap_or_default()),
             detail: String::new(),
         }),
+    }
+}
+
+/// `e`, unless it is a channel closing or failing because QEMU exited
+/// (seen within a second): then that QEMU exited `when`, with its status,
+/// which says more.
+pub async fn or_exited(child: &mut Child, e: SandboxError, when: &str) -> SandboxError {
+    if !matches!(e, SandboxError::Closed(_) | SandboxError::Io { .. }) {
+        return e;
+    }
+    match tokio::time::timeout(Duration::from_secs(1), child.wait()).await {
+        Ok(Ok(status)) => SandboxError::StartFailed {
+            reason: format!("QEMU exited {when} ({status})"),
+            detail: String::new(),
+        },
+        _ => e,
     }
 }
 

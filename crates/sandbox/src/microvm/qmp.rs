@@ -35,8 +35,8 @@ impl Qmp {
         Ok(q)
     }
 
-    /// Reads the greeting, then sends `qmp_capabilities` and `commands`
-    /// at once and reads their replies.
+    /// Sends `qmp_capabilities` and `commands` at once, then reads the
+    /// greeting (QEMU sends it before it reads anything) and the replies.
     async fn run_all(&mut self, commands: &[(&str, Value)]) -> Result<()> {
         let mut msg = request("qmp_capabilities", &Value::Null);
         for (command, args) in commands {

@@ -79,8 +79,7 @@ async fn restore_in(
     let (state_rd, state_wr) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| SandboxError::io("creating a pipe", e.into()))?;
     let ram = OwnedFd::from(checked.ram);
-    let mut channels = qemu::Channels::new(spec.mode)?;
-    let mut fds = std::mem::take(&mut channels.fds);
+    let (channels, mut fds) = qemu::Channels::new(spec.mode)?;
     fds.extend([(state_rd, STATE_FD), (ram, RAM_FD)]);
     let t = Instant::now();
     let (mut child, stderr) = qemu::spawn(spec, run, id, fds).await?;
@@ -151,18 +150,21 @@ async fn resume(
         qmp.execute("cont").await?;
         Ok::<(), SandboxError>(())
     };
-    tokio::select! {
+    let loaded = tokio::select! {
         r = tokio::time::timeout(spec.boot_timeout, load) => match r {
-            Ok(r) => r?,
-            Err(_) => return Err(SandboxError::StartFailed {
+            Ok(r) => r,
+            Err(_) => Err(SandboxError::StartFailed {
                 reason: format!("loading the device state did not finish within {}s", spec.boot_timeout.as_secs()),
                 detail: String::new(),
             }),
         },
-        status = child.wait() => return Err(SandboxError::StartFailed {
+        status = child.wait() => Err(SandboxError::StartFailed {
             reason: format!("QEMU exited while loading the snapshot ({})", status.map(|s| s.to_string()).unwrap_or_default()),
             detail: String::new(),
         }),
+    };
+    if let Err(e) = loaded {
+        return Err(qemu::or_exited(child, e, "while loading the snapshot").await);
     }
     tracing::debug!(ms = super::ms(started), "device state loaded, VM resumed");
     // The clock is read as late as possible: the guest sets it at once.

@@ -400,8 +400,7 @@ async fn save_template(
     };
     let run = rundir::create(id)?;
     let result = async {
-        let mut channels = qemu::Channels::new(spec.mode)?;
-        let fds = std::mem::take(&mut channels.fds);
+        let (channels, fds) = qemu::Channels::new(spec.mode)?;
         let (mut child, stderr) = qemu::spawn(&spec, &run, id, fds).await?;
         let console = run.join("console.log");
         progress(&format!(
@@ -426,18 +425,25 @@ async fn park_and_save(
     state: &Path,
 ) -> Result<()> {
     let started = Instant::now();
-    let (stream, qmp) = tokio::select! {
+    let opened = tokio::select! {
         r = tokio::time::timeout(spec.boot_timeout, channels.open()) => match r {
-            Ok(r) => r?,
-            Err(_) => return Err(qemu::timeout_error(spec)),
+            Ok(r) => r,
+            Err(_) => Err(SandboxError::StartFailed {
+                reason: format!("QEMU's monitor did not answer within {}s", spec.boot_timeout.as_secs()),
+                detail: String::new(),
+            }),
         },
-        status = child.wait() => return Err(SandboxError::StartFailed {
+        status = child.wait() => Err(SandboxError::StartFailed {
             reason: format!("QEMU exited at its start ({})", status.map(|s| s.to_string()).unwrap_or_default()),
             detail: String::new(),
         }),
     };
+    let (stream, qmp) = match opened {
+        Ok(o) => o,
+        Err(e) => return Err(qemu::or_exited(child, e, "at its start").await),
+    };
     let mut qmp = qmp.ok_or_else(|| SandboxError::StartFailed {
-        reason: "QEMU's QMP socket did not answer".into(),
+        reason: "a template without a QMP channel".into(),
         detail: String::new(),
     })?;
     let left = spec.boot_timeout.saturating_sub(started.elapsed());
