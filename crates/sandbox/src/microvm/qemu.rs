@@ -347,8 +347,6 @@ pub async fn spawn(
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     cmd.kill_on_drop(true);
-    // Above every target number first, so one dup2 cannot clobber the
-    // source of the next.
     debug_assert!(
         fds.iter().all(|(_, t)| *t >= 3)
             && fds
@@ -357,6 +355,8 @@ pub async fn spawn(
                 .all(|(i, (_, t))| fds[..i].iter().all(|(_, u)| u != t)),
         "descriptor numbers for QEMU must be distinct and above stderr"
     );
+    // Above every target number first, so one dup2 cannot clobber the
+    // source of the next.
     let mut high = Vec::with_capacity(fds.len());
     for (fd, target) in &fds {
         let copy = rustix::io::fcntl_dupfd_cloexec(fd, 64)
@@ -416,10 +416,39 @@ where
     }
 }
 
+/// Runs `work` bounded by `limit` and raced against QEMU's exit. A failure
+/// is said as "`what` did not finish", or as QEMU exiting `when` with its
+/// status (also when `work` failed on a channel QEMU's exit closed).
+pub async fn while_running<T>(
+    child: &mut Child,
+    limit: Duration,
+    work: impl std::future::Future<Output = Result<T>>,
+    what: &str,
+    when: &str,
+) -> Result<T> {
+    let done = tokio::select! {
+        r = tokio::time::timeout(limit, work) => match r {
+            Ok(r) => r,
+            Err(_) => Err(SandboxError::StartFailed {
+                reason: format!("{what} did not finish within {}s", limit.as_secs()),
+                detail: String::new(),
+            }),
+        },
+        status = child.wait() => Err(SandboxError::StartFailed {
+            reason: format!("QEMU exited {when} ({})", status.map(|s| s.to_string()).unwrap_or_default()),
+            detail: String::new(),
+        }),
+    };
+    match done {
+        Ok(v) => Ok(v),
+        Err(e) => Err(or_exited(child, e, when).await),
+    }
+}
+
 /// `e`, unless it is a channel closing or failing because QEMU exited
 /// (seen within a second): then that QEMU exited `when`, with its status,
 /// which says more.
-pub async fn or_exited(child: &mut Child, e: SandboxError, when: &str) -> SandboxError {
+async fn or_exited(child: &mut Child, e: SandboxError, when: &str) -> SandboxError {
     if !matches!(e, SandboxError::Closed(_) | SandboxError::Io { .. }) {
         return e;
     }

@@ -150,22 +150,14 @@ async fn resume(
         qmp.execute("cont").await?;
         Ok::<(), SandboxError>(())
     };
-    let loaded = tokio::select! {
-        r = tokio::time::timeout(spec.boot_timeout, load) => match r {
-            Ok(r) => r,
-            Err(_) => Err(SandboxError::StartFailed {
-                reason: format!("loading the device state did not finish within {}s", spec.boot_timeout.as_secs()),
-                detail: String::new(),
-            }),
-        },
-        status = child.wait() => Err(SandboxError::StartFailed {
-            reason: format!("QEMU exited while loading the snapshot ({})", status.map(|s| s.to_string()).unwrap_or_default()),
-            detail: String::new(),
-        }),
-    };
-    if let Err(e) = loaded {
-        return Err(qemu::or_exited(child, e, "while loading the snapshot").await);
-    }
+    qemu::while_running(
+        child,
+        spec.boot_timeout,
+        load,
+        "loading the device state",
+        "while loading the snapshot",
+    )
+    .await?;
     tracing::debug!(ms = super::ms(started), "device state loaded, VM resumed");
     // The clock is read as late as possible: the guest sets it at once.
     let now = std::time::SystemTime::now()

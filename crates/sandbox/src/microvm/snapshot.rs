@@ -425,23 +425,14 @@ async fn park_and_save(
     state: &Path,
 ) -> Result<()> {
     let started = Instant::now();
-    let opened = tokio::select! {
-        r = tokio::time::timeout(spec.boot_timeout, channels.open()) => match r {
-            Ok(r) => r,
-            Err(_) => Err(SandboxError::StartFailed {
-                reason: format!("QEMU's monitor did not answer within {}s", spec.boot_timeout.as_secs()),
-                detail: String::new(),
-            }),
-        },
-        status = child.wait() => Err(SandboxError::StartFailed {
-            reason: format!("QEMU exited at its start ({})", status.map(|s| s.to_string()).unwrap_or_default()),
-            detail: String::new(),
-        }),
-    };
-    let (stream, qmp) = match opened {
-        Ok(o) => o,
-        Err(e) => return Err(qemu::or_exited(child, e, "at its start").await),
-    };
+    let (stream, qmp) = qemu::while_running(
+        child,
+        spec.boot_timeout,
+        channels.open(),
+        "QEMU's monitor greeting",
+        "at its start",
+    )
+    .await?;
     let mut qmp = qmp.ok_or_else(|| SandboxError::StartFailed {
         reason: "a template without a QMP channel".into(),
         detail: String::new(),
