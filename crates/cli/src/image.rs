@@ -24,6 +24,9 @@ pub struct ImageArgs {
 enum ImageCommand {
     /// Build the guest kernel + initramfs (cached; rebuilt only when an input changes).
     Build(BuildArgs),
+    /// Remove cached kernels, images, snapshots and rootfs images that are
+    /// not current, not in use and not used recently.
+    Prune(crate::prune::PruneArgs),
 }
 
 #[derive(Debug, Args)]
@@ -62,11 +65,16 @@ struct Report {
     snapshot: Option<SnapshotInfo>,
     cache_dir: PathBuf,
     seconds: f64,
+    /// Bytes `husk image prune` would free with its default rules.
+    prunable_bytes: u64,
+    #[serde(skip)]
+    prunable_entries: usize,
 }
 
 pub async fn run(args: ImageArgs) -> CliResult<i32> {
     match args.command {
         ImageCommand::Build(b) => build(b).await,
+        ImageCommand::Prune(p) => crate::prune::run(p).await,
     }
 }
 
@@ -103,6 +111,8 @@ async fn build(args: BuildArgs) -> CliResult<i32> {
             snapshot: None,
             cache_dir: image::cache_dir(),
             seconds: t.elapsed().as_secs_f64(),
+            prunable_bytes: 0,
+            prunable_entries: 0,
         })
     })
     .await??;
@@ -112,6 +122,9 @@ async fn build(args: BuildArgs) -> CliResult<i32> {
         report.snapshot = Some(backend.build_snapshot(&config, progress).await?);
         report.seconds = t.elapsed().as_secs_f64();
     }
+    let key = report.image.key.clone();
+    (report.prunable_entries, report.prunable_bytes) =
+        tokio::task::spawn_blocking(move || crate::prune::prunable(&key)).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -153,6 +166,13 @@ fn print_human(r: &Report) {
             m.accel.as_str(),
             m.ram_allocated_bytes as f64 / 1048576.0,
             m.build_ms as f64 / 1000.0
+        );
+    }
+    if r.prunable_entries > 0 {
+        println!(
+            "  cache      {} older entries unused for a day hold {}: `husk image prune` removes them",
+            r.prunable_entries,
+            crate::prune::human_bytes(r.prunable_bytes)
         );
     }
 }

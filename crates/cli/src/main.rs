@@ -9,6 +9,7 @@ mod daemon_cmds;
 mod doctor;
 mod exec;
 mod image;
+mod prune;
 mod render;
 mod run;
 mod validate;

@@ -378,6 +378,57 @@ fn broken_snapshots_fall_back_to_a_cold_boot() {
     });
 }
 
+/// `husk image prune` never removes the snapshot of a running restored
+/// sandbox (it holds the snapshot's lock), and removes it once the
+/// sandbox has stopped; the next start then boots cold.
+#[test]
+fn a_prune_skips_the_snapshot_of_a_running_sandbox() {
+    use husk_sandbox::microvm::cache::{self, Decision, PruneOptions};
+    conformance::run_case(&HARNESS, |_, _| async move {
+        let suite = restoring_backend().unwrap();
+        let config = SandboxConfig::default();
+        let good = suite.snapshot_path(&config);
+        let root = snapshot_root("prune");
+        let backend = MicrovmBackend::clone(&suite).with_snapshot_dir(root.join("snapshots"));
+        let slot = backend.snapshot_path(&config);
+        std::fs::create_dir_all(&slot).unwrap();
+        for f in ["meta.json", "state", "ram"] {
+            std::fs::copy(good.join(f), slot.join(f)).unwrap();
+        }
+        let opts = PruneOptions {
+            cache: root.clone(),
+            unused_for: std::time::Duration::ZERO,
+            current_images: Vec::new(),
+            dry_run: false,
+        };
+        let decision = |report: &cache::PruneReport| {
+            report
+                .entries
+                .iter()
+                .find(|e| e.path == slot)
+                .map(|e| e.decision.clone())
+        };
+        let sb = backend.start(&config).await.expect("restore");
+        assert!(
+            matches!(sb.info().boot, BootPath::Restored { .. }),
+            "{:?}",
+            sb.info().boot
+        );
+        let report = cache::prune(&opts);
+        assert_eq!(decision(&report), Some(Decision::KeptInUse), "{report:#?}");
+        let out = conformance::sh(&sb, "echo ok").await;
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+        sb.stop().await.unwrap();
+        let report = cache::prune(&opts);
+        assert_eq!(decision(&report), Some(Decision::Removed), "{report:#?}");
+        assert!(!slot.exists());
+        let sb = backend.start(&config).await.expect("cold start");
+        assert_eq!(sb.info().boot, BootPath::Fresh);
+        sb.stop().await.unwrap();
+        let _ = std::fs::remove_dir_all(&root);
+    });
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     husk_sandbox::microvm::image::hex(&sha2::Sha256::digest(bytes))

@@ -15,6 +15,7 @@
 //!   booting (see `snapshot.rs`, `restore.rs`); a snapshot that cannot be
 //!   used is reported and the sandbox boots cold.
 
+pub mod cache;
 mod clock;
 mod derived;
 mod floor;
@@ -104,6 +105,9 @@ pub struct MicrovmBackend {
     accel_reason: String,
     /// Where snapshots live (`<cache>/snapshots`).
     snapshots: PathBuf,
+    /// The kernel and image this backend boots, held for as long as it
+    /// lives (a daemon's: the whole process) so no prune removes them.
+    _held: Arc<Vec<cache::Hold>>,
 }
 
 impl std::fmt::Debug for MicrovmBackend {
@@ -157,12 +161,19 @@ impl MicrovmBackend {
             AccelChoice::Auto => kvm_verdict(&qemu, &image, progress).await,
         };
         tracing::debug!(ms = ms(t), "accelerator settled");
+        let cache = probe_cache_dir();
+        let held = [image.bzimage.parent(), image.initramfs.parent()]
+            .into_iter()
+            .flatten()
+            .filter_map(|dir| cache::hold_in(&cache, dir))
+            .collect();
         Ok(MicrovmBackend {
             qemu,
             image,
             accel,
             accel_reason,
-            snapshots: probe_cache_dir().join("snapshots"),
+            snapshots: cache.join("snapshots"),
+            _held: Arc::new(held),
         })
     }
 
@@ -269,7 +280,18 @@ impl MicrovmBackend {
             return Ok(None);
         }
         let t = std::time::Instant::now();
-        let checked = match snapshot::check(&self.snapshots, &self.slot(config), &self.qemu) {
+        let slot = self.slot(config);
+        // Held before it is read, so a prune cannot take it halfway; one
+        // being pruned right now counts as missing.
+        let held = match cache::hold(&snapshot::slot_dir(&self.snapshots, &slot)) {
+            Ok(h) => Some(h),
+            Err(cache::HoldError::Gone(_) | cache::HoldError::Pruning(_)) => return Ok(None),
+            Err(e @ cache::HoldError::Io { .. }) => {
+                tracing::debug!("snapshot not held: {e}");
+                None
+            }
+        };
+        let checked = match snapshot::check(&self.snapshots, &slot, &self.qemu) {
             Ok(c) => {
                 tracing::debug!(ms = ms(t), "snapshot checked");
                 c
@@ -280,7 +302,10 @@ impl MicrovmBackend {
         let dir = checked.dir.clone();
         let spec = self.spec(config, secret, present, None, None);
         match restore::restore(&spec, checked, secret, id).await {
-            Ok(vm) => Ok(Some(vm)),
+            Ok(mut vm) => {
+                vm.held.extend(held);
+                Ok(Some(vm))
+            }
             Err(e @ SandboxError::Rejected(_)) => Err(Restore::Refused(e)),
             Err(e) => Err(Restore::Unusable(
                 snapshot::SnapshotProblem::RestoreFailed {
@@ -291,16 +316,23 @@ impl MicrovmBackend {
         }
     }
 
-    /// `config.rootfs`: an ext4 image file as is, a directory built into one.
-    fn resolve_rootfs(&self, config: &SandboxConfig) -> Result<Option<PathBuf>> {
+    /// `config.rootfs`: an ext4 image file as is, a directory built into
+    /// one (and held in the cache while the VM runs).
+    fn resolve_rootfs(
+        &self,
+        config: &SandboxConfig,
+    ) -> Result<Option<(PathBuf, Option<cache::Hold>)>> {
         let Some(path) = &config.rootfs else {
             return Ok(None);
         };
         if path.is_file() {
-            return Ok(Some(path.clone()));
+            return Ok(Some((path.clone(), None)));
         }
         let quiet = |_: &str| {};
-        blocking(|| rootfs::build_ext4(path, &probe_cache_dir(), &quiet)).map(Some)
+        let cache = probe_cache_dir();
+        let image = blocking(|| rootfs::build_ext4(path, &cache, &quiet))?;
+        let held = cache::hold_in(&cache, &image);
+        Ok(Some((image, held)))
     }
 
     /// Builds (or reuses) the ext4 image of a rootfs directory.
@@ -496,9 +528,11 @@ impl MicrovmBackend {
         present: &Secret,
         id: &str,
     ) -> Result<qemu::Vm> {
-        let rootfs = self.resolve_rootfs(config)?;
+        let (rootfs, held) = self.resolve_rootfs(config)?.unzip();
         let spec = self.spec(config, secret, present, None, rootfs.as_deref());
-        qemu::boot(&spec, id).await
+        let mut vm = qemu::boot(&spec, id).await?;
+        vm.held.extend(held.flatten());
+        Ok(vm)
     }
 }
 

@@ -159,6 +159,9 @@ pub struct Vm {
     pub client: Option<Client>,
     /// The console log, unlinked but still open for reading.
     pub console: Option<File>,
+    /// Cache entries this VM reads while it runs (its snapshot, its
+    /// rootfs): no prune removes them before the VM ends.
+    pub held: Vec<super::cache::Hold>,
 }
 
 /// Builds QEMU's argument list.
@@ -311,6 +314,7 @@ async fn boot_in(spec: &VmSpec<'_>, dir: &Path, id: &str) -> Result<Vm> {
             child,
             client: Some(client),
             console,
+            held: Vec::new(),
         }),
         Err(mut e) => {
             if matches!(e, SandboxError::Closed(_))

@@ -100,6 +100,7 @@ async fn restore_in(
             child,
             client: Some(client),
             console,
+            held: Vec::new(),
         }),
         Err(e) => {
             let _ = child.start_kill();

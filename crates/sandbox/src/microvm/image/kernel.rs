@@ -38,9 +38,7 @@ pub struct Kernel {
 pub fn get(cache: &Path, refresh: bool, progress: &(dyn Fn(&str) + Sync)) -> Result<Kernel> {
     let root = cache.join("kernels");
     let current = root.join("current");
-    let cached = std::fs::read_to_string(&current)
-        .ok()
-        .and_then(|name| load(&root.join(name.trim())));
+    let cached = cached(cache);
     if let (Some(k), false) = (&cached, refresh) {
         return Ok(k.clone());
     }
@@ -73,6 +71,14 @@ pub fn get(cache: &Path, refresh: bool, progress: &(dyn Fn(&str) + Sync)) -> Res
             .as_bytes(),
     )?;
     Ok(kernel)
+}
+
+/// The kernel in the cache (`kernels/current`), if any; never fetches.
+pub fn cached(cache: &Path) -> Option<Kernel> {
+    let root = cache.join("kernels");
+    std::fs::read_to_string(root.join("current"))
+        .ok()
+        .and_then(|name| load(&root.join(name.trim())))
 }
 
 fn load(dir: &Path) -> Option<Kernel> {

@@ -77,16 +77,11 @@ pub fn build_or_get(opts: &ImageOptions<'_>) -> Result<GuestImage> {
     let cache = cache_dir();
     let kernel = kernel::get(&cache, opts.refresh_kernel, progress)?;
     let boot = pvh::settle(&kernel.vmlinuz, pvh::BootChoice::from_env()?, progress);
-    let busybox = find_busybox()?;
-    let modules = modules::plan_cached(&kernel.moddir, &kernel.sha256, modules::GUEST_MODULES)?;
-    let key = image_key(
-        &cache,
-        &kernel,
-        &opts.guest_binary,
-        &busybox,
-        &modules,
-        &opts.extra_binaries,
-    )?;
+    let Keyed {
+        busybox,
+        modules,
+        key,
+    } = keyed(&cache, &kernel, opts)?;
     let dir = cache.join("images").join(&key[..32]);
     let initramfs = dir.join("initramfs.cpio");
     let module_names = modules
@@ -148,6 +143,42 @@ pub fn build_or_get(opts: &ImageOptions<'_>) -> Result<GuestImage> {
         initramfs.display()
     ));
     Ok(image)
+}
+
+/// The key of the image `opts` would build, from what is cached, without
+/// building or fetching anything: `None` when no kernel is cached yet.
+/// What `husk image prune` keeps as current.
+pub fn current_key(opts: &ImageOptions<'_>) -> Result<Option<String>> {
+    let cache = cache_dir();
+    let Some(kernel) = kernel::cached(&cache) else {
+        return Ok(None);
+    };
+    Ok(Some(keyed(&cache, &kernel, opts)?.key))
+}
+
+/// An image's parts besides the kernel, and its key.
+struct Keyed {
+    busybox: PathBuf,
+    modules: Vec<(String, PathBuf)>,
+    key: String,
+}
+
+fn keyed(cache: &Path, kernel: &kernel::Kernel, opts: &ImageOptions<'_>) -> Result<Keyed> {
+    let busybox = find_busybox()?;
+    let modules = modules::plan_cached(&kernel.moddir, &kernel.sha256, modules::GUEST_MODULES)?;
+    let key = image_key(
+        cache,
+        kernel,
+        &opts.guest_binary,
+        &busybox,
+        &modules,
+        &opts.extra_binaries,
+    )?;
+    Ok(Keyed {
+        busybox,
+        modules,
+        key,
+    })
 }
 
 fn image_key(
