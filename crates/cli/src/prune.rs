@@ -15,8 +15,9 @@ use crate::CliResult;
 
 #[derive(Debug, Args)]
 pub struct PruneArgs {
-    /// Keep entries used within this long (`0` keeps only what is current
-    /// or in use), e.g. `12h`, `7d`.
+    /// Keep entries used within this long, e.g. `12h`, `7d`; never less
+    /// than 10 minutes (`0`: whatever is older than that goes, if not
+    /// current or in use).
     #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = parse_duration)]
     unused_for: Duration,
     /// Only say what would be removed.
@@ -40,8 +41,7 @@ pub async fn run(args: PruneArgs) -> CliResult<i32> {
         if let Some(why) = &why_not {
             eprintln!(
                 "husk: cannot tell the current guest image ({why}); \
-                 keeping only what is in use or used within {}",
-                humantime::format_duration(args.unused_for)
+                 no image counts as current"
             );
         }
         cache::prune(&PruneOptions {

@@ -408,17 +408,29 @@ fn a_prune_skips_the_snapshot_of_a_running_sandbox() {
                 .find(|e| e.path == slot)
                 .map(|e| e.decision.clone())
         };
+        // As if the snapshot had last been used a day ago (a prune keeps
+        // what was used within `MIN_AGE`, whatever `unused_for` says).
+        let age_back = || {
+            let day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(86400);
+            for p in [slot.join(".in-use"), slot.clone()] {
+                if let Ok(f) = std::fs::File::open(&p) {
+                    f.set_modified(day_ago).unwrap();
+                }
+            }
+        };
         let sb = backend.start(&config).await.expect("restore");
         assert!(
             matches!(sb.info().boot, BootPath::Restored { .. }),
             "{:?}",
             sb.info().boot
         );
+        age_back();
         let report = cache::prune(&opts);
         assert_eq!(decision(&report), Some(Decision::KeptInUse), "{report:#?}");
         let out = conformance::sh(&sb, "echo ok").await;
         assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
         sb.stop().await.unwrap();
+        age_back();
         let report = cache::prune(&opts);
         assert_eq!(decision(&report), Some(Decision::Removed), "{report:#?}");
         assert!(!slot.exists());

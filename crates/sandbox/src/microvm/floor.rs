@@ -177,6 +177,7 @@ mod tests {
 
     fn image() -> GuestImage {
         GuestImage {
+            held: Default::default(),
             kernel: "/k/vmlinux".into(),
             boot: super::super::image::KernelBoot::Pvh,
             boot_note: String::new(),

@@ -105,9 +105,6 @@ pub struct MicrovmBackend {
     accel_reason: String,
     /// Where snapshots live (`<cache>/snapshots`).
     snapshots: PathBuf,
-    /// The kernel and image this backend boots, held for as long as it
-    /// lives (a daemon's: the whole process) so no prune removes them.
-    _held: Arc<Vec<cache::Hold>>,
 }
 
 impl std::fmt::Debug for MicrovmBackend {
@@ -161,19 +158,14 @@ impl MicrovmBackend {
             AccelChoice::Auto => kvm_verdict(&qemu, &image, progress).await,
         };
         tracing::debug!(ms = ms(t), "accelerator settled");
-        let cache = probe_cache_dir();
-        let held = [image.bzimage.parent(), image.initramfs.parent()]
-            .into_iter()
-            .flatten()
-            .filter_map(|dir| cache::hold_in(&cache, dir))
-            .collect();
+        // The image holds its kernel and initramfs in the cache for as
+        // long as this backend (for a daemon: the process) lives.
         Ok(MicrovmBackend {
             qemu,
             image,
             accel,
             accel_reason,
-            snapshots: cache.join("snapshots"),
-            _held: Arc::new(held),
+            snapshots: probe_cache_dir().join("snapshots"),
         })
     }
 
@@ -283,7 +275,10 @@ impl MicrovmBackend {
         let slot = self.slot(config);
         // Held before it is read, so a prune cannot take it halfway; one
         // being pruned right now counts as missing.
-        let held = match cache::hold(&snapshot::slot_dir(&self.snapshots, &slot)) {
+        let held = match cache::hold(
+            &snapshot::slot_dir(&self.snapshots, &slot),
+            cache::Shape::Dir,
+        ) {
             Ok(h) => Some(h),
             Err(cache::HoldError::Gone(_) | cache::HoldError::Pruning(_)) => return Ok(None),
             Err(e @ cache::HoldError::Io { .. }) => {
@@ -329,10 +324,8 @@ impl MicrovmBackend {
             return Ok(Some((path.clone(), None)));
         }
         let quiet = |_: &str| {};
-        let cache = probe_cache_dir();
-        let image = blocking(|| rootfs::build_ext4(path, &cache, &quiet))?;
-        let held = cache::hold_in(&cache, &image);
-        Ok(Some((image, held)))
+        blocking(|| rootfs::build_ext4(path, &probe_cache_dir(), &quiet))
+            .map(|(image, held)| Some((image, held)))
     }
 
     /// Builds (or reuses) the ext4 image of a rootfs directory.
@@ -340,7 +333,7 @@ impl MicrovmBackend {
         dir: &std::path::Path,
         progress: &(dyn Fn(&str) + Sync),
     ) -> Result<PathBuf> {
-        rootfs::build_ext4(dir, &probe_cache_dir(), progress)
+        rootfs::build_ext4(dir, &probe_cache_dir(), progress).map(|(image, _)| image)
     }
 
     fn boot_timeout(&self) -> Duration {

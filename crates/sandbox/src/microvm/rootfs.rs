@@ -7,6 +7,7 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::cache::{self, Hold, Shape};
 use crate::error::{Result, SandboxError};
 use crate::host;
 
@@ -14,7 +15,13 @@ use crate::host;
 const SLACK_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Builds (or reuses) an ext4 image of `dir` under `cache/rootfs/`.
-pub fn build_ext4(dir: &Path, cache: &Path, progress: &(dyn Fn(&str) + Sync)) -> Result<PathBuf> {
+/// Returns the image and, when it could be taken, a hold on it in the
+/// cache (the VM keeps it while it runs).
+pub fn build_ext4(
+    dir: &Path,
+    cache: &Path,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<(PathBuf, Option<Hold>)> {
     let mkfs = host::which("mkfs.ext4")
         .or_else(|| {
             ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"]
@@ -37,9 +44,14 @@ pub fn build_ext4(dir: &Path, cache: &Path, progress: &(dyn Fn(&str) + Sync)) ->
     std::fs::create_dir_all(&out_dir)
         .map_err(|e| SandboxError::io(format!("creating {}", out_dir.display()), e))?;
     let image = out_dir.join(format!("{key:016x}.ext4"));
-    if image.is_file() {
-        progress(&format!("rootfs: cached {}", image.display()));
-        return Ok(image);
+    // Held before it is used, so a prune cannot take it before the boot;
+    // one gone or being pruned is built again.
+    match cache::hold(&image, Shape::File) {
+        Err(cache::HoldError::Gone(_) | cache::HoldError::Pruning(_)) => {}
+        hold => {
+            progress(&format!("rootfs: cached {}", image.display()));
+            return Ok((image, hold.ok()));
+        }
     }
     let size_mb = (bytes + bytes / 4 + SLACK_BYTES) / (1024 * 1024);
     progress(&format!(
@@ -65,7 +77,8 @@ pub fn build_ext4(dir: &Path, cache: &Path, progress: &(dyn Fn(&str) + Sync)) ->
     std::fs::rename(&tmp, &image)
         .map_err(|e| SandboxError::io(format!("storing {}", image.display()), e))?;
     progress(&format!("rootfs: ready {}", image.display()));
-    Ok(image)
+    let held = cache::hold_in(cache, &image, Shape::File);
+    Ok((image, held))
 }
 
 /// A cheap content key of a tree (paths, sizes, modes, mtimes) and its size.

@@ -21,7 +21,7 @@
 
 mod prune;
 
-pub use prune::{Decision, EntryKind, PruneEntry, PruneOptions, PruneReport, prune};
+pub use prune::{Decision, EntryKind, MIN_AGE, PruneEntry, PruneOptions, PruneReport, prune};
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::MetadataExt;
@@ -64,53 +64,82 @@ pub enum HoldError {
     },
 }
 
+/// Whether an entry is a directory (kernels, images, snapshots) or a
+/// file (rootfs images). Said by the caller, never read off the disk: an
+/// entry that is missing for a moment (being replaced) must still get its
+/// lock in the same place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Dir,
+    File,
+}
+
 /// The lock file of an entry: inside a directory, beside a file.
-pub fn lock_path(entry: &Path) -> PathBuf {
-    if entry.is_dir() {
-        entry.join(LOCK_NAME)
-    } else {
-        let mut name = entry.file_name().unwrap_or_default().to_os_string();
-        name.push(LOCK_NAME);
-        entry.with_file_name(name)
+pub fn lock_path(entry: &Path, shape: Shape) -> PathBuf {
+    match shape {
+        Shape::Dir => entry.join(LOCK_NAME),
+        Shape::File => {
+            let mut name = entry.file_name().unwrap_or_default().to_os_string();
+            name.push(LOCK_NAME);
+            entry.with_file_name(name)
+        }
+    }
+}
+
+/// Opens a lock file to take a lock on: created if need be, read-only
+/// when it is another user's (`flock` needs no write access).
+fn open_lock(path: &Path, create: bool) -> std::io::Result<File> {
+    let rw = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .open(path);
+    match rw {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => File::open(path),
+        other => other,
     }
 }
 
 /// Takes a shared lock on `entry` and stamps it as used now.
-pub fn hold(entry: &Path) -> Result<Hold, HoldError> {
-    let lock_path = lock_path(entry);
+pub fn hold(entry: &Path, shape: Shape) -> Result<Hold, HoldError> {
+    let lock_path = lock_path(entry, shape);
     let io = |source| HoldError::Io {
         path: lock_path.clone(),
         source,
     };
+    let gone = || HoldError::Gone(entry.to_path_buf());
     if !entry.exists() {
-        return Err(HoldError::Gone(entry.to_path_buf()));
+        return Err(gone());
     }
-    let lock = match OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock_path)
-    {
+    let lock = match open_lock(&lock_path, true) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(HoldError::Gone(entry.to_path_buf()));
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(gone()),
         Err(e) => return Err(io(e)),
     };
-    match try_flock(&lock, false) {
-        Ok(true) => {}
-        Ok(false) => return Err(HoldError::Pruning(entry.to_path_buf())),
-        Err(e) => return Err(io(e)),
+    // A prune holds an entry's lock only while it removes it, or for a
+    // moment while it looks whether anyone holds it: a few short tries
+    // tell the two apart.
+    let mut tries = 0;
+    loop {
+        match try_flock(&lock, false) {
+            Ok(true) => break,
+            Ok(false) if tries < 3 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            Ok(false) => return Err(HoldError::Pruning(entry.to_path_buf())),
+            Err(e) => return Err(io(e)),
+        }
     }
     // A prune that locked the entry first has renamed it away by the time
     // it lets go: the lock taken is then on a file no longer at its path.
     // (A file entry's lock is beside it: the file itself may have gone.)
     if !same_file(&lock, &lock_path) || !entry.exists() {
-        return Err(HoldError::Gone(entry.to_path_buf()));
+        return Err(gone());
     }
-    // The stamp is best effort: a lock file of another user's cannot be
-    // stamped, and the lock alone already protects the entry.
+    // The stamp is best effort: a read-only lock file (another user's)
+    // cannot be stamped, and the lock alone already protects the entry.
     let _ = lock.set_modified(SystemTime::now());
     Ok(Hold {
         _lock: lock,
@@ -122,11 +151,11 @@ pub fn hold(entry: &Path) -> Result<Hold, HoldError> {
 /// why not: callers use the entry either way (an unprotected entry is
 /// still usable), so this never fails. Files outside the cache (a kernel
 /// or rootfs the user named) get no lock file put beside them.
-pub fn hold_in(root: &Path, entry: &Path) -> Option<Hold> {
+pub fn hold_in(root: &Path, entry: &Path, shape: Shape) -> Option<Hold> {
     if !entry.starts_with(root) {
         return None;
     }
-    match hold(entry) {
+    match hold(entry, shape) {
         Ok(h) => Some(h),
         Err(e) => {
             tracing::debug!("cache entry not held: {e}");
@@ -167,7 +196,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let entry = tmp.path().join("images").join("abc");
         std::fs::create_dir_all(&entry).unwrap();
-        let h = hold(&entry).unwrap();
+        let h = hold(&entry, Shape::Dir).unwrap();
         assert_eq!(h.entry(), entry);
         let lock = entry.join(LOCK_NAME);
         let age = std::fs::metadata(&lock).unwrap().modified().unwrap();
@@ -182,9 +211,9 @@ mod tests {
     fn a_file_entry_is_locked_beside_it_and_a_missing_one_is_gone() {
         let tmp = tempfile::tempdir().unwrap();
         let file = tmp.path().join("0123.ext4");
-        assert!(matches!(hold(&file), Err(HoldError::Gone(_))));
+        assert!(matches!(hold(&file, Shape::File), Err(HoldError::Gone(_))));
         std::fs::write(&file, b"x").unwrap();
-        let _h = hold(&file).unwrap();
+        let _h = hold(&file, Shape::File).unwrap();
         assert!(tmp.path().join("0123.ext4.in-use").exists());
     }
 
@@ -195,6 +224,9 @@ mod tests {
         std::fs::create_dir_all(&entry).unwrap();
         let lock = File::create(entry.join(LOCK_NAME)).unwrap();
         assert!(try_flock(&lock, true).unwrap());
-        assert!(matches!(hold(&entry), Err(HoldError::Pruning(_))));
+        assert!(matches!(
+            hold(&entry, Shape::Dir),
+            Err(HoldError::Pruning(_))
+        ));
     }
 }

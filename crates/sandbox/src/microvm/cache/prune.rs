@@ -8,23 +8,35 @@
 //! 2. an image a kept snapshot was made from is kept (a daemon restoring
 //!    from that snapshot boots that image when it falls back to cold);
 //! 3. an entry some process holds (see the parent module) is kept;
-//! 4. an entry used within `unused_for` is kept;
-//! 5. the rest is removed. Leftovers of interrupted builds (`.tmp`,
-//!    `.fetch-` names) are removed once an hour old, whatever
-//!    `unused_for` says: a build in progress is younger than that.
+//! 4. a snapshot of an image some process holds is kept (a daemon that
+//!    resolved that image restores from it, however long ago it did);
+//! 5. an entry used within `unused_for`, and never less than [`MIN_AGE`],
+//!    is kept: what another checkout is building right now is younger;
+//! 6. the rest is removed. Leftovers of interrupted builds (dot names)
+//!    are removed once an hour old.
+//!
+//! Only an entry the rules let go is locked (exclusively, without
+//! waiting): what is kept is never touched, so a prune stamps nothing and
+//! a dry run writes nothing.
 
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use super::{LOCK_NAME, lock_path, try_flock};
+use super::{LOCK_NAME, Shape, lock_path, open_lock, same_file, try_flock};
 
 /// How old a leftover of an interrupted build must be before it goes.
 const LEFTOVER_AGE: Duration = Duration::from_secs(3600);
+/// The least time since its last use before an entry goes, whatever
+/// `unused_for` says: an entry another process is building (written but
+/// not yet held) is younger than this.
+pub const MIN_AGE: Duration = Duration::from_secs(600);
+/// What a prune renames an entry to before deleting it; never listed.
+const DOOMED_PREFIX: &str = ".pruning-";
 
 /// What a prune may remove.
 #[derive(Debug, Clone)]
@@ -75,6 +87,8 @@ pub enum Decision {
     KeptCurrent,
     /// The image a kept snapshot was made from.
     KeptForSnapshot,
+    /// A snapshot of an image a process holds.
+    KeptForImage,
     /// A process holds it.
     KeptInUse,
     /// Used within `unused_for`.
@@ -95,6 +109,7 @@ impl Decision {
             Decision::WouldRemove => "would remove",
             Decision::KeptCurrent => "kept: current",
             Decision::KeptForSnapshot => "kept: snapshot",
+            Decision::KeptForImage => "kept: image",
             Decision::KeptInUse => "kept: in use",
             Decision::KeptRecent => "kept: recent",
             Decision::Failed(_) => "not removed",
@@ -129,18 +144,32 @@ pub struct PruneReport {
 }
 
 /// Looks at every entry of the cache and removes what the rules allow.
-/// Never fails as a whole: an entry that cannot be removed says why.
+/// Never fails as a whole: an entry that cannot be removed says why, and
+/// one that vanished meanwhile (another prune, a rebuild) is left out.
 pub fn prune(opts: &PruneOptions) -> PruneReport {
     let now = SystemTime::now();
     let current: HashSet<&str> = opts.current_images.iter().map(String::as_str).collect();
+    let images = list(&opts.cache.join("images"));
+    let held_images: HashSet<String> = images
+        .iter()
+        .filter(|(path, leftover)| !leftover && in_use(path, Shape::Dir))
+        .map(|(path, _)| file_name(path))
+        .collect();
     let mut entries = Vec::new();
     let mut snapshot_images = HashSet::new();
     for (path, is_leftover) in list(&opts.cache.join("snapshots")) {
         let image_key = snapshot_image(&path);
-        let current_image = image_key.as_deref().is_some_and(|k| current.contains(k));
+        let keep = match image_key.as_deref() {
+            Some(k) if current.contains(k) => Some(Decision::KeptCurrent),
+            Some(k) if k.get(..32).is_some_and(|p| held_images.contains(p)) => {
+                Some(Decision::KeptForImage)
+            }
+            _ => None,
+        };
         let kind = leftover_or(is_leftover, EntryKind::Snapshot);
-        let keep = current_image.then_some(Decision::KeptCurrent);
-        let entry = decide(opts, now, kind, path, keep);
+        let Some(entry) = decide(opts, now, kind, Shape::Dir, path, keep) else {
+            continue;
+        };
         if !entry.decision.removes()
             && let Some(key) = image_key
         {
@@ -148,7 +177,7 @@ pub fn prune(opts: &PruneOptions) -> PruneReport {
         }
         entries.push(entry);
     }
-    for (path, is_leftover) in list(&opts.cache.join("images")) {
+    for (path, is_leftover) in images {
         let name = file_name(&path);
         let key_of = |k: &String| k.get(..32) == Some(name.as_str());
         let keep = if opts.current_images.iter().any(key_of) {
@@ -159,25 +188,29 @@ pub fn prune(opts: &PruneOptions) -> PruneReport {
             None
         };
         let kind = leftover_or(is_leftover, EntryKind::Image);
-        entries.push(decide(opts, now, kind, path, keep));
+        entries.extend(decide(opts, now, kind, Shape::Dir, path, keep));
     }
     let current_kernel = std::fs::read_to_string(opts.cache.join("kernels").join("current"))
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
     for (path, is_leftover) in list(&opts.cache.join("kernels")) {
-        if path.is_file() {
-            continue; // `current` itself
+        let name = file_name(&path);
+        if name == "current" || name.starts_with("current.") {
+            continue; // the pointer itself, or its atomic write's temp file
         }
-        let keep = (file_name(&path) == current_kernel).then_some(Decision::KeptCurrent);
+        let keep = (name == current_kernel).then_some(Decision::KeptCurrent);
         let kind = leftover_or(is_leftover, EntryKind::Kernel);
-        entries.push(decide(opts, now, kind, path, keep));
+        entries.extend(decide(opts, now, kind, Shape::Dir, path, keep));
     }
     for (path, is_leftover) in list(&opts.cache.join("rootfs")) {
-        if file_name(&path).ends_with(LOCK_NAME) {
-            continue;
-        }
-        let kind = leftover_or(is_leftover, EntryKind::Rootfs);
-        entries.push(decide(opts, now, kind, path, None));
+        let name = file_name(&path);
+        let kind = match name.strip_suffix(LOCK_NAME) {
+            // The lock of a rootfs image that is gone: a leftover.
+            Some(base) if !path.with_file_name(base).exists() => EntryKind::Leftover,
+            Some(_) => continue,
+            None => leftover_or(is_leftover, EntryKind::Rootfs),
+        };
+        entries.extend(decide(opts, now, kind, Shape::File, path, None));
     }
     let sum = |removed: bool| {
         entries
@@ -206,15 +239,16 @@ fn leftover_or(is_leftover: bool, kind: EntryKind) -> EntryKind {
 
 /// The entries of one cache directory, each with whether it is a leftover
 /// of an interrupted build (a dot name), sorted for a stable report.
+/// Entries another prune is deleting right now are not listed.
 fn list(dir: &Path) -> Vec<(PathBuf, bool)> {
     let Ok(read) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
     let mut out: Vec<(PathBuf, bool)> = read
         .flatten()
-        .map(|e| {
+        .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            (e.path(), name.starts_with('.'))
+            (!name.starts_with(DOOMED_PREFIX)).then(|| (e.path(), name.starts_with('.')))
         })
         .collect();
     out.sort();
@@ -235,83 +269,106 @@ fn snapshot_image(dir: &Path) -> Option<String> {
     meta.get("image_key")?.as_str().map(str::to_string)
 }
 
-/// Applies the rules to one entry, removing it when they allow.
+/// Whether some process holds `entry` (its lock cannot be had
+/// exclusively). Creates nothing; the lock is let go at once.
+fn in_use(entry: &Path, shape: Shape) -> bool {
+    open_lock(&lock_path(entry, shape), false)
+        .ok()
+        .is_some_and(|f| matches!(try_flock(&f, true), Ok(false)))
+}
+
+/// Applies the rules to one entry, removing it when they allow. `None`
+/// when the entry vanished meanwhile.
 fn decide(
     opts: &PruneOptions,
     now: SystemTime,
     kind: EntryKind,
+    shape: Shape,
     path: PathBuf,
     keep: Option<Decision>,
-) -> PruneEntry {
-    let last_used = last_used(&path);
+) -> Option<PruneEntry> {
+    std::fs::symlink_metadata(&path).ok()?;
     let mut entry = PruneEntry {
         kind,
         bytes: disk_usage(&path),
-        last_used_unix: last_used
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+        last_used_unix: unix_secs(last_used(&path, shape)),
         decision: Decision::KeptCurrent,
         path,
     };
-    if let Some(keep) = keep
-        && kind != EntryKind::Leftover
-    {
-        entry.decision = keep;
-        return entry;
-    }
-    let age = now.duration_since(last_used).unwrap_or_default();
-    let min_age = match kind {
-        EntryKind::Leftover => LEFTOVER_AGE,
-        _ => opts.unused_for,
+    let age = |e: &PruneEntry| {
+        let last = SystemTime::UNIX_EPOCH + Duration::from_secs(e.last_used_unix);
+        now.duration_since(last).unwrap_or_default()
     };
-    entry.decision = if kind == EntryKind::Leftover {
-        if age < min_age {
-            Decision::KeptRecent
-        } else {
-            remove_unlocked(opts, &entry.path)
-        }
-    } else {
-        match lock_exclusive(&entry.path, opts.dry_run) {
-            Locked::InUse => Decision::KeptInUse,
-            Locked::Failed(why) => Decision::Failed(why),
-            Locked::Held(_) if age < min_age => Decision::KeptRecent,
-            Locked::Held(lock) => {
-                let d = remove_unlocked(opts, &entry.path);
-                drop(lock);
-                d
+    entry.decision = match (kind, keep) {
+        (EntryKind::Leftover, _) if age(&entry) < LEFTOVER_AGE => Decision::KeptRecent,
+        (EntryKind::Leftover, _) => remove(opts, &entry.path, shape)?,
+        (_, Some(keep)) => keep,
+        _ if age(&entry) < opts.unused_for.max(MIN_AGE) => Decision::KeptRecent,
+        _ if opts.dry_run => match in_use(&entry.path, shape) {
+            true => Decision::KeptInUse,
+            false => Decision::WouldRemove,
+        },
+        _ => {
+            let stamp_before = lock_stamp(&entry.path, shape);
+            match lock_exclusive(&entry.path, shape) {
+                Locked::Vanished => return None,
+                Locked::InUse => Decision::KeptInUse,
+                Locked::Failed(why) => Decision::Failed(why),
+                // Held and let go between the look above and the lock
+                // (its stamp moved): used just now, so kept.
+                Locked::Held(_)
+                    if stamp_before.is_some_and(|b| lock_stamp(&entry.path, shape) > Some(b)) =>
+                {
+                    Decision::KeptRecent
+                }
+                Locked::Held(lock) => {
+                    let d = remove(opts, &entry.path, shape)?;
+                    drop(lock);
+                    d
+                }
             }
         }
     };
-    entry
+    Some(entry)
+}
+
+/// The mtime of an entry's lock file (its last use), if it has one.
+fn lock_stamp(entry: &Path, shape: Shape) -> Option<SystemTime> {
+    std::fs::metadata(lock_path(entry, shape))
+        .and_then(|m| m.modified())
+        .ok()
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 enum Locked {
-    /// Locked exclusively (or, on a dry run, nobody holds it).
-    Held(Option<File>),
+    Held(File),
     InUse,
+    /// The entry (or its lock) is no longer where it was listed.
+    Vanished,
     Failed(String),
 }
 
-/// Takes an entry's lock exclusively without waiting. A real prune
-/// creates the lock file when there is none, so a starter racing it locks
-/// the same file; a dry run only looks.
-fn lock_exclusive(entry: &Path, dry_run: bool) -> Locked {
-    let path = lock_path(entry);
-    let opened = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(!dry_run)
-        .truncate(false)
-        .open(&path);
-    let file = match opened {
+/// Takes an entry's lock exclusively without waiting, creating the lock
+/// file when there is none, so a starter racing the prune locks the same
+/// file. The lock must still be the entry's once taken: an entry replaced
+/// meanwhile is another entry, not this one.
+fn lock_exclusive(entry: &Path, shape: Shape) -> Locked {
+    let path = lock_path(entry, shape);
+    if !entry.exists() {
+        return Locked::Vanished;
+    }
+    let file = match open_lock(&path, true) {
         Ok(f) => f,
-        Err(e) if dry_run && e.kind() == std::io::ErrorKind::NotFound => {
-            return Locked::Held(None);
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Locked::Vanished,
         Err(e) => return Locked::Failed(format!("opening {}: {e}", path.display())),
     };
     match try_flock(&file, true) {
-        Ok(true) => Locked::Held(Some(file)),
+        Ok(true) if same_file(&file, &path) && entry.exists() => Locked::Held(file),
+        Ok(true) => Locked::Vanished,
         Ok(false) => Locked::InUse,
         Err(e) => Locked::Failed(format!("locking {}: {e}", path.display())),
     }
@@ -319,40 +376,42 @@ fn lock_exclusive(entry: &Path, dry_run: bool) -> Locked {
 
 /// Renames the entry out of the way (one step: a starter sees all of it
 /// or none), then deletes it, and a file entry's lock file with it.
-fn remove_unlocked(opts: &PruneOptions, entry: &Path) -> Decision {
+/// `None` when it vanished before the rename.
+fn remove(opts: &PruneOptions, entry: &Path, shape: Shape) -> Option<Decision> {
     if opts.dry_run {
-        return Decision::WouldRemove;
+        return Some(Decision::WouldRemove);
     }
     let parent = entry.parent().unwrap_or(Path::new("."));
     let doomed = parent.join(format!(
-        ".pruning-{}-{}",
+        "{DOOMED_PREFIX}{}-{}",
         std::process::id(),
         file_name(entry)
     ));
-    if let Err(e) = std::fs::rename(entry, &doomed) {
-        return Decision::Failed(format!("moving it aside: {e}"));
+    match std::fs::rename(entry, &doomed) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => return Some(Decision::Failed(format!("moving it aside: {e}"))),
     }
-    let removed = if doomed.is_dir() {
+    let removed = if std::fs::symlink_metadata(&doomed).is_ok_and(|m| m.is_dir()) {
         std::fs::remove_dir_all(&doomed)
     } else {
-        // A file's lock is beside it; a starter that locks it after this
-        // finds the file gone (see `hold`).
-        let mut lock = entry.as_os_str().to_os_string();
-        lock.push(LOCK_NAME);
-        let _ = std::fs::remove_file(lock);
+        if shape == Shape::File {
+            // A starter that locks this after finds the file gone (`hold`).
+            let _ = std::fs::remove_file(lock_path(entry, shape));
+        }
         std::fs::remove_file(&doomed)
     };
-    match removed {
+    Some(match removed {
         Ok(()) => Decision::Removed,
         Err(e) => Decision::Failed(format!("deleting {}: {e}", doomed.display())),
-    }
+    })
 }
 
 /// When an entry was last used: its lock's stamp, else the newest mtime
 /// of the entry itself (a directory's changes with what is put in it).
-fn last_used(entry: &Path) -> SystemTime {
+fn last_used(entry: &Path, shape: Shape) -> SystemTime {
     let mtime = |p: &Path| std::fs::symlink_metadata(p).and_then(|m| m.modified()).ok();
-    [mtime(entry), mtime(&lock_path(entry))]
+    [mtime(entry), mtime(&lock_path(entry, shape))]
         .into_iter()
         .flatten()
         .max()

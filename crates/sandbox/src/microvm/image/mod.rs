@@ -18,6 +18,7 @@ use std::process::Command;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::cache::{self, Hold, Shape};
 use crate::error::{Result, SandboxError};
 pub use kernel::hex;
 pub use pvh::KernelBoot;
@@ -51,6 +52,10 @@ pub struct GuestImage {
     pub modules: Vec<String>,
     /// Whether this call built the initramfs (false: it was cached).
     pub built: bool,
+    /// The kernel's and the image's cache entries, held while any copy of
+    /// this lives, so no `husk image prune` removes them (see `cache`).
+    #[serde(skip)]
+    pub held: std::sync::Arc<Vec<super::cache::Hold>>,
 }
 
 /// What goes into an image.
@@ -76,6 +81,12 @@ pub fn build_or_get(opts: &ImageOptions<'_>) -> Result<GuestImage> {
     let progress = opts.progress;
     let cache = cache_dir();
     let kernel = kernel::get(&cache, opts.refresh_kernel, progress)?;
+    let mut held: Vec<Hold> = kernel
+        .vmlinuz
+        .parent()
+        .and_then(|dir| cache::hold_in(&cache, dir, Shape::Dir))
+        .into_iter()
+        .collect();
     let boot = pvh::settle(&kernel.vmlinuz, pvh::BootChoice::from_env()?, progress);
     let Keyed {
         busybox,
@@ -105,10 +116,20 @@ pub fn build_or_get(opts: &ImageOptions<'_>) -> Result<GuestImage> {
         initramfs_bytes: 0,
         modules: module_names,
         built: false,
+        held: Default::default(),
     };
-    if let Ok(meta) = std::fs::metadata(&initramfs) {
-        image.initramfs_bytes = meta.len();
-        return Ok(image);
+    // Held before it is looked at, so a prune cannot take it between the
+    // look and the boot; one gone or being pruned is built again.
+    match cache::hold(&dir, Shape::Dir) {
+        Err(cache::HoldError::Gone(_) | cache::HoldError::Pruning(_)) => {}
+        hold => {
+            if let Ok(meta) = std::fs::metadata(&initramfs) {
+                held.extend(hold.ok());
+                image.initramfs_bytes = meta.len();
+                image.held = std::sync::Arc::new(held);
+                return Ok(image);
+            }
+        }
     }
     progress(&format!(
         "initramfs: assembling ({} modules, busybox, guest agent) …",
@@ -137,6 +158,8 @@ pub fn build_or_get(opts: &ImageOptions<'_>) -> Result<GuestImage> {
         .map_err(|e| SandboxError::io(format!("storing {}", initramfs.display()), e))?;
     image.initramfs_bytes = size;
     image.built = true;
+    held.extend(cache::hold_in(&cache, &dir, Shape::Dir));
+    image.held = std::sync::Arc::new(held);
     progress(&format!(
         "initramfs: {} MiB at {}",
         size / (1024 * 1024),
