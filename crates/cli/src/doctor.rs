@@ -60,6 +60,7 @@ pub async fn run(args: DoctorArgs) -> CliResult<i32> {
             )
         },
     });
+    checks.push(tokio::task::spawn_blocking(cache_check).await?);
     let quiet = |_: &str| {};
     let (default_backend, reason) =
         match husk_sandbox::select(BackendChoice::Auto, AccelChoice::Auto, &quiet).await {
@@ -89,6 +90,38 @@ fn print_human(r: &Report) {
     match &r.default_backend {
         Some(b) => println!("  default backend: {b} ({})", r.default_backend_reason),
         None => println!("  default backend: none ({})", r.default_backend_reason),
+    }
+}
+
+/// What the micro-VM cache holds, and how much `husk image prune` would
+/// free with its default rules.
+fn cache_check() -> Check {
+    use crate::prune::human_bytes;
+    let report = crate::prune::dry_run(crate::prune::current_images().0);
+    let (gone, kept): (Vec<_>, Vec<_>) = report.entries.iter().partition(|e| e.decision.removes());
+    let detail = if report.entries.is_empty() {
+        format!("{}: empty", report.cache.display())
+    } else if gone.is_empty() {
+        format!(
+            "{}: {} in {} entries, all current, in use or used within a day",
+            report.cache.display(),
+            human_bytes(report.kept_bytes),
+            kept.len()
+        )
+    } else {
+        format!(
+            "{}: {} in {} entries; {} in {} unused for a day (`husk image prune` removes them)",
+            report.cache.display(),
+            human_bytes(report.kept_bytes + report.freed_bytes),
+            report.entries.len(),
+            human_bytes(report.freed_bytes),
+            gone.len()
+        )
+    };
+    Check {
+        name: "image cache",
+        ok: true,
+        detail,
     }
 }
 

@@ -124,7 +124,7 @@ async fn build(args: BuildArgs) -> CliResult<i32> {
     }
     let key = report.image.key.clone();
     (report.prunable_entries, report.prunable_bytes) =
-        tokio::task::spawn_blocking(move || crate::prune::prunable(&key)).await?;
+        tokio::task::spawn_blocking(move || crate::prune::prunable(vec![key])).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

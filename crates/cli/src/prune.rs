@@ -66,7 +66,7 @@ pub async fn run(args: PruneArgs) -> CliResult<i32> {
 
 /// The key of the image this husk boots, when it can be told without
 /// building anything.
-fn current_images() -> (Vec<String>, Option<String>) {
+pub(crate) fn current_images() -> (Vec<String>, Option<String>) {
     let quiet = |_: &str| {};
     let found = image::locate_static_guest().and_then(|guest| {
         image::current_key(&image::ImageOptions {
@@ -85,19 +85,24 @@ fn current_images() -> (Vec<String>, Option<String>) {
 
 /// How much a dry run with the default rules would free, for the hint
 /// `husk image build` prints: `(entries, bytes)`.
-pub fn prunable(current_image: &str) -> (usize, u64) {
-    let report = cache::prune(&PruneOptions {
-        cache: image::cache_dir(),
-        unused_for: Duration::from_secs(86400),
-        current_images: vec![current_image.to_string()],
-        dry_run: true,
-    });
+pub fn prunable(current_images: Vec<String>) -> (usize, u64) {
+    let report = dry_run(current_images);
     let n = report
         .entries
         .iter()
         .filter(|e| e.decision.removes())
         .count();
     (n, report.freed_bytes)
+}
+
+/// A dry run with the default rules.
+pub fn dry_run(current_images: Vec<String>) -> PruneReport {
+    cache::prune(&PruneOptions {
+        cache: image::cache_dir(),
+        unused_for: Duration::from_secs(86400),
+        current_images,
+        dry_run: true,
+    })
 }
 
 pub fn human_bytes(b: u64) -> String {

@@ -195,6 +195,14 @@ fn doctor_reports_and_emits_json() {
     assert_eq!(ns["ok"].as_bool(), Some(have_bwrap()), "{ns}");
     assert_eq!(code, if have_bwrap() { 0 } else { 1 });
     assert!(checks.iter().any(|c| c["name"] == "resource limits"));
+    let cache = checks
+        .iter()
+        .find(|c| c["name"] == "image cache")
+        .expect("image cache check");
+    assert!(
+        cache["detail"].as_str().unwrap().contains("husk"),
+        "{cache}"
+    );
 }
 
 /// Processes on the host that live in pid namespace `ns`.
