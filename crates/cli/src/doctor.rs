@@ -62,11 +62,17 @@ pub async fn run(args: DoctorArgs) -> CliResult<i32> {
     });
     checks.push(tokio::task::spawn_blocking(cache_check).await?);
     let quiet = |_: &str| {};
-    let (default_backend, reason) =
-        match husk_sandbox::select(BackendChoice::Auto, AccelChoice::Auto, &quiet).await {
-            Ok(s) => (Some(s.kind.to_string()), s.reason),
-            Err(e) => (None, e.to_string()),
-        };
+    let (default_backend, reason) = match husk_sandbox::select(
+        BackendChoice::Auto,
+        AccelChoice::Auto,
+        &Default::default(),
+        &quiet,
+    )
+    .await
+    {
+        Ok(s) => (Some(s.kind.to_string()), s.reason),
+        Err(e) => (None, e.to_string()),
+    };
     let ok = checks.iter().any(|c| c.name == "namespace backend" && c.ok);
     let report = Report {
         checks,

@@ -168,8 +168,6 @@ struct JsonResult<'a> {
 }
 
 pub async fn run(args: ExecArgs) -> CliResult<i32> {
-    let selected = husk_sandbox::select(args.backend, args.accel, &progress).await?;
-    tracing::info!(backend = %selected.kind, reason = %selected.reason, "backend selected");
     // No network device on either backend: the proxy is the way out.
     let env = if args.network.is_enabled() {
         husk_runtime::network::proxy_env()
@@ -184,6 +182,8 @@ pub async fn run(args: ExecArgs) -> CliResult<i32> {
         cold_boot: args.cold,
         ..SandboxConfig::default()
     };
+    let selected = husk_sandbox::select(args.backend, args.accel, &config, &progress).await?;
+    tracing::info!(backend = %selected.kind, reason = %selected.reason, "backend selected");
     let t = std::time::Instant::now();
     let sandbox = selected.backend.start(&config).await?;
     tracing::debug!(ms = t.elapsed().as_millis() as u64, "sandbox started");

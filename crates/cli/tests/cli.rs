@@ -343,6 +343,53 @@ fn a_failed_boot_quotes_the_serial_console() {
     );
 }
 
+/// Under TCG, `husk exec --backend microvm` warns, and says what this
+/// start will cost: a kernel boot (with the way to a snapshot), a restore,
+/// or the cold boot `--cold` asked for.
+/// The kernel argument gives this test a snapshot slot of its own.
+#[test]
+fn the_tcg_warning_says_whether_starts_restore_a_snapshot() {
+    if which("qemu-system-x86_64").is_none() {
+        eprintln!("skipped: qemu-system-x86_64 is not installed");
+        return;
+    }
+    let args = format!("husk.test-warning={}", std::process::id());
+    let exec = |extra: &[&str]| {
+        out(husk()
+            .env("HUSK_KERNEL_ARGS", &args)
+            .args(["exec", "--backend", "microvm"])
+            .args(extra)
+            .args(["--", "true"]))
+    };
+    let (code, _, err) = exec(&[]);
+    assert_eq!(code, 0, "{err}");
+    if !err.contains("TCG software emulation") {
+        eprintln!("skipped: micro-VMs run under KVM here, which has no warning: {err}");
+        return;
+    }
+    assert!(err.contains("with no saved snapshot"), "{err}");
+    assert!(err.contains("husk image build"), "{err}");
+
+    let (code, built, err) = out(husk()
+        .env("HUSK_KERNEL_ARGS", &args)
+        .args(["image", "build", "--json"]));
+    assert_eq!(code, 0, "{err}");
+    let built: serde_json::Value = serde_json::from_str(&built).unwrap();
+    let dir = std::path::PathBuf::from(built["snapshot"]["dir"].as_str().unwrap());
+    assert_eq!(built["snapshot"]["kernel_args"], args.as_str());
+    let restored = exec(&[]);
+    let cold = exec(&["--cold"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let (code, _, err) = restored;
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("starts restore a saved snapshot"), "{err}");
+    assert!(!err.contains("with no saved snapshot"), "{err}");
+    let (code, _, err) = cold;
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("a cold boot takes seconds"), "{err}");
+    assert!(!err.contains("restore"), "{err}");
+}
+
 #[test]
 fn validate_accepts_a_workflow_with_an_agent_override_and_warns() {
     let dir = std::env::temp_dir().join(format!("husk-cli-validate-{}", std::process::id()));

@@ -182,7 +182,7 @@ pub async fn start(requests: &[PoolRequest], idle_limit: Duration) -> Result<Poo
             BackendKind::Microvm => BackendChoice::Microvm,
         };
         let progress = |line: &str| tracing::info!("pool {}: {line}", r.backend);
-        let selected = husk_sandbox::select(choice, AccelChoice::Auto, &progress)
+        let selected = husk_sandbox::select(choice, AccelChoice::Auto, &r.template(), &progress)
             .await
             .map_err(|e| PoolError::Backend {
                 backend: r.backend.to_string(),

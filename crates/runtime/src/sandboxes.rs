@@ -129,9 +129,13 @@ pub async fn start(
             let progress = move |line: &str| {
                 progress_em.info("sandbox.progress", &progress_scope, line.to_string());
             };
-            let selected =
-                husk_sandbox::select(backend_choice(&spec.mode), AccelChoice::Auto, &progress)
-                    .await?;
+            let selected = husk_sandbox::select(
+                backend_choice(&spec.mode),
+                AccelChoice::Auto,
+                &config,
+                &progress,
+            )
+            .await?;
             let description = format!("{} ({})", selected.kind.as_str(), selected.reason);
             (selected.backend, description)
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Backend, BackendKind};
+use crate::backend::{Backend, BackendKind, SandboxConfig};
 use crate::error::Result;
 use crate::microvm::{Accel, AccelChoice, MicrovmBackend};
 use crate::namespace::NamespaceBackend;
@@ -43,11 +43,13 @@ pub struct Selected {
     pub reason: String,
 }
 
-/// Resolves a choice to a backend that can run here. `progress` receives
-/// one line per slow step (image build, KVM probe).
+/// Resolves a choice to a backend that can run here, for sandboxes like
+/// `config` (what a micro-VM start will cost depends on it). `progress`
+/// receives one line per slow step (image build, KVM probe) and warnings.
 pub async fn select(
     choice: BackendChoice,
     accel: AccelChoice,
+    config: &SandboxConfig,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Selected> {
     match choice {
@@ -55,10 +57,7 @@ pub async fn select(
         BackendChoice::Microvm => {
             let vm = MicrovmBackend::shared(accel, progress).await?;
             if vm.accel() == Accel::Tcg && accel == AccelChoice::Auto {
-                progress(&format!(
-                    "warning: micro-VMs run under TCG software emulation ({}); expect boots of a few seconds",
-                    vm.accel_reason()
-                ));
+                progress(&tcg_warning(&vm, config));
             }
             let reason = format!(
                 "asked for; accelerator {} ({})",
@@ -98,6 +97,32 @@ async fn auto(progress: &(dyn Fn(&str) + Sync)) -> Result<Selected> {
             namespace(format!("auto: micro-VM backend unavailable: {e}"))
         }
     }
+}
+
+/// The warning for a micro-VM under TCG. What a start costs depends on
+/// whether it restores a snapshot (a fraction of a second) or boots the
+/// kernel (seconds), so it says which one `config` gets and, for a boot
+/// without a snapshot, how to get one.
+fn tcg_warning(vm: &MicrovmBackend, config: &SandboxConfig) -> String {
+    let head = format!(
+        "warning: micro-VMs run under TCG software emulation ({})",
+        vm.accel_reason()
+    );
+    let start = if vm.has_snapshot(config) {
+        "starts restore a saved snapshot, but code in the guest runs several times slower than under KVM"
+    } else if config.cold_boot {
+        "a cold boot takes seconds"
+    } else if snapshot_eligible(config) {
+        "with no saved snapshot for this size each start boots the kernel, which takes seconds \
+         (`husk image build` saves one for the default size)"
+    } else {
+        "sandboxes with a root file system boot the kernel, which takes seconds"
+    };
+    format!("{head}; {start}")
+}
+
+fn snapshot_eligible(config: &SandboxConfig) -> bool {
+    crate::microvm::snapshot::eligible(config).is_ok()
 }
 
 fn namespace(reason: String) -> Result<Selected> {

@@ -284,23 +284,46 @@ fn a_changed_guest_agent_never_uses_the_old_snapshot() {
     });
 }
 
+/// The suite's backend pointed at a snapshot directory of a test's own,
+/// into which the suite's snapshot (default size) can be copied afresh.
+struct PrivateSnapshot {
+    backend: MicrovmBackend,
+    /// The suite's snapshot, the source of each copy.
+    good: PathBuf,
+    /// Where the private backend looks for the default size's snapshot.
+    slot: PathBuf,
+}
+
+impl PrivateSnapshot {
+    fn new(dir: PathBuf) -> Self {
+        let suite = restoring_backend().unwrap();
+        let config = SandboxConfig::default();
+        let backend = MicrovmBackend::clone(&suite).with_snapshot_dir(dir);
+        PrivateSnapshot {
+            good: suite.snapshot_path(&config),
+            slot: backend.snapshot_path(&config),
+            backend,
+        }
+    }
+
+    /// Copies the suite's snapshot into the private slot (over a broken one).
+    fn copy(&self) {
+        std::fs::create_dir_all(&self.slot).unwrap();
+        for f in ["meta.json", "state", "ram"] {
+            std::fs::copy(self.good.join(f), self.slot.join(f)).unwrap();
+        }
+    }
+}
+
 /// A corrupt or truncated snapshot is reported (what is wrong, and that
 /// the sandbox booted cold) and the sandbox works; no QEMU is left over.
 #[test]
 fn broken_snapshots_fall_back_to_a_cold_boot() {
     conformance::run_case(&HARNESS, |_, _| async move {
-        let suite = restoring_backend().unwrap();
         let config = SandboxConfig::default();
-        let good = suite.snapshot_path(&config);
         let root = snapshot_root("broken");
-        let backend = MicrovmBackend::clone(&suite).with_snapshot_dir(root.clone());
-        let slot = backend.snapshot_path(&config);
-        let copy = |dir: &PathBuf| {
-            std::fs::create_dir_all(dir).unwrap();
-            for f in ["meta.json", "state", "ram"] {
-                std::fs::copy(good.join(f), dir.join(f)).unwrap();
-            }
-        };
+        let private = PrivateSnapshot::new(root.clone());
+        let (backend, slot) = (&private.backend, &private.slot);
         type Break = fn(&std::path::Path);
         let cases: [(&str, Break, &str); 3] = [
             (
@@ -334,8 +357,8 @@ fn broken_snapshots_fall_back_to_a_cold_boot() {
             ),
         ];
         for (name, break_it, says) in cases {
-            copy(&slot);
-            break_it(&slot);
+            private.copy();
+            break_it(slot);
             let sb = backend.start(&config).await.expect(name);
             let BootPath::ColdFallback { reason } = &sb.info().boot else {
                 panic!("{name}: {:?}", sb.info().boot);
@@ -354,7 +377,7 @@ fn broken_snapshots_fall_back_to_a_cold_boot() {
         // A state that passes the checks but that QEMU cannot load (as
         // from another QEMU build): the restore fails, QEMU is gone, the
         // sandbox boots cold.
-        copy(&slot);
+        private.copy();
         let meta_path = slot.join("meta.json");
         let mut meta: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
@@ -385,16 +408,11 @@ fn broken_snapshots_fall_back_to_a_cold_boot() {
 fn a_prune_skips_the_snapshot_of_a_running_sandbox() {
     use husk_sandbox::microvm::cache::{self, Decision, PruneOptions};
     conformance::run_case(&HARNESS, |_, _| async move {
-        let suite = restoring_backend().unwrap();
         let config = SandboxConfig::default();
-        let good = suite.snapshot_path(&config);
         let root = snapshot_root("prune");
-        let backend = MicrovmBackend::clone(&suite).with_snapshot_dir(root.join("snapshots"));
-        let slot = backend.snapshot_path(&config);
-        std::fs::create_dir_all(&slot).unwrap();
-        for f in ["meta.json", "state", "ram"] {
-            std::fs::copy(good.join(f), slot.join(f)).unwrap();
-        }
+        let private = PrivateSnapshot::new(root.join("snapshots"));
+        private.copy();
+        let (backend, slot) = (&private.backend, &private.slot);
         let opts = PruneOptions {
             cache: root.clone(),
             unused_for: std::time::Duration::ZERO,
@@ -405,7 +423,7 @@ fn a_prune_skips_the_snapshot_of_a_running_sandbox() {
             report
                 .entries
                 .iter()
-                .find(|e| e.path == slot)
+                .find(|e| &e.path == slot)
                 .map(|e| e.decision.clone())
         };
         // As if the snapshot had last been used a day ago (a prune keeps

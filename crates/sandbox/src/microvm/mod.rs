@@ -230,6 +230,15 @@ impl MicrovmBackend {
         snapshot::slot_dir(&self.snapshots, &self.slot(config))
     }
 
+    /// Whether a start with `config` finds a saved snapshot to restore
+    /// (a look at the disk, not a check: a snapshot that turns out
+    /// unusable still falls back to a cold boot).
+    pub fn has_snapshot(&self, config: &SandboxConfig) -> bool {
+        !config.cold_boot
+            && snapshot::eligible(config).is_ok()
+            && self.snapshot_path(config).join("meta.json").is_file()
+    }
+
     fn slot(&self, config: &SandboxConfig) -> String {
         snapshot::Inputs {
             image_key: &self.image.key,
