@@ -368,7 +368,13 @@ fn the_tcg_warning_says_whether_starts_restore_a_snapshot() {
         return;
     }
     assert!(err.contains("with no saved snapshot"), "{err}");
-    assert!(err.contains("husk image build"), "{err}");
+    assert!(err.contains("`husk image build` saves one"), "{err}");
+    let (code, _, err) = exec(&["--memory", "768"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("`husk image build --memory 768 --cpus 1` saves one"),
+        "{err}"
+    );
 
     let (code, built, err) = out(husk()
         .env("HUSK_KERNEL_ARGS", &args)

@@ -113,8 +113,19 @@ fn tcg_warning(vm: &MicrovmBackend, config: &SandboxConfig) -> String {
     } else if config.cold_boot {
         "a cold boot takes seconds"
     } else if snapshot_eligible(config) {
-        "with no saved snapshot for this size each start boots the kernel, which takes seconds \
-         (`husk image build` saves one for the default size)"
+        let d = SandboxConfig::default();
+        let how = if (config.memory_mb, config.vcpus) == (d.memory_mb, d.vcpus) {
+            "`husk image build` saves one".to_string()
+        } else {
+            format!(
+                "`husk image build --memory {} --cpus {}` saves one",
+                config.memory_mb, config.vcpus
+            )
+        };
+        return format!(
+            "{head}; with no saved snapshot for this size each start boots the kernel, \
+             which takes seconds ({how})"
+        );
     } else {
         "sandboxes with a root file system boot the kernel, which takes seconds"
     };

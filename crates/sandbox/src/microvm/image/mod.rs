@@ -291,19 +291,25 @@ fn busybox_applets(busybox: &Path) -> Result<Vec<String>> {
 
 /// True when an ELF executable has no program interpreter (static or
 /// static-pie), i.e. it can run as `/init` with no libc in the image.
+///
+/// Reads only the ELF header and the program headers (a few hundred
+/// bytes), not the binary: a namespace start in a checkout asks this of
+/// the guest agent (2+ MiB) on every `husk exec`.
 pub fn is_static(path: &Path) -> Result<bool> {
-    use object::read::elf::{ElfFile64, ProgramHeader};
-    let bytes = std::fs::read(path)
+    use object::read::elf::{FileHeader, ProgramHeader};
+    let file = std::fs::File::open(path)
         .map_err(|e| SandboxError::io(format!("reading {}", path.display()), e))?;
-    let elf = ElfFile64::<object::Endianness>::parse(&*bytes).map_err(|e| {
+    let data = object::ReadCache::new(file);
+    let not_elf = |e: object::Error| {
         SandboxError::Config(format!(
             "{} is not a 64-bit ELF executable: {e}",
             path.display()
         ))
-    })?;
-    let endian = elf.endian();
-    Ok(!elf
-        .elf_program_headers()
+    };
+    let header = object::elf::FileHeader64::<object::Endianness>::parse(&data).map_err(not_elf)?;
+    let endian = header.endian().map_err(not_elf)?;
+    let phdrs = header.program_headers(endian, &data).map_err(not_elf)?;
+    Ok(!phdrs
         .iter()
         .any(|ph| ph.p_type(endian) == object::elf::PT_INTERP))
 }
@@ -350,4 +356,38 @@ pub fn locate_static_helper(name: &str) -> Option<PathBuf> {
             .map(|p| dir.join("x86_64-unknown-linux-gnu").join(p).join(name))
             .find(|p| is_static(p).unwrap_or(false))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_static_tells_static_from_dynamic_and_refuses_non_elf() {
+        // This test binary is linked dynamically (it has an interpreter).
+        let me = std::env::current_exe().unwrap();
+        assert!(!is_static(&me).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let text = dir.path().join("script");
+        std::fs::write(&text, "#!/bin/sh\ntrue\n").unwrap();
+        let err = is_static(&text).unwrap_err().to_string();
+        assert!(err.contains("not a 64-bit ELF executable"), "{err}");
+        // A truncated ELF: the header promises program headers past the end.
+        let bytes = std::fs::read(&me).unwrap();
+        let cut = dir.path().join("cut");
+        std::fs::write(&cut, &bytes[..40]).unwrap();
+        assert!(is_static(&cut).is_err());
+        // The static busybox the micro-VM image needs, when it is here.
+        if Path::new("/bin/busybox").is_file() {
+            let busybox_static = std::process::Command::new("ldd")
+                .arg("/bin/busybox")
+                .output()
+                .map(|o| !o.status.success())
+                .unwrap_or(false);
+            assert_eq!(
+                is_static(Path::new("/bin/busybox")).unwrap(),
+                busybox_static
+            );
+        }
+    }
 }
