@@ -49,6 +49,15 @@ struct BuildArgs {
     /// Snapshot for micro-VMs with this many CPUs.
     #[arg(long, value_name = "N", default_value_t = 1)]
     cpus: u32,
+    /// Snapshot for micro-VMs with this much writable storage (MiB; a
+    /// spec's `disk_mb`).
+    #[arg(
+        long,
+        value_name = "MIB",
+        default_value_t = husk_sandbox::backend::DEFAULT_DISK_MB,
+        value_parser = clap::value_parser!(u32).range(husk_sandbox::backend::MIN_DISK_MB as i64..)
+    )]
+    disk: u32,
     /// Accelerator the snapshot is for: auto, kvm or tcg.
     #[arg(long, default_value = "auto", value_parser = parse_accel)]
     accel: AccelChoice,
@@ -89,6 +98,7 @@ async fn build(args: BuildArgs) -> CliResult<i32> {
     let config = SandboxConfig {
         memory_mb: args.memory,
         vcpus: args.cpus,
+        disk_mb: args.disk,
         ..SandboxConfig::default()
     };
     let mut report = tokio::task::spawn_blocking(move || -> CliResult<Report> {

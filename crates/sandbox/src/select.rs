@@ -102,38 +102,42 @@ async fn auto(progress: &(dyn Fn(&str) + Sync)) -> Result<Selected> {
 /// The warning for a micro-VM under TCG. What a start costs depends on
 /// whether it restores a snapshot (a fraction of a second) or boots the
 /// kernel (seconds), so it says which one `config` gets and, for a boot
-/// without a snapshot, how to get one.
+/// without a snapshot, the command that saves one.
 fn tcg_warning(vm: &MicrovmBackend, config: &SandboxConfig) -> String {
-    let head = format!(
-        "warning: micro-VMs run under TCG software emulation ({})",
-        vm.accel_reason()
-    );
     let start = if vm.has_snapshot(config) {
         "starts restore a saved snapshot, but code in the guest runs several times slower than under KVM"
+            .to_string()
     } else if config.cold_boot {
-        "a cold boot takes seconds"
-    } else if snapshot_eligible(config) {
-        let d = SandboxConfig::default();
-        let how = if (config.memory_mb, config.vcpus) == (d.memory_mb, d.vcpus) {
-            "`husk image build` saves one".to_string()
-        } else {
-            format!(
-                "`husk image build --memory {} --cpus {}` saves one",
-                config.memory_mb, config.vcpus
-            )
-        };
-        return format!(
-            "{head}; with no saved snapshot for this size each start boots the kernel, \
-             which takes seconds ({how})"
-        );
+        "a cold boot takes seconds".to_string()
+    } else if crate::microvm::snapshot::eligible(config).is_ok() {
+        format!(
+            "with no saved snapshot for this size each start boots the kernel, \
+             which takes seconds (`{}` saves one)",
+            snapshot_command(config)
+        )
     } else {
-        "sandboxes with a root file system boot the kernel, which takes seconds"
+        "sandboxes with a root file system boot the kernel, which takes seconds".to_string()
     };
-    format!("{head}; {start}")
+    format!(
+        "warning: micro-VMs run under TCG software emulation ({}); {start}",
+        vm.accel_reason()
+    )
 }
 
-fn snapshot_eligible(config: &SandboxConfig) -> bool {
-    crate::microvm::snapshot::eligible(config).is_ok()
+/// `husk image build` with the options that save `config`'s snapshot.
+fn snapshot_command(config: &SandboxConfig) -> String {
+    let d = SandboxConfig::default();
+    let mut cmd = "husk image build".to_string();
+    for (flag, value, default) in [
+        ("--memory", config.memory_mb, d.memory_mb),
+        ("--cpus", config.vcpus, d.vcpus),
+        ("--disk", config.disk_mb, d.disk_mb),
+    ] {
+        if value != default {
+            cmd.push_str(&format!(" {flag} {value}"));
+        }
+    }
+    cmd
 }
 
 fn namespace(reason: String) -> Result<Selected> {
@@ -142,4 +146,26 @@ fn namespace(reason: String) -> Result<Selected> {
         kind: BackendKind::Namespace,
         reason,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_snapshot_command_names_only_what_differs_from_the_default() {
+        let d = SandboxConfig::default();
+        assert_eq!(snapshot_command(&d), "husk image build");
+        let c = SandboxConfig {
+            memory_mb: 2048,
+            disk_mb: 4096,
+            ..d.clone()
+        };
+        assert_eq!(
+            snapshot_command(&c),
+            "husk image build --memory 2048 --disk 4096"
+        );
+        let c = SandboxConfig { vcpus: 2, ..d };
+        assert_eq!(snapshot_command(&c), "husk image build --cpus 2");
+    }
 }
