@@ -38,7 +38,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use crate::backend::{Backend, BackendKind, Origin, Sandbox, SandboxConfig, ToolDelivery};
+use crate::backend::{
+    Backend, BackendKind, BootPath, Origin, Sandbox, SandboxConfig, ToolDelivery,
+};
 use crate::error::{Result, SandboxError};
 use husk_protocol::{ErrorKind, ExecRequest};
 
@@ -406,7 +408,12 @@ async fn refill(pool: Weak<Pool>) {
         let may_start = retry_at.is_none_or(|t| now >= t);
         if may_start && p.reserve_start() {
             let outcome = match p.backend.start(&p.template).await {
-                Ok(sandbox) => warm_up(sandbox).await,
+                Ok(sandbox) => {
+                    if let BootPath::ColdFallback { reason } = &sandbox.info().boot {
+                        tracing::warn!(backend = %p.kind(), "pool sandbox: {reason}");
+                    }
+                    warm_up(sandbox).await
+                }
                 Err(e) => Err(e),
             };
             let failed = outcome.is_err();

@@ -485,7 +485,10 @@ impl Backend for MicrovmBackend {
             Err(Restore::Refused(e)) => return Err(e),
             Err(Restore::Unusable(problem)) => {
                 let reason = format!("{problem}; booting cold instead");
-                tracing::warn!("{reason}");
+                // The caller says it to the user (`husk exec` on stderr, a
+                // run in its events, a pool in the daemon's log): logged
+                // here only as a diagnostic, so nobody reads it twice.
+                tracing::info!("{reason}");
                 let vm = self.boot_cold(config, &secret, &present, &id).await?;
                 (vm, BootPath::ColdFallback { reason })
             }
